@@ -1,0 +1,140 @@
+"""Reverse-mode (and forward-mode) differentiation over the expression graph.
+
+This is the article's procedure run mechanically. The graph already holds one
+intermediate variable per operation (step 1). For each node, its rule in
+`rules.RULES` gives the local derivative as a vector-Jacobian product (step 2).
+Walking the nodes in reverse topological order multiplies the local derivatives
+along every path (the vector chain rule, step 3), and a node reached along several
+paths receives the sum of their contributions (the total-derivative chain rule: the
+adjoint accumulates, `+=` in micrograd's words). Because the adjoint expressions are
+built from the forward nodes themselves, substituting back (step 4) is just printing
+them: the backward pass reuses the forward values.
+
+The derivation is kept as data (`Derivation.steps`) so that it can be explained.
+
+Jacobians of `outputs:` use forward mode instead: a tangent, carrying the param's
+axes after the value's axes, flows from the param to the output. An output of N
+values and a param of n never needs more than N x n numbers, where reverse mode
+would have to seed an N x N identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .graph import LEAVES, Node, ancestors
+from .ops import Ops
+from .rules import RULES
+from .shapes import broadcasts_to
+
+
+@dataclass(frozen=True)
+class Step:
+    """One intermediate variable's backward step."""
+
+    node: Node
+    adjoint: Node  # dL/dnode: the sum of `contributions`
+    contributions: tuple[Node, ...]  # one per path from the node to the loss
+    partials: tuple[tuple[int, Node], ...]  # (operand index, its contribution)
+
+
+@dataclass(frozen=True)
+class Derivation:
+    loss: Node
+    gradients: dict[str, Node]  # param name -> dL/dparam, exactly the param's shape
+    adjoints: dict[Node, Node]  # every differentiated node -> its adjoint
+    steps: tuple[Step, ...]  # in the order they were taken (reverse topological)
+
+
+def depends_on_params(nodes: list[Node]) -> set[Node]:
+    """The nodes (in topological order) whose value changes with some param."""
+    live: set[Node] = set()
+    for n in nodes:
+        if n.op == "param" or any(a in live for a in n.args):
+            live.add(n)
+    return live
+
+
+def total(ops: Ops, terms: list[Node]) -> Node:
+    out = terms[0]
+    for t in terms[1:]:
+        out = ops.add(out, t)
+    return out
+
+
+def unbroadcast(ops: Ops, g: Node, target: Node) -> Node:
+    """Reduce an adjoint to the shape of the operand it belongs to.
+
+    Where the operand was broadcast (a bias row added to every sample, a scalar
+    added to a vector), numpy repeated it; each repetition contributed, so the
+    adjoint is summed over the broadcast axes. An adjoint smaller than the operand
+    (a scalar standing for a constant array) is left for numpy to broadcast.
+    """
+    shape = target.shape
+    if g.shape == shape or broadcasts_to(g.shape, shape):
+        return g
+    extra = g.rank - target.rank
+    axes = tuple(range(extra)) if extra > 0 else ()
+    if axes:
+        g = ops.sum_axes(g, axes)
+    if g.shape != shape and not broadcasts_to(g.shape, shape):
+        keep = tuple(i for i, (dg, dt) in enumerate(zip(g.shape, shape, strict=True)) if dt == 1 != dg)
+        g = ops.make("sum_keep", g, attrs=(keep,), shape=shape)
+    return g
+
+
+def gradients(ops: Ops, loss: Node, params: list[Node]) -> Derivation:
+    order = ancestors([loss])
+    live = depends_on_params(order)
+    pending: dict[Node, list[Node]] = {loss: [ops.const(1.0)]}
+    adjoints: dict[Node, Node] = {}
+    steps: list[Step] = []
+    for node in reversed(order):
+        contributions = pending.pop(node, None)
+        if not contributions or node not in live:
+            continue
+        g = total(ops, contributions)
+        adjoints[node] = g
+        partials: list[tuple[int, Node]] = []
+        if node.op not in LEAVES:
+            vjp = RULES[node.op].vjp
+            assert vjp is not None, f"no derivative rule for {node.op}"
+            for i, arg in enumerate(node.args):
+                if arg not in live:
+                    continue
+                c = vjp(ops, node, g, i)
+                if c is None:
+                    continue
+                c = unbroadcast(ops, c, arg)
+                partials.append((i, c))
+                pending.setdefault(arg, []).append(c)
+        steps.append(Step(node, g, tuple(contributions), tuple(partials)))
+    grads: dict[str, Node] = {}
+    for p in params:
+        g = adjoints.get(p)
+        if g is None:
+            grads[p.name] = ops.make("zeros_like", p, shape=p.shape)
+        else:
+            grads[p.name] = ops.fill(g, p) if g.shape != p.shape or g.op in LEAVES else g
+    return Derivation(loss, grads, adjoints, tuple(steps))
+
+
+def jacobian(ops: Ops, output: Node, param: Node) -> Node:
+    """d output / d param, of shape output.shape + param.shape, by forward mode."""
+    order = ancestors([output])
+    tangent: dict[Node, Node | None] = {}
+    for node in order:
+        if node is param:
+            tangent[node] = ops.const(1.0) if param.rank == 0 else ops.seed(param)
+            continue
+        ts = tuple(tangent.get(a) for a in node.args)
+        if node.op in LEAVES or all(t is None for t in ts):
+            tangent[node] = None
+            continue
+        jvp = RULES[node.op].jvp
+        assert jvp is not None, f"no derivative rule for {node.op}"
+        tangent[node] = jvp(ops, node, ts, param)
+    t = tangent[output]
+    if t is None:
+        return ops.zeros(output, param)
+    return ops.tfull(t, output, param)

@@ -1,0 +1,96 @@
+"""The expression graph: frozen nodes with their op, operands, shape and spec location.
+
+Nodes carry no behaviour (the rules live in `rules.py`). A `Graph` hash-conses them:
+asking twice for the same op on the same operands returns the same node, which is
+common-subexpression elimination for free and keeps node ids (creation order) a
+deterministic topological order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+
+from .errors import Location
+
+Dim = str | int
+Shape = tuple[Dim, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Node:
+    id: int
+    op: str
+    args: tuple[Node, ...]
+    shape: Shape
+    attrs: tuple[Hashable, ...] = ()
+    loc: Location | None = field(default=None, repr=False)
+
+    def __hash__(self) -> int:
+        return self.id
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def is_const(self) -> bool:
+        return self.op == "const"
+
+    @property
+    def value(self) -> float:
+        """The number held by a `const` node."""
+        assert self.op == "const"
+        return float(self.attrs[0])  # type: ignore[arg-type]
+
+    @property
+    def name(self) -> str:
+        """The name held by a leaf (`input`, `param`, `dim`)."""
+        return str(self.attrs[0])
+
+
+LEAVES = frozenset({"input", "param", "const", "dim"})
+
+
+class Graph:
+    """A hash-consed DAG of nodes; node ids give a topological order."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Node] = []
+        self._interned: dict[tuple[object, ...], Node] = {}
+
+    def node(
+        self,
+        op: str,
+        args: Iterable[Node],
+        shape: Shape,
+        attrs: tuple[Hashable, ...] = (),
+        loc: Location | None = None,
+    ) -> Node:
+        args = tuple(args)
+        key = (op, tuple(a.id for a in args), attrs)
+        found = self._interned.get(key)
+        if found is not None:
+            return found
+        made = Node(len(self.nodes), op, args, shape, attrs, loc)
+        self.nodes.append(made)
+        self._interned[key] = made
+        return made
+
+
+def ancestors(roots: Iterable[Node]) -> list[Node]:
+    """Every node the roots depend on (roots included), in topological (id) order."""
+    seen: dict[int, Node] = {}
+    stack = list(roots)
+    while stack:
+        n = stack.pop()
+        if n.id in seen:
+            continue
+        seen[n.id] = n
+        stack.extend(n.args)
+    return [seen[i] for i in sorted(seen)]
+
+
+def leaves_of(roots: Iterable[Node], op: str) -> set[str]:
+    """Names of the leaves of kind `op` (e.g. 'param') that the roots depend on."""
+    return {n.name for n in ancestors(roots) if n.op == op}

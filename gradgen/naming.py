@@ -1,0 +1,97 @@
+"""Every identifier that gradgen writes into a generated module comes from here.
+
+Names are predictable, so that reviewers can read the code against the spec:
+the spec's own names for inputs, params and `define` entries; `dL_dw` for the
+gradient (adjoint) of the loss with respect to `w`; `t0, t1, ...` for other
+intermediate values, numbered in order of appearance within each function.
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+from collections.abc import Iterable
+
+#: Module-level names of every generated module.
+MODULE_NAMES = frozenset(
+    {
+        "np",
+        "NamedTuple",
+        "Params",
+        "Gradients",
+        "State",
+        "loss",
+        "gradients",
+        "loss_and_gradients",
+        "init_state",
+        "step",
+        "_sigmoid",
+    }
+)
+#: Names used inside generated functions (optimizer hyperparameters and locals).
+LOCAL_NAMES = frozenset(
+    {
+        "lr",
+        "beta",
+        "beta1",
+        "beta2",
+        "eps",
+        "params",
+        "state",
+        "grads",
+        "value",
+        "velocity",
+        "count",
+        "moment1",
+        "moment2",
+        "correction1",
+        "correction2",
+        "new_params",
+    }
+)
+#: Names no spec entry may take: Python's, numpy's alias, and the generated ones.
+RESERVED = MODULE_NAMES | LOCAL_NAMES | frozenset(dir(builtins)) | frozenset(keyword.kwlist)
+
+
+def gradient(name: str) -> str:
+    """The adjoint dL/d(name)."""
+    return f"dL_d{name}"
+
+
+def jacobian_function(output: str) -> str:
+    return f"jacobian_{output}"
+
+
+def jacobian_type(output: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in output.split("_") if part) + "Jacobian"
+
+
+def generated_for(outputs: Iterable[str]) -> set[str]:
+    """The module-level names a spec's outputs add."""
+    names: set[str] = set()
+    for out in outputs:
+        names |= {jacobian_function(out), jacobian_type(out)}
+    return names
+
+
+class Temporaries:
+    """Fresh names t0, t1, ... that avoid every name already taken."""
+
+    def __init__(self, taken: Iterable[str]) -> None:
+        self.taken = set(taken)
+        self.count = 0
+
+    def fresh(self, prefix: str = "t") -> str:
+        while True:
+            name = f"{prefix}{self.count}"
+            self.count += 1
+            if name not in self.taken:
+                self.taken.add(name)
+                return name
+
+    def claim(self, name: str) -> str:
+        """`name`, or `name_`, `name__`... if it is taken."""
+        while name in self.taken:
+            name += "_"
+        self.taken.add(name)
+        return name

@@ -1,0 +1,156 @@
+"""`Ops`: one constructor per operation, used by the parser and by the rules.
+
+Each constructor checks the operands' shapes with the op's rule (raising
+`ShapeError`), lets `simplify.fold` rewrite the node (constant folding, identities,
+small powers as products), and interns the result in the graph.
+"""
+
+from __future__ import annotations
+
+from .errors import Location
+from .graph import Graph, Node, Shape
+from .rules import RULES
+from .shapes import ShapeError, broadcast
+from .simplify import fold
+
+
+class Ops:
+    def __init__(self, graph: Graph | None = None) -> None:
+        self.graph = graph or Graph()
+        self.loc: Location | None = None  # attached to nodes made from spec text
+
+    def make(
+        self,
+        op: str,
+        *args: Node,
+        attrs: tuple[object, ...] = (),
+        shape: Shape | None = None,
+    ) -> Node:
+        rule = RULES[op]
+        if shape is None:
+            assert rule.shape is not None, op
+            shape = rule.shape(tuple(a.shape for a in args), attrs)
+        folded = fold(self, op, args, attrs, shape)
+        if folded is not None:
+            return folded
+        return self.graph.node(op, args, shape, attrs, self.loc)  # type: ignore[arg-type]
+
+    # leaves
+    def leaf(self, op: str, name: str, shape: Shape) -> Node:
+        return self.make(op, attrs=(name,), shape=shape)
+
+    def const(self, value: float) -> Node:
+        return self.make("const", attrs=(float(value) + 0.0,), shape=())
+
+    # arithmetic
+    def add(self, a: Node, b: Node) -> Node:
+        return self.make("add", a, b)
+
+    def sub(self, a: Node, b: Node) -> Node:
+        return self.make("sub", a, b)
+
+    def mul(self, a: Node, b: Node) -> Node:
+        return self.make("mul", a, b)
+
+    def div(self, a: Node, b: Node) -> Node:
+        return self.make("div", a, b)
+
+    def neg(self, a: Node) -> Node:
+        return self.make("neg", a)
+
+    def powc(self, a: Node, k: float) -> Node:
+        return self.make("powc", a, attrs=(float(k),))
+
+    def pow(self, a: Node, b: Node) -> Node:
+        if b.is_const:
+            broadcast(a.shape, b.shape, "**")
+            return self.powc(a, b.value)
+        return self.make("pow", a, b)
+
+    def call(self, name: str, *args: Node) -> Node:
+        return self.make(name, *args)
+
+    # comparisons (masks for kinks)
+    def gt(self, a: Node, b: Node) -> Node:
+        return self.make("gt", a, b, shape=broadcast(a.shape, b.shape, ">"))
+
+    def eq(self, a: Node, b: Node) -> Node:
+        return self.make("eq", a, b, shape=broadcast(a.shape, b.shape, "=="))
+
+    def ne(self, a: Node, b: Node) -> Node:
+        return self.make("ne", a, b, shape=broadcast(a.shape, b.shape, "!="))
+
+    # linear algebra and reductions
+    def matmul(self, a: Node, b: Node) -> Node:
+        return self.make("matmul", a, b)
+
+    def transpose(self, a: Node) -> Node:
+        return self.make("transpose", a)
+
+    def reduce(self, op: str, a: Node, axis: int | None) -> Node:
+        return self.make(op, a, attrs=(axis,))
+
+    def stack(self, items: list[Node]) -> Node:
+        first = items[0].shape
+        for item in items:
+            if item.shape != first:
+                raise ShapeError(
+                    "a vector literal needs elements of one shape"
+                    f" (got {list(item.shape)} and {list(first)})"
+                )
+        return self.make("stack", *items, shape=(len(items), *first))
+
+    def count(self, a: Node, axis: int | None) -> Node:
+        """The number of elements `mean` divides by, from the dims of `a`."""
+        dims = a.shape if axis is None else (a.shape[axis],)
+        out = self.const(1.0)
+        for d in dims:
+            out = self.mul(out, self.const(d) if isinstance(d, int) else self.leaf("dim", d, ()))
+        return out
+
+    # plumbing for derivatives
+    def index(self, a: Node, i: int) -> Node:
+        return self.make("index", a, attrs=(i,), shape=a.shape[1:])
+
+    def expand_dims(self, a: Node, axis: int) -> Node:
+        return self.make("expand_dims", a, attrs=(axis,), shape=(*a.shape[:axis], 1, *a.shape[axis:]))
+
+    def outer(self, a: Node, b: Node) -> Node:
+        return self.make("outer", a, b, shape=a.shape + b.shape)
+
+    def fill(self, g: Node, like: Node) -> Node:
+        """A fresh array of `like`'s shape holding `g` broadcast."""
+        return self.make("fill", g, like, shape=like.shape)
+
+    def sum_axes(self, a: Node, axes: tuple[int, ...]) -> Node:
+        shape = tuple(d for i, d in enumerate(a.shape) if i not in axes)
+        return self.make("sum_axes", a, attrs=(axes,), shape=shape)
+
+    def sign(self, a: Node) -> Node:
+        return self.make("sign", a, shape=a.shape)
+
+    # plumbing for forward mode: tangents have the param's axes appended
+    def trail(self, a: Node, count: int) -> Node:
+        return self.make("trail", a, attrs=(count,), shape=a.shape + (1,) * count)
+
+    def lift(self, t: Node, count: int) -> Node:
+        return self.make("lift", t, attrs=(count,), shape=(1,) * count + t.shape)
+
+    def tfill(self, t: Node, like: Node, param: Node) -> Node:
+        return self.make("tfill", t, like, param, shape=like.shape + param.shape)
+
+    def tfull(self, t: Node, like: Node, param: Node) -> Node:
+        """A fresh array of shape like.shape + param.shape holding `t` broadcast."""
+        return self.make("tfull", t, like, param, shape=like.shape + param.shape)
+
+    def zeros(self, like: Node, param: Node) -> Node:
+        return self.make("zeros", like, param, shape=like.shape + param.shape)
+
+    def seed(self, param: Node) -> Node:
+        return self.make("seed", param, shape=param.shape * 2)
+
+    def einsum(self, subscripts: str, a: Node, b: Node, shape: Shape) -> Node:
+        return self.make("einsum", a, b, attrs=(subscripts,), shape=shape)
+
+    def swap01(self, t: Node) -> Node:
+        return self.make("swap01", t, shape=(t.shape[1], t.shape[0], *t.shape[2:]))

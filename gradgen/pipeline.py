@@ -1,0 +1,79 @@
+"""The whole pipeline, top to bottom, in one function.
+
+spec (YAML -> Spec) -> graph (expressions -> nodes, shapes checked) -> derivation
+(reverse mode; forward mode for Jacobians) -> printing + rendering (numpy text in
+Jinja templates) -> formatting (black) -> sealing (hashes in the header). Writing
+files is `write.py`'s job, driven by the CLI. `dump` names a stage whose result is
+returned as text, for debugging (`gradgen generate --dump STAGE`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__, derive, explain, write
+from .formatting import format_python
+from .model import build
+from .render import render_module
+from .spec import read_spec
+
+STAGES = ("spec", "graph", "derivation", "rendered", "module")
+
+
+@dataclass(frozen=True)
+class Generated:
+    spec: Path
+    name: str
+    target: Path
+    text: str  # the sealed, formatted module; or the dumped stage
+    spec_sha256: str
+
+
+def spec_digest(spec_bytes: bytes, name_override: str | None) -> str:
+    """What the header records of the spec: its bytes and the options applied to it."""
+    return write.sha256_hex(spec_bytes + b"\0name=" + (name_override or "").encode())
+
+
+def relative_spec(spec: Path, out_dir: Path) -> str:
+    """The spec's path relative to the generated file's folder, with `/`."""
+    rel = os.path.relpath(spec.resolve(), out_dir.resolve())
+    return rel.replace(os.sep, "/")
+
+
+def generate(
+    spec_path: Path,
+    out_dir: Path,
+    *,
+    name: str | None = None,
+    display: str | None = None,
+    dump: str | None = None,
+) -> Generated:
+    spec_bytes = spec_path.read_bytes() if spec_path.is_file() else b""
+    digest = spec_digest(spec_bytes, name)
+    spec = read_spec(spec_path, display, name)
+    target = out_dir / f"{spec.name}.py"
+    if dump == "spec":
+        return Generated(spec_path, spec.name, target, explain.spec_text(spec), digest)
+    model = build(spec)
+    if dump == "graph":
+        return Generated(spec_path, spec.name, target, explain.graph_text(model), digest)
+    derivation = (
+        derive.gradients(model.ops, model.loss, list(model.params.values()))
+        if model.loss is not None
+        else None
+    )
+    if dump == "derivation":
+        return Generated(spec_path, spec.name, target, explain.derivation_text(model, derivation), digest)
+    rendered = render_module(
+        model,
+        derivation,
+        version=__version__,
+        spec_rel=relative_spec(spec_path, out_dir),
+        spec_sha256=digest,
+    )
+    if dump == "rendered":
+        return Generated(spec_path, spec.name, target, rendered, digest)
+    text = write.seal(format_python(rendered))
+    return Generated(spec_path, spec.name, target, text, digest)

@@ -1,0 +1,96 @@
+"""Graph -> numpy source text, one function body at a time.
+
+Dispatches on each node's op through its spelling in the rule table and
+parenthesises by precedence, so the output reads like hand-written numpy. A node
+gets its own line (and a name) when it is used more than once, when the spec named
+it, or when it is long; otherwise it is written inline where it is used. Only
+the nodes the results need are printed: there is no dead code. An op without a
+spelling is refused loudly; there is no silent fallback.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from . import naming
+from .graph import Node, ancestors
+from .rules import ATOM, RULES, UNARY, number
+
+INLINE_LIMIT = 60  # characters: longer subexpressions get a line of their own
+
+
+@dataclass(frozen=True)
+class Body:
+    lines: tuple[str, ...]  # statements, in evaluation order
+    results: tuple[str, ...]  # one expression per requested result
+    helpers: frozenset[str]  # module-level helpers the code calls (e.g. "sigmoid")
+
+
+def print_body(
+    results: list[Node],
+    names: Mapping[Node, str],
+    args: list[str],
+    dim_sources: Mapping[str, tuple[str, int]],
+) -> Body:
+    """Statements computing `results`.
+
+    `names` gives preferred names (spec names, `dL_dw`...), `args` the function's
+    parameters, `dim_sources` where each dim is read from: name -> (array, axis).
+    """
+    needed = ancestors(results)
+    uses: Counter[Node] = Counter()
+    for n in needed:
+        for a in n.args:
+            uses[a] += 1
+    for r in results:
+        uses[r] += 1
+
+    temps = naming.Temporaries([*args, *names.values(), *dim_sources])
+    text: dict[Node, tuple[str, int]] = {}
+    lines: list[str] = []
+    helpers: set[str] = set()
+    dims = sorted({n.name for n in needed if n.op == "dim"}, key=lambda d: (dim_sources[d], d))
+    for d in dims:
+        array, axis = dim_sources[d]
+        lines.append(f"{d} = np.shape({array})[{axis}]")
+
+    named: set[str] = set()
+    for n in needed:
+        rule = RULES.get(n.op)
+        if rule is None:
+            raise NotImplementedError(f"no numpy spelling for op {n.op!r}")
+        if rule.spelling.helper:
+            helpers.add(rule.spelling.helper)
+        code, prec = _spell(n, text)
+        if n.op in ("input", "param", "dim", "const"):
+            text[n] = (code, prec)
+            continue
+        preferred = names.get(n)
+        if preferred is not None and preferred in named:
+            preferred = None  # one node, two spec names: the first one wins
+        if preferred is not None or uses[n] > 1 or len(code) > INLINE_LIMIT:
+            name = preferred if preferred is not None else temps.fresh()
+            named.add(name)
+            lines.append(f"{name} = {code}")
+            text[n] = (name, ATOM)
+        else:
+            text[n] = (code, prec)
+    return Body(tuple(lines), tuple(text[r][0] for r in results), frozenset(helpers))
+
+
+def _spell(node: Node, text: Mapping[Node, tuple[str, int]]) -> tuple[str, int]:
+    spelling = RULES[node.op].spelling
+    fields = spelling.fields(*node.attrs) if spelling.fields else {}
+    if node.op == "const":
+        value = node.value
+        return number(value), (UNARY if value < 0 else ATOM)
+    operands: list[str] = []
+    for i, arg in enumerate(node.args):
+        code, prec = text[arg]
+        need = spelling.operand_prec[i] if i < len(spelling.operand_prec) else 0
+        operands.append(f"({code})" if prec < need else code)
+    if "{args}" in spelling.template:
+        fields["args"] = ", ".join(operands)
+    return spelling.template.format(*operands, **fields), spelling.prec

@@ -1,0 +1,208 @@
+"""The Jinja environment, and the context handed to the templates.
+
+Every decision is taken here, in Python: which functions the module has, their
+arguments, their bodies (from `printer.py`), the helpers they call. The templates
+only lay that text out. Rendering is strict (`StrictUndefined`): a missing field is
+an error, never an empty string.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+import jinja2
+
+from . import naming
+from .derive import Derivation, jacobian
+from .graph import Node
+from .model import Model
+from .printer import Body, print_body
+from .rules import number
+from .shapes import show
+from .write import PLACEHOLDER
+
+
+@dataclass(frozen=True)
+class Argument:
+    name: str
+    annotation: str
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    args: tuple[Argument, ...]
+    returns: str
+    doc: str
+    body: Body
+    result: str  # the returned expression
+
+
+@dataclass(frozen=True)
+class Output:
+    name: str
+    shape: str
+    value: Function
+    jacobian: Function
+    type_name: str
+    fields: tuple[str, ...]  # the params it depends on
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FunctionLoader(_template_source),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["docstring"] = docstring_text
+    return env
+
+
+def _template_source(name: str) -> str:
+    return resources.files("gradgen.templates").joinpath(name).read_text(encoding="utf-8")
+
+
+def docstring_text(text: str) -> str:
+    """Text safe inside a triple-quoted docstring: backslashes and quotes escaped."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def render_module(
+    model: Model,
+    derivation: Derivation | None,
+    *,
+    version: str,
+    spec_rel: str,
+    spec_sha256: str,
+) -> str:
+    spec = model.spec
+    annotations = {
+        n: ("float" if node.rank == 0 else "np.ndarray")
+        for n, node in {**model.inputs, **model.params}.items()
+    }
+
+    def arguments(names: list[str]) -> tuple[Argument, ...]:
+        return tuple(Argument(n, annotations[n]) for n in names)
+
+    all_args = [*model.inputs, *model.params]
+    functions: list[Function] = []
+    helpers: set[str] = set()
+    if derivation is not None and model.loss is not None:
+        forward = _body(model, [model.loss], all_args, {})
+        gradient_names = {g: naming.gradient(p) for p, g in derivation.gradients.items()}
+        adjoint_names = {
+            adj: naming.gradient(model.names[node])
+            for node, adj in derivation.adjoints.items()
+            if node in model.names
+        }
+        backward = _body(
+            model,
+            [model.loss, *derivation.gradients.values()],
+            all_args,
+            {**adjoint_names, **gradient_names},
+        )
+        loss_value, *grads = backward.results
+        functions += [
+            Function(
+                "loss", arguments(all_args), "float", "The loss.", forward,
+                f"float({forward.results[0]})",
+            ),
+            Function(
+                "loss_and_gradients",
+                arguments(all_args),
+                "tuple[float, Gradients]",
+                "The loss and its gradient with respect to every param.",
+                backward,
+                f"float({loss_value}), {_call('Gradients', list(model.params), grads)}",
+            ),
+        ]
+        helpers |= forward.helpers | backward.helpers
+    outputs: list[Output] = []
+    for out_name, node in model.outputs.items():
+        args = model.arguments_of([node])
+        deps = [p for p in model.params if p in args]
+        value = _body(model, [node], args, {})
+        jac = _body(model, [jacobian(model.ops, node, model.params[p]) for p in deps], args, {})
+        helpers |= value.helpers | jac.helpers
+        shape = show(node.shape)
+        type_name = naming.jacobian_type(out_name)
+        outputs.append(
+            Output(
+                out_name,
+                shape,
+                Function(
+                    out_name,
+                    arguments(args),
+                    "np.ndarray" if node.rank else "float",
+                    f"The output `{out_name}`, shape {shape}.",
+                    value,
+                    value.results[0] if node.rank else f"float({value.results[0]})",
+                ),
+                Function(
+                    naming.jacobian_function(out_name),
+                    arguments(args),
+                    type_name,
+                    f"The Jacobians of `{out_name}`: shape {shape} + each param's shape.",
+                    jac,
+                    _call(type_name, deps, list(jac.results)),
+                ),
+                type_name,
+                tuple(deps),
+            )
+        )
+    context = {
+        "version": version,
+        "spec_rel": spec_rel,
+        "spec_sha256": spec_sha256,
+        "placeholder": PLACEHOLDER,
+        "doc": spec.doc,
+        "summary": _summary(model),
+        "inputs": list(model.inputs),
+        "params": [Argument(p, annotations[p]) for p in model.params],
+        "data_args": arguments(list(model.inputs)),
+        "all_args": arguments(all_args),
+        "param_shapes": {p: show(n.shape) for p, n in model.params.items()},
+        "has_loss": derivation is not None,
+        "functions": functions,
+        "outputs": outputs,
+        "helpers": sorted(helpers),
+        "optimizer": spec.optimizer.rule,
+        "hyper": [(k, number(v)) for k, v in spec.optimizer.hyper],
+    }
+    return environment().get_template("module.py.jinja").render(context)
+
+
+def _call(callee: str, fields: list[str], values: list[str]) -> str:
+    return f"{callee}(" + ", ".join(f"{k}={v}" for k, v in zip(fields, values, strict=True)) + ")"
+
+
+def _body(model: Model, results: list[Node], args: list[str], names: dict[Node, str]) -> Body:
+    preferred = {n: name for n, name in model.names.items() if name not in args}
+    preferred.update(names)
+    return print_body(results, preferred, args, model.dim_sources(args))
+
+
+def _summary(model: Model) -> list[str]:
+    """The model as the spec states it, for the module docstring."""
+    spec = model.spec
+    lines = []
+    for label, decls in (("inputs", spec.inputs), ("params", spec.params)):
+        if decls:
+            lines.append(f"{label}: " + ", ".join(f"{d.name} {show(d.shape)}" for d in decls))
+    for d in (*spec.define, *([spec.loss] if spec.loss else []), *spec.outputs):
+        lines.append(f"{d.name} = {_expr_text(d.expr)}")
+    lines.append(f"optimizer: {spec.optimizer.rule} (" + ", ".join(f"{k}={number(v)}" for k, v in spec.optimizer.hyper) + ")")
+    return lines
+
+
+def _expr_text(expr: object) -> str:
+    from .load import YScalar
+
+    if isinstance(expr, YScalar):
+        v = expr.value
+        return " ".join(str(v).split()) if isinstance(v, str) else repr(v)
+    return "[" + ", ".join(_expr_text(i) for i in expr.items) + "]"  # type: ignore[attr-defined]

@@ -1,0 +1,451 @@
+"""The rule table: one entry per operation, and adding an op touches only this file.
+
+Each `Rule` says, for one op:
+  shape     how its output shape follows from its operands' shapes (`shapes.py`);
+  vjp       its local derivative as a vector-Jacobian product: given the adjoint `g` of
+            the output, the contribution to the adjoint of operand i (reverse mode,
+            used for gradients). Element-wise Jacobians are diagonal, so these are
+            element-wise products; no Jacobian matrix is ever formed;
+  jvp       the same derivative as a Jacobian-vector product: given the tangents of
+            the operands (each with the differentiated param's axes appended), the
+            tangent of the output (forward mode, used for `outputs:` Jacobians);
+  spelling  its numpy spelling and operator precedence (`printer.py`).
+
+Rules build their results with `Ops` (one constructor per op) and see only their
+operands, their output and the incoming adjoint or tangents. Adjoints may be left
+"lazily broadcast" (a scalar standing for a full array); `derive.py` reduces or
+expands them to each operand's shape. Formulas are in numerator layout as in
+Parr & Howard; `g` is the adjoint dL/d(out), `out` the forward value, reused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import sympy as sp
+
+from . import scalar, shapes
+from .graph import Node, Shape
+from .scalar import SIGMOID, X, Y
+
+if TYPE_CHECKING:
+    from .ops import Ops
+
+Vjp = Callable[["Ops", Node, Node, int], Node | None]
+Jvp = Callable[["Ops", Node, tuple[Node | None, ...], Node], Node | None]
+ShapeRule = Callable[[tuple[Shape, ...], tuple[object, ...]], Shape]
+
+# Precedence levels, as in Python's grammar (higher binds tighter).
+CMP, ADD, MUL, UNARY, POW, ATOM = 5, 10, 20, 30, 40, 50
+
+
+@dataclass(frozen=True)
+class Spelling:
+    """numpy text: `template` with {0}, {1}... for operands, `prec` of the result,
+    and the minimum precedence each operand needs to go without parentheses."""
+
+    template: str
+    prec: int = ATOM
+    operand_prec: tuple[int, ...] = (0, 0, 0)
+    helper: str | None = None  # a module-level helper function the spelling calls
+    fields: Callable[..., dict[str, str]] | None = None  # attrs -> template fields
+
+
+@dataclass(frozen=True)
+class Rule:
+    arity: int  # -1: any number of operands
+    shape: ShapeRule | None  # None: the builder states the shape (leaves, plumbing)
+    spelling: Spelling
+    vjp: Vjp | None = None  # None: not differentiable (masks, shape plumbing)
+    jvp: Jvp | None = None
+    elementwise: tuple[sp.Expr, sp.Expr | None, sp.Expr | None] | None = None
+    user: bool = False  # callable by name from a spec expression
+
+
+# --- shape rules ------------------------------------------------------------------
+
+
+def same(shapes_: tuple[Shape, ...], _: tuple[object, ...]) -> Shape:
+    return shapes_[0]
+
+
+def broadcast_shape(op: str) -> ShapeRule:
+    return lambda s, _: shapes.broadcast(s[0], s[1], op)
+
+
+def first_shape(s: tuple[Shape, ...], _: tuple[object, ...]) -> Shape:
+    return s[0]
+
+
+# --- helpers shared by the rules ----------------------------------------------------
+
+
+def tail(ops: Ops, a: Node, param: Node) -> Node:
+    """`a` with the param's axes appended (size 1), to scale a tangent."""
+    return ops.trail(a, param.rank)
+
+
+def lifted(ops: Ops, t: Node | None, arg: Node, out: Node) -> Node | None:
+    """A tangent of `arg`, with leading axes so it lines up with `out`'s tangent."""
+    if t is None or arg.rank == out.rank:
+        return t
+    return ops.lift(t, out.rank - arg.rank)
+
+
+def total(ops: Ops, *terms: Node | None) -> Node | None:
+    present = [t for t in terms if t is not None]
+    if not present:
+        return None
+    out = present[0]
+    for t in present[1:]:
+        out = ops.add(out, t)
+    return out
+
+
+def scaled(ops: Ops, t: Node | None, factor: Node, param: Node) -> Node | None:
+    return None if t is None else ops.mul(t, tail(ops, factor, param))
+
+
+# --- element-wise functions: sympy supplies the derivative --------------------------
+
+
+def elementwise(
+    definition: sp.Expr,
+    template: str,
+    inverse: sp.Expr | None = None,
+    stable: sp.Expr | None = None,
+    helper: str | None = None,
+) -> Rule:
+    """f applied element-wise; its Jacobian is diag(f'(x)), so the vjp is g * f'(x).
+
+    f' comes from sympy (`scalar.local_derivative`), written in terms of the output
+    y = f(x) when that is cheaper, so the backward pass reuses the forward value.
+    """
+
+    def derivative(ops: Ops, out: Node) -> Node:
+        expr = scalar.local_derivative(definition, inverse, stable)
+        return scalar.to_graph(expr, out.args[0], out, ops)
+
+    def vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+        return ops.mul(g, derivative(ops, out))
+
+    return Rule(
+        1,
+        same,
+        Spelling(template, ATOM, (0,), helper),
+        vjp,
+        diagonal_jvp(vjp),
+        elementwise=(definition, inverse, stable),
+        user=True,
+    )
+
+
+# --- structural rules ---------------------------------------------------------------
+
+
+def add_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+    return g  # d(a + b)/da = I, d(a + b)/db = I
+
+
+def sub_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+    return g if i == 0 else ops.neg(g)  # d(a - b)/da = I, d(a - b)/db = -I
+
+
+def mul_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+    return ops.mul(g, out.args[1 - i])  # d(a*b)/da = diag(b), d(a*b)/db = diag(a)
+
+
+def div_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+    a, b = out.args
+    if i == 0:
+        return ops.div(g, b)  # d(a/b)/da = diag(1/b)
+    return ops.neg(ops.div(ops.mul(g, out), b))  # d(a/b)/db = diag(-a/b^2) = -out/b
+
+
+def neg_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+    return ops.neg(g)  # d(-a)/da = -I
+
+
+def powc_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+    (k,) = out.attrs  # d(a^k)/da = diag(k a^(k-1))
+    a = out.args[0]
+    return ops.mul(g, ops.mul(ops.const(float(k)), ops.powc(a, float(k) - 1)))  # type: ignore[arg-type]
+
+
+def pow_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+    a, b = out.args
+    if i == 0:  # d(a^b)/da = b a^(b-1) = b out / a
+        return ops.mul(g, ops.div(ops.mul(b, out), a))
+    return ops.mul(g, ops.mul(out, ops.call("log", a)))  # d(a^b)/db = out ln a
+
+
+def extremum_vjp() -> Vjp:
+    """max/min: the adjoint flows to the operand that was picked.
+
+    At a tie it goes to a constant operand if there is one, else to the first, so
+    that max(0, z) and max(z, 0) have relu's derivative 0 at z = 0 (the article).
+    """
+
+    def vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+        mine, other = out.args[i], out.args[1 - i]
+        if i == 0 and not other.is_const:
+            picked = ops.eq(out, mine)  # ties stay with the first operand
+        else:
+            picked = ops.ne(out, other)  # strictly picked
+        return ops.mul(g, picked)
+
+    return vjp
+
+
+def matmul_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+    # C = A B:  dL/dA = G B^T,  dL/dB = A^T G  (vectors: outer products and A^T g).
+    a, b = out.args
+    g = ops.fill(g, out) if g.shape != out.shape else g
+    if i == 0:
+        if a.rank == 1 and b.rank == 1:
+            return ops.mul(g, b)
+        if b.rank == 1:
+            return ops.outer(g, b)
+        return ops.matmul(g, ops.transpose(b)) if a.rank == 2 else ops.matmul(b, g)
+    if a.rank == 1 and b.rank == 1:
+        return ops.mul(g, a)
+    if a.rank == 1:
+        return ops.outer(a, g)
+    return ops.matmul(ops.transpose(a), g)
+
+
+def transpose_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+    if g.shape != out.shape and g.rank > 0:
+        g = ops.fill(g, out)
+    return ops.transpose(g)  # d(A^T): the adjoint is transposed back
+
+
+def sum_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+    # grad sum(x) = 1^T: every element receives g (lazily broadcast); an axis that was
+    # summed away is put back as size 1 so that g broadcasts along it.
+    (axis,) = out.attrs
+    if axis is None or axis == 0 or g.rank == 0:
+        return g  # numpy broadcasting already aligns g with the leading axes
+    return ops.expand_dims(g, axis)  # type: ignore[arg-type]
+
+
+def mean_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+    (axis,) = out.attrs  # mean = sum / count
+    count = ops.count(out.args[0], axis)  # type: ignore[arg-type]
+    return sum_vjp(ops, out, ops.div(g, count), i)
+
+
+def stack_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+    if g.rank == 0:
+        return g
+    return ops.index(g, i)  # [e1, ..., ek]: element i receives g[i]
+
+
+def index_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node | None:
+    return None  # only built by derivatives, never differentiated
+
+
+# --- forward-mode (Jacobian) rules ----------------------------------------------------
+
+
+def diagonal_jvp(vjp: Vjp) -> Jvp:
+    """Element-wise ops have diagonal Jacobians: the tangent of operand i is scaled by
+    the local partial d out/d operand_i, which is the vjp of a unit adjoint."""
+
+    def jvp(ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node) -> Node | None:
+        one = ops.const(1.0)
+        return total(
+            ops,
+            *(
+                scaled(ops, lifted(ops, t, a, out), vjp(ops, out, one, i), p)  # type: ignore[arg-type]
+                for i, (t, a) in enumerate(zip(ts, out.args, strict=True))
+                if t is not None
+            ),
+        )
+
+    return jvp
+
+
+# Tangents of a matmul are contracted with einsum; "..." stands for the param's axes.
+_MATMUL_TANGENT = {
+    (2, 2): ("ik...,kj->ij...", "ik,kj...->ij..."),
+    (2, 1): ("ik...,k->i...", "ik,k...->i..."),
+    (1, 2): ("k...,kj->j...", "k,kj...->j..."),
+    (1, 1): ("k...,k->...", "k,k...->..."),
+}
+
+
+def _identity_contraction(a: Node, b: Node, ts: tuple[Node | None, ...], p: Node) -> Node | None:
+    """A tangent that is `a @ seed` or `seed @ b` for a vector param: a or b itself."""
+    seed_b = ts[1] is not None and ts[1].op == "seed" and b is p and b.rank == 1
+    seed_a = ts[0] is not None and ts[0].op == "seed" and a is p and a.rank == 1
+    if seed_b and ts[0] is None:
+        return a  # d(A w)/dw = A, d(v . w)/dw = v
+    if seed_a and ts[1] is None and b.rank == 1:
+        return b  # d(w . v)/dw = v
+    return None
+
+
+def matmul_jvp(
+    ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node
+) -> Node | None:
+    a, b = out.args
+    shortcut = _identity_contraction(a, b, ts, p)
+    if shortcut is not None:
+        return shortcut
+    left, right = _MATMUL_TANGENT[(a.rank, b.rank)]
+    shape = out.shape + p.shape
+    ta = None if ts[0] is None else ops.einsum(left, ops.tfill(ts[0], a, p), b, shape)
+    tb = None if ts[1] is None else ops.einsum(right, a, ops.tfill(ts[1], b, p), shape)
+    return total(ops, ta, tb)
+
+
+def transpose_jvp(
+    ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node
+) -> Node | None:
+    t = ts[0]
+    if t is None or out.rank < 2:
+        return t
+    return ops.swap01(ops.tfill(t, out.args[0], p))
+
+
+def sum_jvp(ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node) -> Node | None:
+    t = ts[0]
+    if t is None:
+        return None
+    (axis,) = out.attrs
+    arg = out.args[0]
+    axes = tuple(range(arg.rank)) if axis is None else (axis,)
+    return ops.sum_axes(ops.tfill(t, arg, p), axes) if axes else t
+
+
+def mean_jvp(ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node) -> Node | None:
+    s = sum_jvp(ops, out, ts, p)
+    (axis,) = out.attrs
+    return None if s is None else ops.div(s, ops.count(out.args[0], axis))  # type: ignore[arg-type]
+
+
+def stack_jvp(ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node) -> Node | None:
+    if all(t is None for t in ts):
+        return None
+    parts = [
+        ops.tfill(t, a, p) if t is not None else ops.zeros(a, p)
+        for t, a in zip(ts, out.args, strict=True)
+    ]
+    return ops.stack(parts)
+
+
+# --- the table ----------------------------------------------------------------------
+
+
+def number(value: float) -> str:
+    """A float literal as a person writes it: 2, 0.5, 1e-08."""
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+
+
+def nones(count: int) -> str:
+    return ", ".join(["None"] * count)
+
+
+def axes_arg(axes: tuple[int, ...]) -> str:
+    return str(axes[0]) if len(axes) == 1 else repr(axes)
+
+
+def axis_arg(axis: int | None) -> str:
+    return "" if axis is None else f", axis={axis}"
+
+
+_BIN = (ADD, ADD + 1)
+_PRODUCT = (MUL, MUL + 1)
+_CMP = (CMP + 1, CMP + 1)
+_NAME = Spelling("{name}", fields=lambda name: {"name": name})
+_MAX = extremum_vjp()
+
+RULES: dict[str, Rule] = {
+    # leaves: values supplied by the caller (inputs, params, dims) or by the spec
+    "input": Rule(0, None, _NAME),
+    "param": Rule(0, None, _NAME),
+    "dim": Rule(0, None, _NAME),
+    "const": Rule(0, None, Spelling("{value}", fields=lambda v: {"value": number(v)})),
+    # arithmetic, broadcasting like numpy
+    "add": Rule(2, broadcast_shape("+"), Spelling("{0} + {1}", ADD, _BIN), add_vjp, diagonal_jvp(add_vjp)),
+    "sub": Rule(2, broadcast_shape("-"), Spelling("{0} - {1}", ADD, _BIN), sub_vjp, diagonal_jvp(sub_vjp)),
+    "mul": Rule(2, broadcast_shape("*"), Spelling("{0} * {1}", MUL, _PRODUCT), mul_vjp, diagonal_jvp(mul_vjp)),
+    "div": Rule(2, broadcast_shape("/"), Spelling("{0} / {1}", MUL, _PRODUCT), div_vjp, diagonal_jvp(div_vjp)),
+    "neg": Rule(1, same, Spelling("-{0}", UNARY, (UNARY,)), neg_vjp, diagonal_jvp(neg_vjp)),
+    # a**k for a constant k (small integer powers become products in simplify.py)
+    "powc": Rule(
+        1, same, Spelling("{0}**{k}", POW, (POW + 1,), fields=lambda k: {"k": number(k)}),
+        powc_vjp, diagonal_jvp(powc_vjp),
+    ),
+    "pow": Rule(2, broadcast_shape("**"), Spelling("{0}**{1}", POW, (POW + 1, UNARY)), pow_vjp, diagonal_jvp(pow_vjp)),
+    "maximum": Rule(2, broadcast_shape("max"), Spelling("np.maximum({0}, {1})"), _MAX, diagonal_jvp(_MAX), user=True),
+    "minimum": Rule(2, broadcast_shape("min"), Spelling("np.minimum({0}, {1})"), _MAX, diagonal_jvp(_MAX), user=True),
+    # element-wise functions: definition in x; `inverse` (x in terms of y = f(x)) lets
+    # sympy write f' with the forward value y
+    "exp": elementwise(sp.exp(X), "np.exp({0})", inverse=sp.log(Y)),  # exp' = y
+    "log": elementwise(sp.log(X), "np.log({0})"),  # log' = 1/x
+    "sin": elementwise(sp.sin(X), "np.sin({0})"),  # sin' = cos x
+    "cos": elementwise(sp.cos(X), "np.cos({0})"),  # cos' = -sin x
+    "tanh": elementwise(sp.tanh(X), "np.tanh({0})", inverse=sp.atanh(Y)),  # tanh' = 1 - y^2
+    # sigmoid' = y (1 - y); printed through a helper that never overflows
+    "sigmoid": elementwise(
+        1 / (1 + sp.exp(-X)), "_sigmoid({0})", inverse=sp.log(Y / (1 - Y)), helper="sigmoid"
+    ),
+    "relu": elementwise(sp.Max(0, X), "np.maximum({0}, 0)"),  # relu' = H(x), H(0) = 0
+    "sqrt": elementwise(sp.sqrt(X), "np.sqrt({0})", inverse=Y**2),  # sqrt' = 1/(2y)
+    "abs": elementwise(sp.Abs(X), "np.abs({0})"),  # abs' = sign x
+    "square": elementwise(X**2, "np.square({0})"),  # square' = 2x
+    # softplus(x) = log(1 + e^x), stable as logaddexp; softplus' = sigmoid(x)
+    "softplus": elementwise(sp.log(1 + sp.exp(X)), "np.logaddexp(0, {0})", stable=SIGMOID(X)),
+    # reductions and linear algebra
+    "sum": Rule(
+        1, lambda s, a: shapes.reduce(s[0], a[0], "sum"),  # type: ignore[arg-type]
+        Spelling("np.sum({0}{axis})", ATOM, (0,), fields=lambda axis: {"axis": axis_arg(axis)}),
+        sum_vjp, sum_jvp, user=True,
+    ),
+    "mean": Rule(
+        1, lambda s, a: shapes.reduce(s[0], a[0], "mean"),  # type: ignore[arg-type]
+        Spelling("np.mean({0}{axis})", ATOM, (0,), fields=lambda axis: {"axis": axis_arg(axis)}),
+        mean_vjp, mean_jvp, user=True,
+    ),
+    "matmul": Rule(2, lambda s, _: shapes.matmul(s[0], s[1]), Spelling("{0} @ {1}", MUL, _PRODUCT), matmul_vjp, matmul_jvp),
+    "transpose": Rule(1, lambda s, _: tuple(reversed(s[0])), Spelling("{0}.T", ATOM, (ATOM,)), transpose_vjp, transpose_jvp),
+    "stack": Rule(-1, None, Spelling("np.array([{args}])"), stack_vjp, stack_jvp),
+    # plumbing built only by derivative rules, never differentiated; shapes given by Ops
+    "sign": Rule(1, same, Spelling("np.sign({0})", ATOM, (0,))),
+    "gt": Rule(2, None, Spelling("({0} > {1})", ATOM, _CMP)),
+    "eq": Rule(2, None, Spelling("({0} == {1})", ATOM, _CMP)),
+    "ne": Rule(2, None, Spelling("({0} != {1})", ATOM, _CMP)),
+    "as_float": Rule(1, None, Spelling("{0}.astype(float)", ATOM, (ATOM,))),
+    "index": Rule(1, None, Spelling("{0}[{i}]", ATOM, (ATOM,), fields=lambda i: {"i": str(i)})),
+    "expand_dims": Rule(
+        1, None,
+        Spelling("{0}[{index}]", ATOM, (ATOM,), fields=lambda axis: {"index": ", ".join([":"] * axis + ["None"])}),
+    ),
+    "outer": Rule(2, None, Spelling("np.outer({0}, {1})")),
+    "fill": Rule(2, None, Spelling("np.full(np.shape({1}), {0}, dtype=float)")),
+    "sum_keep": Rule(1, None, Spelling("np.sum({0}, axis={axes}, keepdims=True)", ATOM, (0,), fields=lambda axes: {"axes": axes_arg(axes)})),
+    "zeros_like": Rule(1, None, Spelling("np.zeros_like({0})", ATOM, (0,))),
+    "sum_axes": Rule(1, None, Spelling("np.sum({0}, axis={axes})", ATOM, (0,), fields=lambda axes: {"axes": axes_arg(axes)})),
+    # forward-mode plumbing: a tangent carries the param's axes after the value's axes
+    "trail": Rule(1, None, Spelling("{0}[..., {nones}]", ATOM, (ATOM,), fields=lambda m: {"nones": nones(m)})),
+    "lift": Rule(1, None, Spelling("{0}[{nones}]", ATOM, (ATOM,), fields=lambda k: {"nones": nones(k)})),
+    "tfill": Rule(3, None, Spelling("np.broadcast_to({0}, np.shape({1}) + np.shape({2}))")),
+    "tfull": Rule(3, None, Spelling("np.full(np.shape({1}) + np.shape({2}), {0}, dtype=float)")),
+    "zeros": Rule(2, None, Spelling("np.zeros(np.shape({0}) + np.shape({1}))")),
+    "seed": Rule(1, None, Spelling("np.eye(np.size({0})).reshape(np.shape({0}) * 2)")),
+    "einsum": Rule(2, None, Spelling('np.einsum("{subscripts}", {0}, {1})', fields=lambda s: {"subscripts": s})),
+    "swap01": Rule(1, None, Spelling("np.swapaxes({0}, 0, 1)")),
+}
+
+#: Names a spec may call, mapped to ops (aliases included).
+FUNCTIONS: dict[str, str] = {
+    **{name: name for name, rule in RULES.items() if rule.user},
+    "max": "maximum",
+    "min": "minimum",
+    "dot": "matmul",
+}
+del FUNCTIONS["maximum"], FUNCTIONS["minimum"]

@@ -1,0 +1,428 @@
+"""Shared helpers for the numerical tests of gradgen's generated modules.
+
+Every spec in ``examples/*.yaml`` is discovered by glob, so a new example is covered by
+every parametrized test automatically. The module generated from a spec lives in
+``generated/<name>.py``, where ``<name>`` is the spec's ``name:`` key or, without one,
+the file's stem; it is imported by file path, and a missing file is a test *failure*
+with a message that says how to produce it (never a skip).
+
+The specs are also read here, with ``yaml.safe_load``, for the shapes of the inputs
+and params, and evaluated directly by a tiny reference evaluator (``evaluate``): the
+expression strings are Python syntax, so they are ``eval``-ed in a namespace that maps
+the grammar's functions to numpy (or ``autograd.numpy``). Using ``eval`` is acceptable
+here because it only ever sees our own, trusted example files.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES_DIR = ROOT / "examples"
+GENERATED_DIR = ROOT / "generated"
+
+# Sizes for dim names; distinct values so that a transposed or mixed-up axis fails.
+DIMS: dict[str, int] = {"N": 7, "n": 3, "h": 4, "k": 2}
+# Dims not listed above get these, in order of first appearance in a spec.
+SPARE_DIM_SIZES = (5, 6, 8, 9, 10, 11)
+
+OPTIMIZER_DEFAULTS: dict[str, dict[str, float]] = {
+    "sgd": {"lr": 0.01},
+    "momentum": {"lr": 0.01, "beta": 0.9},
+    "adam": {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
+}
+
+# Finite differences: central, float64. A point is used only if no kink (relu, abs,
+# max, min) has its switching argument within KINK_MARGIN of zero; perturbing one
+# coordinate by FD_STEP moves such an argument by about FD_STEP * |coefficient|, far
+# less than the margin, so no FD stencil straddles a kink. A point is also redrawn
+# unless every non-scalar switching argument has entries on both sides of its kink
+# (so a ReLU is neither all dead, where every gradient is trivially zero, nor all
+# alive, where the mask goes untested).
+FD_STEP = 1e-6
+FD_RTOL = 1e-6
+FD_ATOL = 1e-8
+KINK_MARGIN = 1e-3
+SEEDS = (0, 1, 2)
+
+
+# --------------------------------------------------------------------------- specs
+
+
+class Example:
+    """One example spec (``examples/<stem>.yaml``) and its generated module."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with path.open(encoding="utf-8") as handle:
+            self.spec: dict[str, Any] = yaml.safe_load(handle)
+
+    def __repr__(self) -> str:
+        return f"Example({self.path.name})"
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
+
+    @property
+    def name(self) -> str:
+        """The module name: the spec's ``name:`` key, or the file's stem."""
+        return str(self.spec.get("name") or self.path.stem)
+
+    @property
+    def inputs(self) -> dict[str, tuple[int, ...]]:
+        """Input name -> concrete shape (dims resolved with ``self.dims``)."""
+        return {k: self.shape(v) for k, v in (self.spec.get("inputs") or {}).items()}
+
+    @property
+    def params(self) -> dict[str, tuple[int, ...]]:
+        """Param name -> concrete shape (dims resolved with ``self.dims``)."""
+        return {k: self.shape(v) for k, v in (self.spec.get("params") or {}).items()}
+
+    @property
+    def arg_names(self) -> list[str]:
+        """Inputs, then params, in spec order: the argument order of ``loss`` etc."""
+        return [*self.inputs, *self.params]
+
+    @property
+    def define(self) -> dict[str, Any]:
+        return dict(self.spec.get("define") or {})
+
+    @property
+    def loss(self) -> str | None:
+        loss = self.spec.get("loss")
+        return None if loss is None else str(loss)
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        return dict(self.spec.get("outputs") or {})
+
+    @property
+    def rule(self) -> str:
+        return str((self.spec.get("optimizer") or {}).get("rule", "sgd"))
+
+    @property
+    def hyperparameters(self) -> dict[str, float]:
+        """The optimizer's hyperparameters: the spec's values over the rule's defaults."""
+        given = dict(self.spec.get("optimizer") or {})
+        given.pop("rule", None)
+        merged = dict(OPTIMIZER_DEFAULTS[self.rule])
+        merged.update({k: float(v) for k, v in given.items()})
+        return merged
+
+    @functools.cached_property
+    def dims(self) -> dict[str, int]:
+        """Dim name -> size, for every dim name used in an input or param shape."""
+        dims: dict[str, int] = {}
+        spare = iter(SPARE_DIM_SIZES)
+        for section in ("inputs", "params"):
+            for shape in (self.spec.get(section) or {}).values():
+                for dim in shape or []:
+                    if isinstance(dim, str) and dim not in dims:
+                        dims[dim] = DIMS[dim] if dim in DIMS else next(spare)
+        return dims
+
+    def shape(self, dims: list[str | int] | None) -> tuple[int, ...]:
+        return tuple(d if isinstance(d, int) else self.dims[d] for d in dims or [])
+
+    @functools.cached_property
+    def module(self) -> ModuleType:
+        return load_generated(self.name, spec_path=self.path)
+
+
+def discover_examples() -> list[Example]:
+    return [Example(path) for path in sorted(EXAMPLES_DIR.glob("*.yaml"))]
+
+
+EXAMPLES: list[Example] = discover_examples()
+EXAMPLES_BY_NAME: dict[str, Example] = {ex.name: ex for ex in EXAMPLES}
+LOSS_EXAMPLES: list[Example] = [ex for ex in EXAMPLES if ex.loss is not None]
+OUTPUT_CASES: list[tuple[Example, str]] = [
+    (ex, out) for ex in EXAMPLES for out in ex.outputs
+]
+
+
+def example_id(example: Example) -> str:
+    return example.stem
+
+
+def output_case_id(case: tuple[Example, str]) -> str:
+    return f"{case[0].stem}:{case[1]}"
+
+
+def example(name: str) -> Example:
+    """The example whose module is called ``name`` (fails clearly if there is none)."""
+    if name not in EXAMPLES_BY_NAME:
+        pytest.fail(f"no examples/*.yaml spec has module name {name!r}", pytrace=False)
+    return EXAMPLES_BY_NAME[name]
+
+
+# ------------------------------------------------------------------ generated code
+
+
+@functools.cache
+def load_generated(name: str, spec_path: Path | None = None) -> ModuleType:
+    """Import ``generated/<name>.py`` by file path.
+
+    A missing file fails the calling test with a message saying how to generate it.
+    """
+    path = GENERATED_DIR / f"{name}.py"
+    if not path.is_file():
+        source = spec_path.relative_to(ROOT) if spec_path else f"examples/{name}.yaml"
+        pytest.fail(
+            f"generated module {path.relative_to(ROOT)} does not exist: "
+            f"run `gradgen {source}` to generate it from its spec",
+            pytrace=False,
+        )
+    module_name = f"gradgen_generated_{name}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # NamedTuple/dataclass machinery looks it up
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
+
+
+def positional_names(fn: Callable[..., Any]) -> list[str]:
+    """Names of ``fn``'s positional parameters, in order."""
+    kinds = (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    )
+    return [
+        p.name for p in inspect.signature(fn).parameters.values() if p.kind in kinds
+    ]
+
+
+def call(fn: Callable[..., Any], values: Mapping[str, Any]) -> Any:
+    """Call ``fn`` positionally with the values its signature names."""
+    return fn(*(values[name] for name in positional_names(fn)))
+
+
+def public_function(module: ModuleType, name: str) -> Callable[..., Any]:
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        pytest.fail(
+            f"{module.__file__} has no function {name!r}; "
+            f"it defines {sorted(n for n in vars(module) if not n.startswith('_'))}",
+            pytrace=False,
+        )
+    return fn
+
+
+# ------------------------------------------------------------------ random points
+
+
+def random_value(shape: tuple[int, ...], rng: np.random.Generator) -> Any:
+    """Entries of magnitude in [0.3, 1.3] with random signs; scalars as Python floats.
+
+    Keeping away from 0 keeps log(x**2) and log(sin(x**3)**2) finite; staying below
+    1.3 keeps x**3 < pi so sin(x**3) has no zero in range.
+    """
+    magnitude = rng.uniform(0.3, 1.3, size=shape)
+    value = magnitude * rng.choice([-1.0, 1.0], size=shape)
+    return float(value) if shape == () else value
+
+
+def random_point(example: Example, rng: np.random.Generator) -> dict[str, Any]:
+    """Random inputs and params for ``example`` (name -> value), in spec order."""
+    shapes = {**example.inputs, **example.params}
+    return {name: random_value(shape, rng) for name, shape in shapes.items()}
+
+
+def smooth_point(example: Example, seed: int) -> dict[str, Any]:
+    """A seeded random point, away from kinks, with both sides of each kink in use."""
+    rng = np.random.default_rng(seed)
+    for _ in range(1000):
+        values = random_point(example, rng)
+        if smooth_and_mixed(example, values):
+            return values
+    raise AssertionError(f"no kink-free point found for {example}")  # pragma: no cover
+
+
+def as_0d_arrays(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The same point with every Python float scalar replaced by a 0-d array."""
+    return {
+        k: np.array(v, dtype=np.float64) if isinstance(v, float) else v
+        for k, v in values.items()
+    }
+
+
+def copy_point(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: np.copy(v) if isinstance(v, np.ndarray) else v for k, v in values.items()
+    }
+
+
+# ----------------------------------------------------------- reference evaluation
+
+
+class _VectorLiterals(ast.NodeTransformer):
+    """Rewrite each list literal ``[e1, e2]`` into ``__vector__([e1, e2])``."""
+
+    def visit_List(self, node: ast.List) -> ast.AST:
+        self.generic_visit(node)
+        call_node = ast.Call(
+            func=ast.Name(id="__vector__", ctx=ast.Load()), args=[node], keywords=[]
+        )
+        return ast.copy_location(call_node, node)
+
+
+@functools.cache
+def _compile(expression: str) -> Any:
+    tree = ast.parse(expression.strip(), mode="eval")
+    tree = ast.fix_missing_locations(_VectorLiterals().visit(tree))
+    return compile(tree, f"<spec expression {expression!r}>", "eval")
+
+
+def grammar_namespace(xp: Any, kinks: list[Any] | None = None) -> dict[str, Any]:
+    """The spec grammar's functions, implemented with the numpy-like module ``xp``.
+
+    If ``kinks`` is a list, every non-smooth operation appends to it its switching
+    argument (the kink is where that argument is zero).
+    """
+
+    def note(switch: Any) -> None:
+        if kinks is not None:
+            kinks.append(np.asarray(switch, dtype=np.float64))
+
+    def relu(z: Any) -> Any:
+        note(z)
+        return xp.maximum(0.0, z)
+
+    def abs_(z: Any) -> Any:
+        note(z)
+        return xp.abs(z)
+
+    def maximum(a: Any, b: Any) -> Any:
+        note(a - b)
+        return xp.maximum(a, b)
+
+    def minimum(a: Any, b: Any) -> Any:
+        note(a - b)
+        return xp.minimum(a, b)
+
+    def sum_(x: Any, axis: int | None = None) -> Any:
+        return xp.sum(x, axis=axis)
+
+    def mean(x: Any, axis: int | None = None) -> Any:
+        return xp.mean(x, axis=axis)
+
+    return {
+        "__builtins__": {},
+        "__vector__": xp.array,
+        "exp": xp.exp,
+        "log": xp.log,
+        "sin": xp.sin,
+        "cos": xp.cos,
+        "tanh": xp.tanh,
+        "sqrt": xp.sqrt,
+        "square": lambda z: z * z,
+        "sigmoid": lambda z: 1.0 / (1.0 + xp.exp(-z)),
+        "relu": relu,
+        "abs": abs_,
+        "max": maximum,
+        "min": minimum,
+        "sum": sum_,
+        "mean": mean,
+        "dot": xp.dot,
+    }
+
+
+def _evaluate_expression(expression: Any, namespace: dict[str, Any], xp: Any) -> Any:
+    if isinstance(expression, list):  # a YAML flow sequence is a vector literal
+        return xp.array([_evaluate_expression(e, namespace, xp) for e in expression])
+    return eval(_compile(str(expression)), namespace)
+
+
+def evaluate(
+    example: Example,
+    values: Mapping[str, Any],
+    xp: Any = np,
+    kinks: list[Any] | None = None,
+) -> SimpleNamespace:
+    """Evaluate a spec directly: returns ``.define`` (name -> value), ``.loss``, ``.outputs``.
+
+    Scalars are passed in as 0-d arrays so that ``.T`` works on them.
+    """
+    namespace = grammar_namespace(xp, kinks)
+    namespace.update(example.dims)
+    for name, value in values.items():
+        namespace[name] = np.asarray(value) if isinstance(value, float) else value
+    define = {}
+    for name, expression in example.define.items():
+        define[name] = namespace[name] = _evaluate_expression(expression, namespace, xp)
+    loss = (
+        None
+        if example.loss is None
+        else _evaluate_expression(example.loss, namespace, xp)
+    )
+    outputs = {
+        name: _evaluate_expression(expression, namespace, xp)
+        for name, expression in example.outputs.items()
+    }
+    return SimpleNamespace(define=define, loss=loss, outputs=outputs)
+
+
+def smooth_and_mixed(example: Example, values: Mapping[str, Any]) -> bool:
+    """True if every relu/abs/max/min switching argument is more than KINK_MARGIN from
+    its kink, and each non-scalar one has entries on both sides of it."""
+    switches: list[Any] = []
+    evaluate(example, values, np, switches)
+    for switch in switches:
+        if np.min(np.abs(switch)) <= KINK_MARGIN:
+            return False
+        if switch.size > 1 and not (np.any(switch > 0) and np.any(switch < 0)):
+            return False
+    return True
+
+
+# ------------------------------------------------------------- finite differences
+
+
+def _perturbed(value: Any, index: tuple[int, ...], delta: float) -> Any:
+    array = np.array(value, dtype=np.float64)  # always a copy
+    array[index] += delta
+    return float(array) if isinstance(value, float) else array
+
+
+def central_difference(
+    fn: Callable[[dict[str, Any]], Any],
+    values: Mapping[str, Any],
+    name: str,
+    step: float = FD_STEP,
+) -> np.ndarray:
+    """d fn(values) / d values[name] by central differences: shape out + param shape."""
+    shape = np.shape(values[name])
+    columns = []
+    for index in np.ndindex(*shape):
+        plus = {**values, name: _perturbed(values[name], index, step)}
+        minus = {**values, name: _perturbed(values[name], index, -step)}
+        difference = np.asarray(fn(plus), dtype=np.float64) - np.asarray(
+            fn(minus), dtype=np.float64
+        )
+        columns.append(difference / (2.0 * step))
+    out_shape = np.shape(columns[0])
+    stacked = np.stack(columns, axis=-1)  # out_shape + (param size,)
+    return stacked.reshape(out_shape + shape)
+
+
+def fd_atol(reference: Any) -> float:
+    """Absolute FD tolerance, scaled with the size of the function's value."""
+    return FD_ATOL * max(1.0, float(np.max(np.abs(reference), initial=0.0)))
