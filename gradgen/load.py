@@ -40,7 +40,7 @@ from gradgen.errors import Collector, Diagnostic, Location, SpecError
 
 __all__ = ["YMap", "YNode", "YScalar", "YSeq", "load_yaml", "load_yaml_text"]
 
-MAX_BYTES = 1 << 20  # 1 MiB
+MAX_BYTES = 1 << 18  # 256 KiB: a real spec is a few hundred bytes; PyYAML scans ~250 KiB/s
 MAX_DEPTH = 50
 MAX_ERRORS = 100
 MAX_NUMBER_CHARS = 1000  # sexagesimal ints ("1:2:3:...") cost quadratic time
