@@ -486,7 +486,7 @@ def test_nesting_limit() -> None:
 @pytest.mark.parametrize("unit", ["[", "{a: ", "- ", "[\n"])
 def test_very_deep_nesting_is_refused_quickly(unit: str) -> None:
     started = time.perf_counter()
-    _, _, message = only_refusal(unit * 100_000)
+    _, _, message = only_refusal(unit * 50_000)  # within the size limit
     assert time.perf_counter() - started < 2
     assert message == "the spec is nested more than 50 levels deep"
 
