@@ -24,7 +24,7 @@ Regenerate with `gradgen generate`; `gradgen check` fails while this file is sta
 gradgen-version: 0.1.0
 spec: ../examples/grammar_tour.yaml
 spec-sha256: 95f44d4952aa211a009dfb95fdb564acca1cf7c24e5b204ec2e86c68921c616f
-body-sha256: 7437ea47a0534532f1ab93c3df9cef3e4a035ca26e9b388cddd365a419769bda
+body-sha256: 5692866a79da269d31e629fcd4d217970d0172c2640a8f38ea9ed68478a22bf7
 """
 
 from typing import NamedTuple
@@ -35,7 +35,8 @@ import numpy as np
 def _sigmoid(z):
     """The logistic function 1 / (1 + e^-z), finite for every z: exp never overflows."""
     e = np.exp(-np.abs(z))
-    return np.where(np.greater_equal(z, 0), 1 / (1 + e), e / (1 + e))
+    d = 1 + e
+    return np.where(np.greater_equal(z, 0), 1 / d, e / d)
 
 
 class Params(NamedTuple):
@@ -295,10 +296,9 @@ def jacobian_score(
     t9 = np.einsum(
         "k,k...->...", u, np.einsum("ik,k...->i...", t1, np.sum(t0, axis=1) / k)
     )
-    t10 = np.array([t9 / n, np.broadcast_to(-1, np.shape(t2) + np.shape(s))])
     return ScoreJacobian(
         W=t7,
         c=np.array([t8 / n, np.zeros(np.shape(t2) + np.shape(c))]),
-        s=t10,
+        s=np.array([t9 / n, -1]),
         u=np.array([back / n, np.zeros(np.shape(t2) + np.shape(u))]),
     )

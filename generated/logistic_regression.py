@@ -15,7 +15,7 @@ Regenerate with `gradgen generate`; `gradgen check` fails while this file is sta
 gradgen-version: 0.1.0
 spec: ../examples/logistic_regression.yaml
 spec-sha256: 131ed626b1e351121ae4ef3fcced199ab60165515c750f3c87c98d6e2d6122a7
-body-sha256: 6e58f53efdc22af56c1cf06382f851e316343dafcae339176c24c72c2d9dc6c7
+body-sha256: 6678be26a2f7f25fb97491cd0771404f6d90cfc426ba3421f23134c69808340b
 """
 
 from typing import NamedTuple
@@ -26,7 +26,8 @@ import numpy as np
 def _sigmoid(z):
     """The logistic function 1 / (1 + e^-z), finite for every z: exp never overflows."""
     e = np.exp(-np.abs(z))
-    return np.where(np.greater_equal(z, 0), 1 / (1 + e), e / (1 + e))
+    d = 1 + e
+    return np.where(np.greater_equal(z, 0), 1 / d, e / d)
 
 
 class Params(NamedTuple):

@@ -14,7 +14,7 @@ Regenerate with `gradgen generate`; `gradgen check` fails while this file is sta
 gradgen-version: 0.1.0
 spec: ../examples/nested_chain.yaml
 spec-sha256: 45f00e6ec60ca56b31993199d00db734ecd4a4280b3d138ef6ba04d98dcd1ea0
-body-sha256: 064f07b27784d3dc1faa5fc45865824cfd2b5e132eaaca1ed28708399cfcf751
+body-sha256: f54466eb104c1f127ca1831b6110aa907851c6f37f1cd22fca90af3911355be8
 """
 
 from typing import NamedTuple
@@ -36,13 +36,13 @@ class Gradients(NamedTuple):
 
 def loss(x: float) -> float:
     """The loss."""
-    return float(np.log(np.sin(x * x * x) ** 2))
+    return float(np.log(np.sin(x * (x * x)) ** 2))
 
 
 def loss_and_gradients(x: float) -> tuple[float, Gradients]:
     """The loss and its gradient with respect to every param."""
     t0 = x * x
-    t1 = t0 * x
+    t1 = x * t0
     t2 = np.sin(t1)
     t3 = t2**2
     t4 = 2 * t2 / t3 * np.cos(t1)
@@ -87,15 +87,15 @@ class YJacobian(NamedTuple):
 
 def y(x: float) -> float:
     """The output `y`, shape []."""
-    return float(np.log(np.sin(x * x * x) ** 2))
+    return float(np.log(np.sin(x * (x * x)) ** 2))
 
 
 def jacobian_y(x: float) -> YJacobian:
     """The Jacobians of `y`: shape [] + each param's shape."""
     t0 = x * x
-    t1 = t0 * x
+    t1 = x * t0
     t2 = np.sin(t1)
-    return YJacobian(x=((x + x) * x + t0) * np.cos(t1) * (2 * t2) / t2**2)
+    return YJacobian(x=(t0 + (x + x) * x) * np.cos(t1) * (2 * t2) / t2**2)
 
 
 class SJacobian(NamedTuple):

@@ -12,7 +12,7 @@ Regenerate with `gradgen generate`; `gradgen check` fails while this file is sta
 gradgen-version: 0.1.0
 spec: ../examples/two_by_two_jacobian.yaml
 spec-sha256: fc7c2ca2d3390abc052d5ec9ffd9c318db153e12ea9b40e06d2fa463897da2fc
-body-sha256: e63aea207b76f4f3fb444ce84435c60eed0a11b6aa420a614e450729532fb174
+body-sha256: bf1bcb8e9010f2fe06ba1ef8ebc652b1005101e36a32a592cfed87e6d6dfb279
 """
 
 from typing import NamedTuple
@@ -29,11 +29,14 @@ class FJacobian(NamedTuple):
 
 def f(x: float, y: float) -> np.ndarray:
     """The output `f`, shape [2]."""
-    return np.array([3 * x**2 * y, 2 * x + y**8])
+    t0 = y * y
+    t1 = t0 * t0
+    return np.array([3 * x**2 * y, 2 * x + t1 * t1])
 
 
 def jacobian_f(x: float, y: float) -> FJacobian:
     """The Jacobians of `f`: shape [2] + each param's shape."""
-    t0 = 2 * x
-    t1 = np.array([3 * t0 * y, np.broadcast_to(2, np.shape(t0 + y**8) + np.shape(x))])
-    return FJacobian(x=t1, y=np.array([3 * x**2, 8 * y**7]))
+    t0 = y * y
+    t1 = (y + y) * t0
+    t2 = (t1 + t1) * (t0 * t0)
+    return FJacobian(x=np.array([3 * (2 * x) * y, 2]), y=np.array([3 * x**2, t2 + t2]))

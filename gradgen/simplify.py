@@ -22,7 +22,7 @@ import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .graph import LEAVES, Node, Shape
+from .graph import Node, Shape
 
 if TYPE_CHECKING:
     from .ops import Ops
@@ -125,12 +125,29 @@ def _powc(ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Sh
         return a
     if k == 0.5:
         return ops.call("sqrt", a)
-    if k in (3, 4):
-        square = ops.mul(a, a)
-        return ops.mul(square, a) if k == 3 else ops.mul(square, square)
-    if k in (-1, -2, -3, -4):
+    if k.is_integer() and 3 <= k <= MAX_PRODUCT_POWER:
+        return _power_by_squaring(ops, a, int(k))
+    if k.is_integer() and -MAX_PRODUCT_POWER <= k <= -1:
         return ops.div(ops.const(1.0), ops.powc(a, -k))
     return None
+
+
+MAX_PRODUCT_POWER = 16  # x**16 is 4 multiplications
+
+
+def _power_by_squaring(ops: Ops, a: Node, k: int) -> Node:
+    """a**k as products, squaring as it goes: a**8 = ((a*a)**2)**2 is three
+    multiplications; the graph shares the squares, so each is computed once."""
+    result: Node | None = None
+    square = a
+    while True:
+        if k & 1:
+            result = square if result is None else ops.mul(result, square)
+        k >>= 1
+        if not k:
+            assert result is not None
+            return result
+        square = ops.mul(square, square)
 
 
 def _log(ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape) -> Node | None:
@@ -160,7 +177,7 @@ def _exact(ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: S
     """Broadcasting to a shape the value already has (never for a caller's array,
     which must not be handed back by reference)."""
     a = args[0]
-    if a.shape != shape or a.op in LEAVES:
+    if a.shape != shape or a.op in ("input", "param"):
         return None
     return ops.make("as_float", a, shape=shape) if a.op in MASKS else a
 

@@ -36,8 +36,10 @@ __all__ = [
     "is_generated",
     "plan_write",
     "read_header",
+    "relative_spec",
     "seal",
     "sha256_hex",
+    "spec_digest",
     "unified_diff",
 ]
 
@@ -63,6 +65,20 @@ def sha256_hex(data: bytes | str) -> str:
     if isinstance(data, str):
         data = data.encode("utf-8")
     return hashlib.sha256(data).hexdigest()
+
+
+def spec_digest(spec_bytes: bytes, name_override: str | None) -> str:
+    """The header's ``spec-sha256``: the spec's bytes and the options applied to it."""
+    return sha256_hex(spec_bytes + b"\0name=" + (name_override or "").encode())
+
+
+def relative_spec(spec: Path, out_dir: Path) -> str:
+    """The header's ``spec:``: the spec's path relative to the output folder, with `/`.
+
+    Both paths are resolved first, so the result does not depend on the current
+    folder nor on how the paths were spelled.
+    """
+    return os.path.relpath(spec.resolve(), out_dir.resolve()).replace(os.sep, "/")
 
 
 def seal(text: str) -> str:

@@ -1,0 +1,131 @@
+"""Properties of the emitted code itself, over every module in generated/: vectorised
+(no loops), no N x N arrays, every value computed once, fast powers, stable forms."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+import tracemalloc
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gradgen import pipeline
+
+from conftest import Example, discover_examples, example_id, load_generated, random_point
+
+ROOT = Path(__file__).resolve().parent.parent
+MODULES = sorted((ROOT / "generated").glob("*.py"))
+EXAMPLES = discover_examples()
+
+
+def functions(path: Path) -> list[ast.FunctionDef]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.stem)
+def test_no_python_loops(path: Path) -> None:
+    """Vectorised: the only iteration is init_state's walk over the params tuple."""
+    for fn in functions(path):
+        for node in ast.walk(fn):
+            assert not isinstance(node, ast.For | ast.While | ast.AsyncFor), fn.name
+            if isinstance(node, ast.comprehension):
+                assert fn.name == "init_state", fn.name
+                assert ast.unparse(node.iter) == "params"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.stem)
+def test_no_subexpression_is_computed_twice(path: Path) -> None:
+    """Forward values are reused by the backward pass: within a function, no
+    operation (call, arithmetic, attribute such as .T) on the same operands repeats."""
+    for fn in functions(path):
+        if fn.name in ("step", "init_state"):
+            continue  # the optimizer's per-param lines repeat by design
+        seen: dict[str, int] = {}
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Call | ast.BinOp | ast.UnaryOp | ast.Compare):
+                if isinstance(node, ast.Call) and ast.unparse(node.func) == "np.shape":
+                    continue  # reading an array's shape computes nothing
+                key = ast.dump(node)
+                seen[key] = seen.get(key, 0) + 1
+        repeated = [k for k, count in seen.items() if count > 1]
+        assert not repeated, f"{fn.name} computes twice: {repeated[:2]}"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.stem)
+def test_small_powers_are_products(path: Path) -> None:
+    """numpy's x**3 goes through pow(), 50-140x slower than x*x*x; only **2 is fast."""
+    code = "\n".join(ast.unparse(fn) for fn in functions(path) if fn.name != "step")
+    assert not re.search(r"\*\*\s*\(?-?[3-9]\b", code)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=example_id)
+def test_no_n_by_n_arrays(example: Example) -> None:
+    """With N = 4000 samples an N x N float64 array is 128 MB; the whole gradient
+    and Jacobian computation must stay far below that."""
+    module = load_generated(example.name, example.path)
+    example.__dict__["dims"] = {**example.dims, "N": 4000}  # override the cached sizes
+    point = random_point(example, np.random.default_rng(0))
+    names = ["loss_and_gradients", *(f"jacobian_{o}" for o in example.outputs)]
+    fns = [getattr(module, n) for n in names if hasattr(module, n)]
+    assert fns
+    for fn in fns:
+        args = {a: point[a] for a in inspect.signature(fn).parameters}
+        tracemalloc.start()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fn(**args)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 16 * 2**20, f"{fn.__name__} peaked at {peak / 2**20:.0f} MiB"
+
+
+def stable_module(tmp_path: Path):
+    spec = tmp_path / "stable.yaml"
+    spec.write_text(
+        "gradgen: 1\n"
+        "inputs: {X: [N, n], y: [N]}\n"
+        "params: {w: [n]}\n"
+        "define:\n"
+        "  z: X @ w\n"
+        "  p: sigmoid(z)\n"
+        "loss: -mean(y * log(sigmoid(z)) + (1 - y) * log(1 - sigmoid(z)))\n"
+        "outputs: {probability: p, softplus: log(1 + exp(z))}\n"
+    )
+    g = pipeline.generate(spec, tmp_path)
+    g.target.write_text(g.text)
+    import importlib.util
+
+    s = importlib.util.spec_from_file_location("stable", g.target)
+    assert s and s.loader
+    module = importlib.util.module_from_spec(s)
+    s.loader.exec_module(module)
+    return module, g.text
+
+
+def test_cross_entropy_is_finite_where_the_true_value_is(tmp_path: Path) -> None:
+    """log(sigmoid(z)) is emitted as -softplus(-z) (np.logaddexp): at |z| = 800 the
+    naive forms give log(0) = -inf, exp overflow and nan gradients."""
+    module, text = stable_module(tmp_path)
+    assert "np.logaddexp" in text and "np.log(" not in text
+    X = np.array([[800.0], [-800.0], [30.0], [-30.0]])
+    y = np.array([0.0, 1.0, 1.0, 0.0])
+    w = np.array([1.0])
+    with np.errstate(over="raise", divide="raise", invalid="raise"):
+        value, grads = module.loss_and_gradients(X, y, w)
+        p = module.probability(X, w)
+        soft = module.softplus(X, w)
+    z = X @ w
+    # true values: softplus(z) for y=0, softplus(-z) for y=1, computed exactly
+    expected = np.mean(np.where(y == 1, np.logaddexp(0, -z), np.logaddexp(0, z)))
+    assert value == pytest.approx(expected, rel=1e-12)
+    sig = np.where(z >= 0, 1 / (1 + np.exp(-np.abs(z))), np.exp(-np.abs(z)) / (1 + np.exp(-np.abs(z))))
+    assert np.allclose(grads.w, X.T @ (sig - y) / len(y), rtol=1e-12, atol=0)
+    assert np.all(np.isfinite(p)) and p[0] == 1.0 and p[1] == 0.0
+    assert soft[0] == pytest.approx(800.0) and soft[1] == pytest.approx(0.0, abs=1e-300)
