@@ -14,7 +14,7 @@ Regenerate with `gradgen generate`; `gradgen check` fails while this file is sta
 gradgen-version: 0.1.0
 spec: ../examples/nested_chain.yaml
 spec-sha256: 45f00e6ec60ca56b31993199d00db734ecd4a4280b3d138ef6ba04d98dcd1ea0
-body-sha256: f54466eb104c1f127ca1831b6110aa907851c6f37f1cd22fca90af3911355be8
+body-sha256: 3531687d4cdbd7bce54312b6ec5a358372398d490fdaa198d9c0476d844e637a
 """
 
 from typing import NamedTuple
@@ -36,19 +36,16 @@ class Gradients(NamedTuple):
 
 def loss(x: float) -> float:
     """The loss."""
-    return float(np.log(np.sin(x * (x * x)) ** 2))
+    return float(np.log(np.sin(x * x * x) ** 2))
 
 
 def loss_and_gradients(x: float) -> tuple[float, Gradients]:
     """The loss and its gradient with respect to every param."""
-    t0 = x * x
-    t1 = x * t0
-    t2 = np.sin(t1)
-    t3 = t2**2
-    t4 = 2 * t2 / t3 * np.cos(t1)
-    t5 = t4 * x * x
-    dL_dx = t4 * t0 + t5 + t5
-    return float(np.log(t3)), Gradients(x=dL_dx)
+    t0 = x * x * x
+    t1 = np.sin(t0)
+    t2 = t1**2
+    dL_dx = 2 * t1 / t2 * np.cos(t0) * (3 * x**2)
+    return float(np.log(t2)), Gradients(x=dL_dx)
 
 
 def gradients(x: float) -> Gradients:
@@ -87,15 +84,14 @@ class YJacobian(NamedTuple):
 
 def y(x: float) -> float:
     """The output `y`, shape []."""
-    return float(np.log(np.sin(x * (x * x)) ** 2))
+    return float(np.log(np.sin(x * x * x) ** 2))
 
 
 def jacobian_y(x: float) -> YJacobian:
     """The Jacobians of `y`: shape [] + each param's shape."""
-    t0 = x * x
-    t1 = x * t0
-    t2 = np.sin(t1)
-    return YJacobian(x=(t0 + (x + x) * x) * np.cos(t1) * (2 * t2) / t2**2)
+    t0 = x * x * x
+    t1 = np.sin(t0)
+    return YJacobian(x=3 * x**2 * np.cos(t0) * (2 * t1) / t1**2)
 
 
 class SJacobian(NamedTuple):

@@ -12,7 +12,7 @@ Regenerate with `gradgen generate`; `gradgen check` fails while this file is sta
 gradgen-version: 0.1.0
 spec: ../examples/two_by_two_jacobian.yaml
 spec-sha256: fc7c2ca2d3390abc052d5ec9ffd9c318db153e12ea9b40e06d2fa463897da2fc
-body-sha256: bf1bcb8e9010f2fe06ba1ef8ebc652b1005101e36a32a592cfed87e6d6dfb279
+body-sha256: e84ba64d49f001b0fa2b6b5b210d829f9ea2b496d045d75e96c3a3b597e01e30
 """
 
 from typing import NamedTuple
@@ -37,6 +37,7 @@ def f(x: float, y: float) -> np.ndarray:
 def jacobian_f(x: float, y: float) -> FJacobian:
     """The Jacobians of `f`: shape [2] + each param's shape."""
     t0 = y * y
-    t1 = (y + y) * t0
-    t2 = (t1 + t1) * (t0 * t0)
-    return FJacobian(x=np.array([3 * (2 * x) * y, 2]), y=np.array([3 * x**2, t2 + t2]))
+    return FJacobian(
+        x=np.array([3 * (2 * x) * y, 2]),
+        y=np.array([3 * x**2, 8 * (t0 * t0 * (t0 * y))]),
+    )

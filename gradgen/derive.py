@@ -78,7 +78,11 @@ def unbroadcast(ops: Ops, g: Node, target: Node) -> Node:
     if axes:
         g = ops.sum_axes(g, axes)
     if g.shape != shape and not broadcasts_to(g.shape, shape):
-        keep = tuple(i for i, (dg, dt) in enumerate(zip(g.shape, shape, strict=True)) if dt == 1 != dg)
+        keep = tuple(
+            i
+            for i, (dg, dt) in enumerate(zip(g.shape, shape, strict=True))
+            if dt == 1 != dg
+        )
         g = ops.make("sum_keep", g, attrs=(keep,), shape=shape)
     return g
 
@@ -115,7 +119,9 @@ def gradients(ops: Ops, loss: Node, params: list[Node]) -> Derivation:
         if g is None:
             grads[p.name] = ops.make("zeros_like", p, shape=p.shape)
         else:
-            grads[p.name] = ops.fill(g, p) if g.shape != p.shape or g.op in LEAVES else g
+            grads[p.name] = (
+                ops.fill(g, p) if g.shape != p.shape or g.op in LEAVES else g
+            )
     return Derivation(loss, grads, adjoints, tuple(steps))
 
 

@@ -60,24 +60,39 @@ def graph_text(model: Model) -> str:
 
 def derivation_text(model: Model, derivation: Derivation | None) -> str:
     if derivation is None:
-        return graph_text(model) + "no loss: Jacobians of the outputs come from forward mode\n"
+        return (
+            graph_text(model)
+            + "no loss: Jacobians of the outputs come from forward mode\n"
+        )
     nodes = ancestors(
         [derivation.loss, *derivation.gradients.values(), *derivation.adjoints.values()]
     )
     labels = _labels(nodes, model)
 
     def show_node(n: Node) -> str:
-        return _spell(n, _expanded)[0] if n not in labels or n.op not in LEAVES else labels[n][0]
+        return (
+            _spell(n, _expanded)[0]
+            if n not in labels or n.op not in LEAVES
+            else labels[n][0]
+        )
 
     _expanded: dict[Node, tuple[str, int]] = {}
     for n in nodes:
-        _expanded[n] = labels[n] if n in model.names or n.op in LEAVES else _spell(n, _expanded)
-    lines = [graph_text(model).rstrip("\n"), "", "backward (reverse mode, from the loss):"]
+        _expanded[n] = (
+            labels[n] if n in model.names or n.op in LEAVES else _spell(n, _expanded)
+        )
+    lines = [
+        graph_text(model).rstrip("\n"),
+        "",
+        "backward (reverse mode, from the loss):",
+    ]
     for step in derivation.steps:
         name = labels[step.node][0]
         if len(step.contributions) > 1:
             parts = " + ".join(show_node(c) for c in step.contributions)
-            lines.append(f"  dL/d{name} = {parts}    # {len(step.contributions)} paths summed")
+            lines.append(
+                f"  dL/d{name} = {parts}    # {len(step.contributions)} paths summed"
+            )
         else:
             lines.append(f"  dL/d{name} = {show_node(step.adjoint)}")
         for i, contribution in step.partials:

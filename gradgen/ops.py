@@ -105,7 +105,9 @@ class Ops:
         dims = a.shape if axis is None else (a.shape[axis],)
         out = self.const(1.0)
         for d in dims:
-            out = self.mul(out, self.const(d) if isinstance(d, int) else self.leaf("dim", d, ()))
+            out = self.mul(
+                out, self.const(d) if isinstance(d, int) else self.leaf("dim", d, ())
+            )
         return out
 
     # plumbing for derivatives
@@ -113,7 +115,9 @@ class Ops:
         return self.make("index", a, attrs=(i,), shape=a.shape[1:])
 
     def expand_dims(self, a: Node, axis: int) -> Node:
-        return self.make("expand_dims", a, attrs=(axis,), shape=(*a.shape[:axis], 1, *a.shape[axis:]))
+        return self.make(
+            "expand_dims", a, attrs=(axis,), shape=(*a.shape[:axis], 1, *a.shape[axis:])
+        )
 
     def outer(self, a: Node, b: Node) -> Node:
         return self.make("outer", a, b, shape=a.shape + b.shape)

@@ -58,14 +58,22 @@ def generate(
         return Generated(spec_path, spec.name, target, explain.spec_text(spec), digest)
     model = build(spec)
     if dump == "graph":
-        return Generated(spec_path, spec.name, target, explain.graph_text(model), digest)
+        return Generated(
+            spec_path, spec.name, target, explain.graph_text(model), digest
+        )
     derivation = (
         derive.gradients(model.ops, model.loss, list(model.params.values()))
         if model.loss is not None
         else None
     )
     if dump == "derivation":
-        return Generated(spec_path, spec.name, target, explain.derivation_text(model, derivation), digest)
+        return Generated(
+            spec_path,
+            spec.name,
+            target,
+            explain.derivation_text(model, derivation),
+            digest,
+        )
     rendered = render_module(
         model,
         derivation,

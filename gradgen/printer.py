@@ -51,7 +51,9 @@ def print_body(
     text: dict[Node, tuple[str, int]] = {}
     lines: list[str] = []
     helpers: set[str] = set()
-    dims = sorted({n.name for n in needed if n.op == "dim"}, key=lambda d: (dim_sources[d], d))
+    dims = sorted(
+        {n.name for n in needed if n.op == "dim"}, key=lambda d: (dim_sources[d], d)
+    )
     for d in dims:
         array, axis = dim_sources[d]
         lines.append(f"{d} = np.shape({array})[{axis}]")

@@ -20,6 +20,7 @@ from .model import Model
 from .printer import Body, print_body
 from .rules import number
 from .shapes import show
+from .simplify import lower_powers
 from .write import PLACEHOLDER
 
 
@@ -63,7 +64,9 @@ def environment() -> jinja2.Environment:
 
 
 def _template_source(name: str) -> str:
-    return resources.files("gradgen.templates").joinpath(name).read_text(encoding="utf-8")
+    return (
+        resources.files("gradgen.templates").joinpath(name).read_text(encoding="utf-8")
+    )
 
 
 def docstring_text(text: str) -> str:
@@ -93,7 +96,9 @@ def render_module(
     helpers: set[str] = set()
     if derivation is not None and model.loss is not None:
         forward = _body(model, [model.loss], all_args, {})
-        gradient_names = {g: naming.gradient(p) for p, g in derivation.gradients.items()}
+        gradient_names = {
+            g: naming.gradient(p) for p, g in derivation.gradients.items()
+        }
         adjoint_names = {
             adj: naming.gradient(model.names[node])
             for node, adj in derivation.adjoints.items()
@@ -108,7 +113,11 @@ def render_module(
         loss_value, *grads = backward.results
         functions += [
             Function(
-                "loss", arguments(all_args), "float", "The loss.", forward,
+                "loss",
+                arguments(all_args),
+                "float",
+                "The loss.",
+                forward,
                 f"float({forward.results[0]})",
             ),
             Function(
@@ -126,7 +135,9 @@ def render_module(
         args = model.arguments_of([node])
         deps = [p for p in model.params if p in args]
         value = _body(model, [node], args, {})
-        jac = _body(model, [jacobian(model.ops, node, model.params[p]) for p in deps], args, {})
+        jac = _body(
+            model, [jacobian(model.ops, node, model.params[p]) for p in deps], args, {}
+        )
         helpers |= value.helpers | jac.helpers
         shape = show(node.shape)
         type_name = naming.jacobian_type(out_name)
@@ -177,13 +188,23 @@ def render_module(
 
 
 def _call(callee: str, fields: list[str], values: list[str]) -> str:
-    return f"{callee}(" + ", ".join(f"{k}={v}" for k, v in zip(fields, values, strict=True)) + ")"
+    return (
+        f"{callee}("
+        + ", ".join(f"{k}={v}" for k, v in zip(fields, values, strict=True))
+        + ")"
+    )
 
 
-def _body(model: Model, results: list[Node], args: list[str], names: dict[Node, str]) -> Body:
+def _body(
+    model: Model, results: list[Node], args: list[str], names: dict[Node, str]
+) -> Body:
     preferred = {n: name for n, name in model.names.items() if name not in args}
     preferred.update(names)
-    return print_body(results, preferred, args, model.dim_sources(args))
+    lowered = lower_powers(model.ops, results)
+    renamed = {lowered[n]: name for n, name in preferred.items() if n in lowered}
+    return print_body(
+        [lowered[r] for r in results], renamed, args, model.dim_sources(args)
+    )
 
 
 def _summary(model: Model) -> list[str]:
@@ -192,10 +213,16 @@ def _summary(model: Model) -> list[str]:
     lines = []
     for label, decls in (("inputs", spec.inputs), ("params", spec.params)):
         if decls:
-            lines.append(f"{label}: " + ", ".join(f"{d.name} {show(d.shape)}" for d in decls))
+            lines.append(
+                f"{label}: " + ", ".join(f"{d.name} {show(d.shape)}" for d in decls)
+            )
     for d in (*spec.define, *([spec.loss] if spec.loss else []), *spec.outputs):
         lines.append(f"{d.name} = {_expr_text(d.expr)}")
-    lines.append(f"optimizer: {spec.optimizer.rule} (" + ", ".join(f"{k}={number(v)}" for k, v in spec.optimizer.hyper) + ")")
+    lines.append(
+        f"optimizer: {spec.optimizer.rule} ("
+        + ", ".join(f"{k}={number(v)}" for k, v in spec.optimizer.hyper)
+        + ")"
+    )
     return lines
 
 

@@ -158,7 +158,7 @@ def mul_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
 
 
 def div_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
-    a, b = out.args
+    b = out.args[1]
     if i == 0:
         return ops.div(g, b)  # d(a/b)/da = diag(1/b)
     return ops.neg(ops.div(ops.mul(g, out), b))  # d(a/b)/db = diag(-a/b^2) = -out/b
@@ -277,7 +277,9 @@ _MATMUL_TANGENT = {
 }
 
 
-def _identity_contraction(a: Node, b: Node, ts: tuple[Node | None, ...], p: Node) -> Node | None:
+def _identity_contraction(
+    a: Node, b: Node, ts: tuple[Node | None, ...], p: Node
+) -> Node | None:
     """A tangent that is `a @ seed` or `seed @ b` for a vector param: a or b itself."""
     seed_b = ts[1] is not None and ts[1].op == "seed" and b is p and b.rank == 1
     seed_a = ts[0] is not None and ts[0].op == "seed" and a is p and a.rank == 1
@@ -370,49 +372,133 @@ RULES: dict[str, Rule] = {
     "dim": Rule(0, None, _NAME),
     "const": Rule(0, None, Spelling("{value}", fields=lambda v: {"value": number(v)})),
     # arithmetic, broadcasting like numpy
-    "add": Rule(2, broadcast_shape("+"), Spelling("{0} + {1}", ADD, _BIN), add_vjp, diagonal_jvp(add_vjp)),
-    "sub": Rule(2, broadcast_shape("-"), Spelling("{0} - {1}", ADD, _BIN), sub_vjp, diagonal_jvp(sub_vjp)),
-    "mul": Rule(2, broadcast_shape("*"), Spelling("{0} * {1}", MUL, _PRODUCT), mul_vjp, diagonal_jvp(mul_vjp)),
-    "div": Rule(2, broadcast_shape("/"), Spelling("{0} / {1}", MUL, _PRODUCT), div_vjp, diagonal_jvp(div_vjp)),
-    "neg": Rule(1, same, Spelling("-{0}", UNARY, (UNARY,)), neg_vjp, diagonal_jvp(neg_vjp)),
+    "add": Rule(
+        2,
+        broadcast_shape("+"),
+        Spelling("{0} + {1}", ADD, _BIN),
+        add_vjp,
+        diagonal_jvp(add_vjp),
+    ),
+    "sub": Rule(
+        2,
+        broadcast_shape("-"),
+        Spelling("{0} - {1}", ADD, _BIN),
+        sub_vjp,
+        diagonal_jvp(sub_vjp),
+    ),
+    "mul": Rule(
+        2,
+        broadcast_shape("*"),
+        Spelling("{0} * {1}", MUL, _PRODUCT),
+        mul_vjp,
+        diagonal_jvp(mul_vjp),
+    ),
+    "div": Rule(
+        2,
+        broadcast_shape("/"),
+        Spelling("{0} / {1}", MUL, _PRODUCT),
+        div_vjp,
+        diagonal_jvp(div_vjp),
+    ),
+    "neg": Rule(
+        1, same, Spelling("-{0}", UNARY, (UNARY,)), neg_vjp, diagonal_jvp(neg_vjp)
+    ),
     # a**k for a constant k (small integer powers become products in simplify.py)
     "powc": Rule(
-        1, same, Spelling("{0}**{k}", POW, (POW + 1,), fields=lambda k: {"k": number(k)}),
-        powc_vjp, diagonal_jvp(powc_vjp),
+        1,
+        same,
+        Spelling("{0}**{k}", POW, (POW + 1,), fields=lambda k: {"k": number(k)}),
+        powc_vjp,
+        diagonal_jvp(powc_vjp),
     ),
-    "pow": Rule(2, broadcast_shape("**"), Spelling("{0}**{1}", POW, (POW + 1, UNARY)), pow_vjp, diagonal_jvp(pow_vjp)),
-    "maximum": Rule(2, broadcast_shape("max"), Spelling("np.maximum({0}, {1})"), _MAX, diagonal_jvp(_MAX), user=True),
-    "minimum": Rule(2, broadcast_shape("min"), Spelling("np.minimum({0}, {1})"), _MAX, diagonal_jvp(_MAX), user=True),
+    "pow": Rule(
+        2,
+        broadcast_shape("**"),
+        Spelling("{0}**{1}", POW, (POW + 1, UNARY)),
+        pow_vjp,
+        diagonal_jvp(pow_vjp),
+    ),
+    "maximum": Rule(
+        2,
+        broadcast_shape("max"),
+        Spelling("np.maximum({0}, {1})"),
+        _MAX,
+        diagonal_jvp(_MAX),
+        user=True,
+    ),
+    "minimum": Rule(
+        2,
+        broadcast_shape("min"),
+        Spelling("np.minimum({0}, {1})"),
+        _MAX,
+        diagonal_jvp(_MAX),
+        user=True,
+    ),
     # element-wise functions: definition in x; `inverse` (x in terms of y = f(x)) lets
     # sympy write f' with the forward value y
     "exp": elementwise(sp.exp(X), "np.exp({0})", inverse=sp.log(Y)),  # exp' = y
     "log": elementwise(sp.log(X), "np.log({0})"),  # log' = 1/x
     "sin": elementwise(sp.sin(X), "np.sin({0})"),  # sin' = cos x
     "cos": elementwise(sp.cos(X), "np.cos({0})"),  # cos' = -sin x
-    "tanh": elementwise(sp.tanh(X), "np.tanh({0})", inverse=sp.atanh(Y)),  # tanh' = 1 - y^2
+    "tanh": elementwise(
+        sp.tanh(X), "np.tanh({0})", inverse=sp.atanh(Y)
+    ),  # tanh' = 1 - y^2
     # sigmoid' = y (1 - y); printed through a helper that never overflows
     "sigmoid": elementwise(
-        1 / (1 + sp.exp(-X)), "_sigmoid({0})", inverse=sp.log(Y / (1 - Y)), helper="sigmoid"
+        1 / (1 + sp.exp(-X)),
+        "_sigmoid({0})",
+        inverse=sp.log(Y / (1 - Y)),
+        helper="sigmoid",
     ),
     "relu": elementwise(sp.Max(0, X), "np.maximum({0}, 0)"),  # relu' = H(x), H(0) = 0
     "sqrt": elementwise(sp.sqrt(X), "np.sqrt({0})", inverse=Y**2),  # sqrt' = 1/(2y)
     "abs": elementwise(sp.Abs(X), "np.abs({0})"),  # abs' = sign x
     "square": elementwise(X**2, "np.square({0})"),  # square' = 2x
     # softplus(x) = log(1 + e^x), stable as logaddexp; softplus' = sigmoid(x)
-    "softplus": elementwise(sp.log(1 + sp.exp(X)), "np.logaddexp(0, {0})", stable=SIGMOID(X)),
+    "softplus": elementwise(
+        sp.log(1 + sp.exp(X)), "np.logaddexp(0, {0})", stable=SIGMOID(X)
+    ),
     # reductions and linear algebra
     "sum": Rule(
-        1, lambda s, a: shapes.reduce(s[0], a[0], "sum"),  # type: ignore[arg-type]
-        Spelling("np.sum({0}{axis})", ATOM, (0,), fields=lambda axis: {"axis": axis_arg(axis)}),
-        sum_vjp, sum_jvp, user=True,
+        1,
+        lambda s, a: shapes.reduce(s[0], a[0], "sum"),  # type: ignore[arg-type]
+        Spelling(
+            "np.sum({0}{axis})",
+            ATOM,
+            (0,),
+            fields=lambda axis: {"axis": axis_arg(axis)},
+        ),
+        sum_vjp,
+        sum_jvp,
+        user=True,
     ),
     "mean": Rule(
-        1, lambda s, a: shapes.reduce(s[0], a[0], "mean"),  # type: ignore[arg-type]
-        Spelling("np.mean({0}{axis})", ATOM, (0,), fields=lambda axis: {"axis": axis_arg(axis)}),
-        mean_vjp, mean_jvp, user=True,
+        1,
+        lambda s, a: shapes.reduce(s[0], a[0], "mean"),  # type: ignore[arg-type]
+        Spelling(
+            "np.mean({0}{axis})",
+            ATOM,
+            (0,),
+            fields=lambda axis: {"axis": axis_arg(axis)},
+        ),
+        mean_vjp,
+        mean_jvp,
+        user=True,
     ),
-    "matmul": Rule(2, lambda s, _: shapes.matmul(s[0], s[1]), Spelling("{0} @ {1}", MUL, _PRODUCT), matmul_vjp, matmul_jvp),
-    "transpose": Rule(1, lambda s, _: tuple(reversed(s[0])), Spelling("{0}.T", ATOM, (ATOM,)), transpose_vjp, transpose_jvp),
+    "matmul": Rule(
+        2,
+        lambda s, _: shapes.matmul(s[0], s[1]),
+        Spelling("{0} @ {1}", MUL, _PRODUCT),
+        matmul_vjp,
+        matmul_jvp,
+    ),
+    "transpose": Rule(
+        1,
+        lambda s, _: tuple(reversed(s[0])),
+        Spelling("{0}.T", ATOM, (ATOM,)),
+        transpose_vjp,
+        transpose_jvp,
+    ),
     "stack": Rule(-1, None, Spelling("np.array([{args}])"), stack_vjp, stack_jvp),
     # plumbing built only by derivative rules, never differentiated; shapes given by Ops
     "sign": Rule(1, same, Spelling("np.sign({0})", ATOM, (0,))),
@@ -420,24 +506,70 @@ RULES: dict[str, Rule] = {
     "eq": Rule(2, None, Spelling("({0} == {1})", ATOM, _CMP)),
     "ne": Rule(2, None, Spelling("({0} != {1})", ATOM, _CMP)),
     "as_float": Rule(1, None, Spelling("{0}.astype(float)", ATOM, (ATOM,))),
-    "index": Rule(1, None, Spelling("{0}[{i}]", ATOM, (ATOM,), fields=lambda i: {"i": str(i)})),
+    "index": Rule(
+        1, None, Spelling("{0}[{i}]", ATOM, (ATOM,), fields=lambda i: {"i": str(i)})
+    ),
     "expand_dims": Rule(
-        1, None,
-        Spelling("{0}[{index}]", ATOM, (ATOM,), fields=lambda axis: {"index": ", ".join([":"] * axis + ["None"])}),
+        1,
+        None,
+        Spelling(
+            "{0}[{index}]",
+            ATOM,
+            (ATOM,),
+            fields=lambda axis: {"index": ", ".join([":"] * axis + ["None"])},
+        ),
     ),
     "outer": Rule(2, None, Spelling("np.outer({0}, {1})")),
     "fill": Rule(2, None, Spelling("np.full(np.shape({1}), {0}, dtype=float)")),
-    "sum_keep": Rule(1, None, Spelling("np.sum({0}, axis={axes}, keepdims=True)", ATOM, (0,), fields=lambda axes: {"axes": axes_arg(axes)})),
+    "sum_keep": Rule(
+        1,
+        None,
+        Spelling(
+            "np.sum({0}, axis={axes}, keepdims=True)",
+            ATOM,
+            (0,),
+            fields=lambda axes: {"axes": axes_arg(axes)},
+        ),
+    ),
     "zeros_like": Rule(1, None, Spelling("np.zeros_like({0})", ATOM, (0,))),
-    "sum_axes": Rule(1, None, Spelling("np.sum({0}, axis={axes})", ATOM, (0,), fields=lambda axes: {"axes": axes_arg(axes)})),
+    "sum_axes": Rule(
+        1,
+        None,
+        Spelling(
+            "np.sum({0}, axis={axes})",
+            ATOM,
+            (0,),
+            fields=lambda axes: {"axes": axes_arg(axes)},
+        ),
+    ),
     # forward-mode plumbing: a tangent carries the param's axes after the value's axes
-    "trail": Rule(1, None, Spelling("{0}[..., {nones}]", ATOM, (ATOM,), fields=lambda m: {"nones": nones(m)})),
-    "lift": Rule(1, None, Spelling("{0}[{nones}]", ATOM, (ATOM,), fields=lambda k: {"nones": nones(k)})),
-    "tfill": Rule(3, None, Spelling("np.broadcast_to({0}, np.shape({1}) + np.shape({2}))")),
-    "tfull": Rule(3, None, Spelling("np.full(np.shape({1}) + np.shape({2}), {0}, dtype=float)")),
+    "trail": Rule(
+        1,
+        None,
+        Spelling(
+            "{0}[..., {nones}]", ATOM, (ATOM,), fields=lambda m: {"nones": nones(m)}
+        ),
+    ),
+    "lift": Rule(
+        1,
+        None,
+        Spelling("{0}[{nones}]", ATOM, (ATOM,), fields=lambda k: {"nones": nones(k)}),
+    ),
+    "tfill": Rule(
+        3, None, Spelling("np.broadcast_to({0}, np.shape({1}) + np.shape({2}))")
+    ),
+    "tfull": Rule(
+        3, None, Spelling("np.full(np.shape({1}) + np.shape({2}), {0}, dtype=float)")
+    ),
     "zeros": Rule(2, None, Spelling("np.zeros(np.shape({0}) + np.shape({1}))")),
     "seed": Rule(1, None, Spelling("np.eye(np.size({0})).reshape(np.shape({0}) * 2)")),
-    "einsum": Rule(2, None, Spelling('np.einsum("{subscripts}", {0}, {1})', fields=lambda s: {"subscripts": s})),
+    "einsum": Rule(
+        2,
+        None,
+        Spelling(
+            'np.einsum("{subscripts}", {0}, {1})', fields=lambda s: {"subscripts": s}
+        ),
+    ),
     "swap01": Rule(1, None, Spelling("np.swapaxes({0}, 0, 1)")),
 }
 

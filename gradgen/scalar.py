@@ -12,7 +12,7 @@ the forward pass share one representation, one simplifier and one printer.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import TYPE_CHECKING
 
 import sympy as sp
@@ -29,7 +29,7 @@ Y = sp.Symbol("y", positive=True)
 SIGMOID = sp.Function("sigmoid")
 
 
-@lru_cache(maxsize=None)
+@cache
 def local_derivative(
     definition: sp.Expr, inverse: sp.Expr | None, stable: sp.Expr | None = None
 ) -> sp.Expr:

@@ -22,7 +22,7 @@ import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .graph import Node, Shape
+from .graph import Node, Shape, ancestors
 
 if TYPE_CHECKING:
     from .ops import Ops
@@ -57,7 +57,9 @@ def fold(
     return rewrite(ops, args, attrs, shape) if rewrite else None
 
 
-def _add(ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape) -> Node | None:
+def _add(
+    ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+) -> Node | None:
     a, b = args
     if _is(a, 0) and b.shape == shape:
         return b
@@ -70,7 +72,9 @@ def _add(ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Sha
     return None
 
 
-def _sub(ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape) -> Node | None:
+def _sub(
+    ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+) -> Node | None:
     a, b = args
     if _is(b, 0) and a.shape == shape:
         return a
@@ -81,7 +85,9 @@ def _sub(ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Sha
     return None
 
 
-def _mul(ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape) -> Node | None:
+def _mul(
+    ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+) -> Node | None:
     a, b = args
     for one, other in ((a, b), (b, a)):
         if _is(one, 1) and other.shape == shape:
@@ -100,7 +106,9 @@ def _mul(ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Sha
     return None
 
 
-def _div(ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape) -> Node | None:
+def _div(
+    ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+) -> Node | None:
     a, b = args
     if _is(b, 1) and a.shape == shape:
         return a
@@ -109,7 +117,9 @@ def _div(ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Sha
     return None
 
 
-def _neg(ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape) -> Node | None:
+def _neg(
+    ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+) -> Node | None:
     (a,) = args
     if a.op == "neg":
         return a.args[0]
@@ -118,21 +128,41 @@ def _neg(ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Sha
     return None
 
 
-def _powc(ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape) -> Node | None:
+def _powc(
+    ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+) -> Node | None:
     (a,) = args
     k = float(attrs[0])  # type: ignore[arg-type]
     if k == 1:
         return a
     if k == 0.5:
         return ops.call("sqrt", a)
-    if k.is_integer() and 3 <= k <= MAX_PRODUCT_POWER:
-        return _power_by_squaring(ops, a, int(k))
     if k.is_integer() and -MAX_PRODUCT_POWER <= k <= -1:
         return ops.div(ops.const(1.0), ops.powc(a, -k))
     return None
 
 
 MAX_PRODUCT_POWER = 16  # x**16 is 4 multiplications
+
+
+def lower_powers(ops: Ops, roots: list[Node]) -> dict[Node, Node]:
+    """Rewrite a**k for integer 3 <= k <= 16 as products, after differentiation.
+
+    Lowering happens last so that derivatives are taken of `a**k` itself
+    (3*x**2, not the sum of three product-rule terms); only the printed code
+    multiplies. Returns old node -> new node for every node the roots need.
+    """
+    new: dict[Node, Node] = {}
+    for node in ancestors(roots):
+        args = tuple(new[a] for a in node.args)
+        k = float(node.attrs[0]) if node.op == "powc" else 0.0  # type: ignore[arg-type]
+        if node.op == "powc" and k.is_integer() and 3 <= k <= MAX_PRODUCT_POWER:
+            new[node] = _power_by_squaring(ops, args[0], int(k))
+        elif args == node.args:
+            new[node] = node
+        else:
+            new[node] = ops.make(node.op, *args, attrs=node.attrs, shape=node.shape)
+    return new
 
 
 def _power_by_squaring(ops: Ops, a: Node, k: int) -> Node:
@@ -142,7 +172,7 @@ def _power_by_squaring(ops: Ops, a: Node, k: int) -> Node:
     square = a
     while True:
         if k & 1:
-            result = square if result is None else ops.mul(result, square)
+            result = square if result is None else ops.mul(square, result)
         k >>= 1
         if not k:
             assert result is not None
@@ -150,7 +180,9 @@ def _power_by_squaring(ops: Ops, a: Node, k: int) -> Node:
         square = ops.mul(square, square)
 
 
-def _log(ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape) -> Node | None:
+def _log(
+    ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+) -> Node | None:
     (a,) = args
     if a.op == "exp":
         return a.args[0]  # log(exp(x)) = x
@@ -167,13 +199,17 @@ def _log(ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Sha
     return None
 
 
-def _reshape_noop(ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape) -> Node | None:
+def _reshape_noop(
+    ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+) -> Node | None:
     """trail/lift by 0 axes, or of a scalar (a scalar broadcasts anyway)."""
     (a,) = args
     return a if attrs[0] == 0 or a.rank == 0 else None
 
 
-def _exact(ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape) -> Node | None:
+def _exact(
+    ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+) -> Node | None:
     """Broadcasting to a shape the value already has (never for a caller's array,
     which must not be handed back by reference)."""
     a = args[0]
@@ -182,11 +218,15 @@ def _exact(ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: S
     return ops.make("as_float", a, shape=shape) if a.op in MASKS else a
 
 
-def _sum_axes(ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape) -> Node | None:
+def _sum_axes(
+    ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+) -> Node | None:
     return args[0] if attrs[0] == () else None
 
 
-_REWRITES: dict[str, Callable[[Ops, tuple[Node, ...], tuple[object, ...], Shape], Node | None]] = {
+_REWRITES: dict[
+    str, Callable[[Ops, tuple[Node, ...], tuple[object, ...], Shape], Node | None]
+] = {
     "add": _add,
     "sub": _sub,
     "mul": _mul,

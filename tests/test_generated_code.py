@@ -12,10 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import (
+    Example,
+    discover_examples,
+    example_id,
+    load_generated,
+    random_point,
+)
 
 from gradgen import pipeline
-
-from conftest import Example, discover_examples, example_id, load_generated, random_point
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = sorted((ROOT / "generated").glob("*.py"))
@@ -125,7 +130,11 @@ def test_cross_entropy_is_finite_where_the_true_value_is(tmp_path: Path) -> None
     # true values: softplus(z) for y=0, softplus(-z) for y=1, computed exactly
     expected = np.mean(np.where(y == 1, np.logaddexp(0, -z), np.logaddexp(0, z)))
     assert value == pytest.approx(expected, rel=1e-12)
-    sig = np.where(z >= 0, 1 / (1 + np.exp(-np.abs(z))), np.exp(-np.abs(z)) / (1 + np.exp(-np.abs(z))))
+    sig = np.where(
+        z >= 0,
+        1 / (1 + np.exp(-np.abs(z))),
+        np.exp(-np.abs(z)) / (1 + np.exp(-np.abs(z))),
+    )
     assert np.allclose(grads.w, X.T @ (sig - y) / len(y), rtol=1e-12, atol=0)
     assert np.all(np.isfinite(p)) and p[0] == 1.0 and p[1] == 0.0
     assert soft[0] == pytest.approx(800.0) and soft[1] == pytest.approx(0.0, abs=1e-300)

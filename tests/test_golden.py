@@ -20,9 +20,9 @@ GENERATED = ROOT / "generated"
 def test_regenerating_reproduces_the_golden_record(spec: Path) -> None:
     g = pipeline.generate(spec, GENERATED, display=f"examples/{spec.name}")
     committed = g.target.read_text(encoding="utf-8")
-    assert g.text == committed, (
-        f"{g.target.name} is stale: run `gradgen generate examples` and commit generated/"
-    )
+    assert (
+        g.text == committed
+    ), f"{g.target.name} is stale: run `gradgen generate examples` and commit generated/"
 
 
 def test_every_generated_module_comes_from_an_example() -> None:
