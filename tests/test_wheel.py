@@ -1,0 +1,76 @@
+"""The wheel is what users install: built from this repo and installed into a fresh
+virtual environment, its `gradgen generate` works from any folder (the templates ship
+inside it) and reproduces the golden record byte for byte."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, f"{args} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def test_wheel_installs_and_generates(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    run(sys.executable, "-m", "build", "--wheel", "--outdir", dist, ROOT, cwd=tmp_path)
+    (wheel,) = dist.glob("gradgen-*.whl")
+
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    bin_dir = env_dir / ("Scripts" if os.name == "nt" else "bin")
+    clean = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")
+    }
+    run(
+        bin_dir / "python",
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        wheel,
+        cwd=tmp_path,
+        env=clean,
+    )
+
+    project = tmp_path / "project"
+    (project / "examples").mkdir(parents=True)
+    shutil.copy(ROOT / "examples" / "relu_neuron.yaml", project / "examples")
+    out = run(
+        bin_dir / "gradgen",
+        "generate",
+        "examples/relu_neuron.yaml",
+        cwd=project,
+        env=clean,
+    )
+    assert out.strip() == f"wrote {Path('generated') / 'relu_neuron.py'}"
+    made = (project / "generated" / "relu_neuron.py").read_bytes()
+    assert made == (ROOT / "generated" / "relu_neuron.py").read_bytes()
+
+    # The installed gradgen is the wheel's, not this checkout's.
+    where = run(
+        bin_dir / "python",
+        "-c",
+        "import gradgen; print(gradgen.__file__)",
+        cwd=project,
+        env=clean,
+    )
+    assert Path(where.strip()).is_relative_to(env_dir)
+    run(
+        bin_dir / "gradgen",
+        "check",
+        "examples/relu_neuron.yaml",
+        cwd=project,
+        env=clean,
+    )
