@@ -11,7 +11,8 @@ from __future__ import annotations
 from .derive import Derivation
 from .graph import LEAVES, Node, ancestors
 from .model import Model
-from .printer import _spell
+from .printer import spell
+from .rules import ATOM
 from .shapes import show
 from .spec import Spec
 
@@ -30,14 +31,23 @@ def spec_text(spec: Spec) -> str:
 
 
 def _labels(nodes: list[Node], model: Model) -> dict[Node, tuple[str, int]]:
+    """Each node as the article names it: spec names, else u<id> for intermediates."""
     text: dict[Node, tuple[str, int]] = {}
     for n in nodes:
         if n in model.names:
-            text[n] = (model.names[n], 50)
+            text[n] = (model.names[n], ATOM)
         elif n.op in LEAVES:
-            text[n] = _spell(n, text)
+            text[n] = spell(n, text)
         else:
-            text[n] = (f"u{n.id}", 50)
+            text[n] = (f"u{n.id}", ATOM)
+    return text
+
+
+def _expressions(nodes: list[Node], model: Model) -> dict[Node, tuple[str, int]]:
+    """Each node written out in full, down to the spec's named variables."""
+    text: dict[Node, tuple[str, int]] = {}
+    for n in nodes:
+        text[n] = (model.names[n], ATOM) if n in model.names else spell(n, text)
     return text
 
 
@@ -49,7 +59,7 @@ def graph_text(model: Model) -> str:
     for n in nodes:
         if n.op in LEAVES:
             continue
-        code, _ = _spell(n, labels)
+        code, _ = spell(n, labels)
         lines.append(f"  {labels[n][0]} = {code}    # {n.op} {show(n.shape)}")
     if model.loss is not None:
         lines.append(f"  loss = {labels[model.loss][0]}")
@@ -59,6 +69,8 @@ def graph_text(model: Model) -> str:
 
 
 def derivation_text(model: Model, derivation: Derivation | None) -> str:
+    """Steps 2-4: walking back from the loss, each adjoint as the sum of the paths
+    that reach it, and the local derivative each node passes to its operands."""
     if derivation is None:
         return (
             graph_text(model)
@@ -68,19 +80,7 @@ def derivation_text(model: Model, derivation: Derivation | None) -> str:
         [derivation.loss, *derivation.gradients.values(), *derivation.adjoints.values()]
     )
     labels = _labels(nodes, model)
-
-    def show_node(n: Node) -> str:
-        return (
-            _spell(n, _expanded)[0]
-            if n not in labels or n.op not in LEAVES
-            else labels[n][0]
-        )
-
-    _expanded: dict[Node, tuple[str, int]] = {}
-    for n in nodes:
-        _expanded[n] = (
-            labels[n] if n in model.names or n.op in LEAVES else _spell(n, _expanded)
-        )
+    full = _expressions(nodes, model)
     lines = [
         graph_text(model).rstrip("\n"),
         "",
@@ -89,16 +89,17 @@ def derivation_text(model: Model, derivation: Derivation | None) -> str:
     for step in derivation.steps:
         name = labels[step.node][0]
         if len(step.contributions) > 1:
-            parts = " + ".join(show_node(c) for c in step.contributions)
+            parts = " + ".join(full[c][0] for c in step.contributions)
             lines.append(
                 f"  dL/d{name} = {parts}    # {len(step.contributions)} paths summed"
             )
         else:
-            lines.append(f"  dL/d{name} = {show_node(step.adjoint)}")
+            lines.append(f"  dL/d{name} = {full[step.adjoint][0]}")
         for i, contribution in step.partials:
-            operand = labels[step.node.args[i]][0]
-            lines.append(f"      -> to {operand}: {show_node(contribution)}")
+            lines.append(
+                f"      -> to {labels[step.node.args[i]][0]}: {full[contribution][0]}"
+            )
     lines.append("")
     for p, g in derivation.gradients.items():
-        lines.append(f"  dL/d{p} = {show_node(g)}")
+        lines.append(f"  dL/d{p} = {full[g][0]}")
     return "\n".join(lines) + "\n"

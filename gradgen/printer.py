@@ -65,7 +65,7 @@ def print_body(
             raise NotImplementedError(f"no numpy spelling for op {n.op!r}")
         if rule.spelling.helper:
             helpers.add(rule.spelling.helper)
-        code, prec = _spell(n, text)
+        code, prec = spell(n, text)
         if n.op in ("input", "param", "dim", "const"):
             text[n] = (code, prec)
             continue
@@ -82,7 +82,7 @@ def print_body(
     return Body(tuple(lines), tuple(text[r][0] for r in results), frozenset(helpers))
 
 
-def _spell(node: Node, text: Mapping[Node, tuple[str, int]]) -> tuple[str, int]:
+def spell(node: Node, text: Mapping[Node, tuple[str, int]]) -> tuple[str, int]:
     spelling = RULES[node.op].spelling
     fields = spelling.fields(*node.attrs) if spelling.fields else {}
     if node.op == "const":

@@ -268,6 +268,13 @@ def diagonal_jvp(vjp: Vjp) -> Jvp:
     return jvp
 
 
+def diagonal(
+    arity: int, shape: ShapeRule, spelling: Spelling, vjp: Vjp, user: bool = False
+) -> Rule:
+    """An element-wise op (diagonal Jacobian): forward mode follows from its vjp."""
+    return Rule(arity, shape, spelling, vjp, diagonal_jvp(vjp), user=user)
+
+
 # Tangents of a matmul are contracted with einsum; "..." stands for the param's axes.
 _MATMUL_TANGENT = {
     (2, 2): ("ik...,kj->ij...", "ik,kj...->ij..."),
@@ -363,7 +370,8 @@ _BIN = (ADD, ADD + 1)
 _PRODUCT = (MUL, MUL + 1)
 _CMP = (CMP + 1, CMP + 1)
 _NAME = Spelling("{name}", fields=lambda name: {"name": name})
-_MAX = extremum_vjp()
+_PICK = extremum_vjp()
+_POWC = Spelling("{0}**{k}", POW, (POW + 1,), fields=lambda k: {"k": number(k)})
 
 RULES: dict[str, Rule] = {
     # leaves: values supplied by the caller (inputs, params, dims) or by the spec
@@ -372,67 +380,25 @@ RULES: dict[str, Rule] = {
     "dim": Rule(0, None, _NAME),
     "const": Rule(0, None, Spelling("{value}", fields=lambda v: {"value": number(v)})),
     # arithmetic, broadcasting like numpy
-    "add": Rule(
-        2,
-        broadcast_shape("+"),
-        Spelling("{0} + {1}", ADD, _BIN),
-        add_vjp,
-        diagonal_jvp(add_vjp),
+    "add": diagonal(2, broadcast_shape("+"), Spelling("{0} + {1}", ADD, _BIN), add_vjp),
+    "sub": diagonal(2, broadcast_shape("-"), Spelling("{0} - {1}", ADD, _BIN), sub_vjp),
+    "mul": diagonal(
+        2, broadcast_shape("*"), Spelling("{0} * {1}", MUL, _PRODUCT), mul_vjp
     ),
-    "sub": Rule(
-        2,
-        broadcast_shape("-"),
-        Spelling("{0} - {1}", ADD, _BIN),
-        sub_vjp,
-        diagonal_jvp(sub_vjp),
+    "div": diagonal(
+        2, broadcast_shape("/"), Spelling("{0} / {1}", MUL, _PRODUCT), div_vjp
     ),
-    "mul": Rule(
-        2,
-        broadcast_shape("*"),
-        Spelling("{0} * {1}", MUL, _PRODUCT),
-        mul_vjp,
-        diagonal_jvp(mul_vjp),
-    ),
-    "div": Rule(
-        2,
-        broadcast_shape("/"),
-        Spelling("{0} / {1}", MUL, _PRODUCT),
-        div_vjp,
-        diagonal_jvp(div_vjp),
-    ),
-    "neg": Rule(
-        1, same, Spelling("-{0}", UNARY, (UNARY,)), neg_vjp, diagonal_jvp(neg_vjp)
-    ),
+    "neg": diagonal(1, same, Spelling("-{0}", UNARY, (UNARY,)), neg_vjp),
     # a**k for a constant k (small integer powers become products in simplify.py)
-    "powc": Rule(
-        1,
-        same,
-        Spelling("{0}**{k}", POW, (POW + 1,), fields=lambda k: {"k": number(k)}),
-        powc_vjp,
-        diagonal_jvp(powc_vjp),
+    "powc": diagonal(1, same, _POWC, powc_vjp),
+    "pow": diagonal(
+        2, broadcast_shape("**"), Spelling("{0}**{1}", POW, (POW + 1, UNARY)), pow_vjp
     ),
-    "pow": Rule(
-        2,
-        broadcast_shape("**"),
-        Spelling("{0}**{1}", POW, (POW + 1, UNARY)),
-        pow_vjp,
-        diagonal_jvp(pow_vjp),
+    "maximum": diagonal(
+        2, broadcast_shape("max"), Spelling("np.maximum({0}, {1})"), _PICK, user=True
     ),
-    "maximum": Rule(
-        2,
-        broadcast_shape("max"),
-        Spelling("np.maximum({0}, {1})"),
-        _MAX,
-        diagonal_jvp(_MAX),
-        user=True,
-    ),
-    "minimum": Rule(
-        2,
-        broadcast_shape("min"),
-        Spelling("np.minimum({0}, {1})"),
-        _MAX,
-        diagonal_jvp(_MAX),
-        user=True,
+    "minimum": diagonal(
+        2, broadcast_shape("min"), Spelling("np.minimum({0}, {1})"), _PICK, user=True
     ),
     # element-wise functions: definition in x; `inverse` (x in terms of y = f(x)) lets
     # sympy write f' with the forward value y
