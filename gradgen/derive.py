@@ -115,13 +115,11 @@ def gradients(ops: Ops, loss: Node, params: list[Node]) -> Derivation:
         steps.append(Step(node, g, tuple(contributions), tuple(partials)))
     grads: dict[str, Node] = {}
     for p in params:
-        g = adjoints.get(p)
-        if g is None:
+        adjoint = adjoints.get(p)
+        if adjoint is None:
             grads[p.name] = ops.make("zeros_like", p, shape=p.shape)
         else:
-            grads[p.name] = (
-                ops.fill(g, p) if g.shape != p.shape or g.op in LEAVES else g
-            )
+            grads[p.name] = ops.fill(adjoint, p)  # exactly p's shape, a fresh array
     return Derivation(loss, grads, adjoints, tuple(steps))
 
 

@@ -326,7 +326,7 @@ def sum_jvp(ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node) -> Node |
         return None
     (axis,) = out.attrs
     arg = out.args[0]
-    axes = tuple(range(arg.rank)) if axis is None else (axis,)
+    axes: tuple[int, ...] = tuple(range(arg.rank)) if axis is None else (int(axis),)  # type: ignore[call-overload]
     return ops.sum_axes(ops.tfill(t, arg, p), axes) if axes else t
 
 

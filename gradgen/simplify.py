@@ -210,12 +210,20 @@ def _reshape_noop(
 def _exact(
     ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
 ) -> Node | None:
-    """Broadcasting to a shape the value already has (never for a caller's array,
-    which must not be handed back by reference)."""
+    """A fresh result array (`fill`, `tfull`) of a shape the value already has: the
+    value itself, unless it is the caller's array (never handed back by reference)
+    or a constant (returned as a float array, not a Python int)."""
     a = args[0]
-    if a.shape != shape or a.op in ("input", "param"):
+    if a.shape != shape or a.op in ("input", "param", "const"):
         return None
     return ops.make("as_float", a, shape=shape) if a.op in MASKS else a
+
+
+def _view(
+    ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+) -> Node | None:
+    """A broadcast view (`tfill`) of a shape the value already has: the value."""
+    return args[0] if args[0].shape == shape else None
 
 
 def _sum_axes(
@@ -237,7 +245,7 @@ _REWRITES: dict[
     "trail": _reshape_noop,
     "lift": _reshape_noop,
     "fill": _exact,
-    "tfill": _exact,
+    "tfill": _view,
     "tfull": _exact,
     "sum_axes": _sum_axes,
 }
