@@ -24,7 +24,7 @@ Regenerate with `gradgen generate`; `gradgen check` fails while this file is sta
 gradgen-version: 0.1.0
 spec: ../examples/grammar_tour.yaml
 spec-sha256: 95f44d4952aa211a009dfb95fdb564acca1cf7c24e5b204ec2e86c68921c616f
-body-sha256: 5692866a79da269d31e629fcd4d217970d0172c2640a8f38ea9ed68478a22bf7
+body-sha256: 03122077d861def8b62cea6eb6c8bb13df904f4b38d73678b952ce62bd9d0079
 """
 
 from typing import NamedTuple
@@ -112,26 +112,25 @@ def loss_and_gradients(
     g = t5 * t6
     t7 = _sigmoid(s)
     t8 = W.T
-    t9 = t8 @ u
-    t10 = np.tanh(np.sum(t9))
-    t11 = 1 + np.square(s)
-    t12 = t10 / t11
-    t13 = np.sum(col) + np.logaddexp(0, q) + np.mean(g) * tau + t7 - t12
-    t14 = np.full(np.shape(t9), -1 / t11 * (1 - t10**2), dtype=float)
+    t9 = np.tanh(np.sum(t8 @ u))
+    t10 = 1 + np.square(s)
+    t11 = t9 / t10
+    t12 = np.sum(col) + np.logaddexp(0, q) + np.mean(g) * tau + t7 - t11
+    t13 = np.full((k,), -1 / t10 * (1 - t9**2), dtype=float)
     dL_dg = tau / n
     dL_dq = _sigmoid(q)
-    t15 = dL_dq / n
-    dL_dback = t15 * u
+    t14 = dL_dq / n
+    dL_dback = t14 * u
     dL_drow = t4.T @ dL_dback
-    t16 = (dL_drow / k)[:, None]
+    t15 = (dL_drow / k)[:, None]
     dL_dA = 0.5 / R / N * (2 * t2)
-    dL_dZ = t16 * s * np.sign(Z) + 0.1 * dL_dA * (t1 != 0) + dL_dA * (t0 != 0)
+    dL_dZ = t15 * s * np.sign(Z) + 0.1 * dL_dA * (t1 != 0) + dL_dA * (t0 != 0)
     dL_dc = np.sum(dL_dZ, axis=0)
-    t17 = t8.T @ t14 - dL_dg * t5 * np.sin(u) - dL_dg * t6 * t5 * (2 * u)
-    dL_du = t17 + t15 * back
-    dL_ds = t12 / t11 * (2 * s) + t7 * (1 - t7) + np.sum(t16 * t3, axis=(0, 1))
-    dL_dW = np.outer(t14, u).T + t4 @ dL_dZ
-    return float(t13 + 2 * k), Gradients(W=dL_dW, c=dL_dc, s=dL_ds, u=dL_du)
+    t16 = t8.T @ t13 - dL_dg * t5 * np.sin(u) - dL_dg * t6 * t5 * (2 * u)
+    dL_du = t16 + t14 * back
+    dL_ds = t11 / t10 * (2 * s) + t7 * (1 - t7) + np.sum(t15 * t3, axis=(0, 1))
+    dL_dW = np.outer(t13, u).T + t4 @ dL_dZ
+    return float(t12 + 2 * k), Gradients(W=dL_dW, c=dL_dc, s=dL_ds, u=dL_du)
 
 
 def gradients(
@@ -206,11 +205,13 @@ def jacobian_activation(
     X: np.ndarray, W: np.ndarray, c: np.ndarray
 ) -> ActivationJacobian:
     """The Jacobians of `activation`: shape [N, k] + each param's shape."""
+    n = np.shape(X)[1]
+    k = np.shape(W)[1]
     Z = X @ W + c
     t0 = np.minimum(Z, 0) != 0
     t1 = np.maximum(0, Z) != 0
-    t2 = np.einsum("ik,kj...->ij...", X, np.eye(np.size(W)).reshape(np.shape(W) * 2))
-    t3 = np.eye(np.size(c)).reshape(np.shape(c) * 2)[None]
+    t2 = np.einsum("ik,kj...->ij...", X, np.eye(n * k).reshape((n, k, n, k)))
+    t3 = np.eye(k)[None]
     return ActivationJacobian(
         W=t2 * t1[..., None, None] + 0.1 * (t2 * t0[..., None, None]),
         c=t3 * t1[..., None] + 0.1 * (t3 * t0[..., None]),
@@ -236,14 +237,14 @@ def jacobian_row_mean(
     X: np.ndarray, W: np.ndarray, c: np.ndarray, s: float
 ) -> RowMeanJacobian:
     """The Jacobians of `row_mean`: shape [N] + each param's shape."""
+    n = np.shape(X)[1]
     k = np.shape(W)[1]
     Z = X @ W + c
     t0 = np.sign(Z)
-    t1 = np.einsum("ik,kj...->ij...", X, np.eye(np.size(W)).reshape(np.shape(W) * 2))
-    t2 = np.eye(np.size(c)).reshape(np.shape(c) * 2)[None] * t0[..., None]
+    t1 = np.einsum("ik,kj...->ij...", X, np.eye(n * k).reshape((n, k, n, k)))
     return RowMeanJacobian(
         W=np.sum(t1 * t0[..., None, None] * s, axis=1) / k,
-        c=np.sum(t2 * s, axis=1) / k,
+        c=np.sum(np.eye(k)[None] * t0[..., None] * s, axis=1) / k,
         s=np.sum(np.abs(Z), axis=1) / k,
     )
 
@@ -273,32 +274,26 @@ def jacobian_score(
     X: np.ndarray, W: np.ndarray, c: np.ndarray, s: float, u: np.ndarray
 ) -> ScoreJacobian:
     """The Jacobians of `score`: shape [2] + each param's shape."""
-    k = np.shape(W)[1]
     n = np.shape(X)[1]
+    k = np.shape(W)[1]
     Z = X @ W + c
     t0 = np.abs(Z)
     row = np.mean(t0 * s, axis=1)
     t1 = X.T
     back = t1 @ row
-    t2 = -s
-    t3 = np.sign(Z)
-    t4 = np.einsum("ik,kj...->ij...", X, np.eye(np.size(W)).reshape(np.shape(W) * 2))
-    t5 = np.eye(np.size(c)).reshape(np.shape(c) * 2)[None] * t3[..., None]
+    t2 = np.sign(Z)
+    t3 = np.einsum("ik,kj...->ij...", X, np.eye(n * k).reshape((n, k, n, k)))
+    t4 = np.einsum(
+        "ik,k...->i...", t1, np.sum(t3 * t2[..., None, None] * s, axis=1) / k
+    )
+    t5 = np.array([np.einsum("k,k...->...", u, t4) / n, np.zeros((n, k))])
     t6 = np.einsum(
-        "ik,k...->i...", t1, np.sum(t4 * t3[..., None, None] * s, axis=1) / k
+        "ik,k...->i...", t1, np.sum(np.eye(k)[None] * t2[..., None] * s, axis=1) / k
     )
-    t7 = np.array(
-        [np.einsum("k,k...->...", u, t6) / n, np.zeros(np.shape(t2) + np.shape(W))]
-    )
+    t7 = np.array([np.einsum("k,k...->...", u, t6) / n, np.zeros((k,))])
     t8 = np.einsum(
-        "k,k...->...", u, np.einsum("ik,k...->i...", t1, np.sum(t5 * s, axis=1) / k)
-    )
-    t9 = np.einsum(
         "k,k...->...", u, np.einsum("ik,k...->i...", t1, np.sum(t0, axis=1) / k)
     )
     return ScoreJacobian(
-        W=t7,
-        c=np.array([t8 / n, np.zeros(np.shape(t2) + np.shape(c))]),
-        s=np.array([t9 / n, -1]),
-        u=np.array([back / n, np.zeros(np.shape(t2) + np.shape(u))]),
+        W=t5, c=t7, s=np.array([t8 / n, -1]), u=np.array([back / n, np.zeros((n,))])
     )

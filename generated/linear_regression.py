@@ -14,7 +14,7 @@ Regenerate with `gradgen generate`; `gradgen check` fails while this file is sta
 gradgen-version: 0.1.0
 spec: ../examples/linear_regression.yaml
 spec-sha256: 0b9f98848b0e6a65e6fe02efccb50d3d3478647f9f958fc1287e6259e92d70c2
-body-sha256: 09565ea794b1c6a3dc73a8a4f4516b9cb422d3e35b4b277b2ca58d5e96c2024c
+body-sha256: 1d5faac3e1c1656584efb7d856886372e00770b04da707da5d5089c2091f2f4e
 """
 
 from typing import NamedTuple
@@ -96,8 +96,8 @@ def prediction(X: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
 
 def jacobian_prediction(X: np.ndarray, w: np.ndarray, b: float) -> PredictionJacobian:
     """The Jacobians of `prediction`: shape [N] + each param's shape."""
-    t0 = X @ w + b
+    N = np.shape(X)[0]
+    n = np.shape(X)[1]
     return PredictionJacobian(
-        w=np.full(np.shape(t0) + np.shape(w), X, dtype=float),
-        b=np.full(np.shape(t0) + np.shape(b), 1, dtype=float),
+        w=np.full((N, n), X, dtype=float), b=np.full((N,), 1, dtype=float)
     )

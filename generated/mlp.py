@@ -16,7 +16,7 @@ Regenerate with `gradgen generate`; `gradgen check` fails while this file is sta
 gradgen-version: 0.1.0
 spec: ../examples/mlp.yaml
 spec-sha256: f19e146670e5d447051eeba444e07245803d9b14e1b414c7ebd7e6c049a0839f
-body-sha256: bf966bd05c7aaf1e9ca280088844f6ce798063069b81634f70fb5544d600e853
+body-sha256: a45a066b5a686a166801b29d5e1aca95bd77a005b24957a87cac589e4eb16317
 """
 
 from typing import NamedTuple
@@ -140,20 +140,18 @@ def jacobian_prediction(
     X: np.ndarray, W1: np.ndarray, b1: np.ndarray, W2: np.ndarray, b2: np.ndarray
 ) -> PredictionJacobian:
     """The Jacobians of `prediction`: shape [N, k] + each param's shape."""
+    N = np.shape(X)[0]
+    n = np.shape(X)[1]
+    h = np.shape(W1)[1]
+    k = np.shape(W2)[1]
     H = np.tanh(X @ W1 + b1)
-    out = H @ W2 + b2
     t0 = 1 - H**2
-    t1 = np.einsum("ik,kj...->ij...", X, np.eye(np.size(W1)).reshape(np.shape(W1) * 2))
-    t2 = np.eye(np.size(b1)).reshape(np.shape(b1) * 2)[None] * t0[..., None]
-    t3 = np.einsum("ik,kj...->ij...", H, np.eye(np.size(W2)).reshape(np.shape(W2) * 2))
-    t4 = np.full(
-        np.shape(out) + np.shape(b2),
-        np.eye(np.size(b2)).reshape(np.shape(b2) * 2)[None],
-        dtype=float,
-    )
+    t1 = np.einsum("ik,kj...->ij...", X, np.eye(n * h).reshape((n, h, n, h)))
+    t2 = np.einsum("ik...,kj->ij...", np.eye(h)[None] * t0[..., None], W2)
+    t3 = np.einsum("ik,kj...->ij...", H, np.eye(h * k).reshape((h, k, h, k)))
     return PredictionJacobian(
         W1=np.einsum("ik...,kj->ij...", t1 * t0[..., None, None], W2),
-        b1=np.einsum("ik...,kj->ij...", t2, W2),
+        b1=t2,
         W2=t3,
-        b2=t4,
+        b2=np.full((N, k, k), np.eye(k)[None], dtype=float),
     )

@@ -8,7 +8,7 @@ small powers as products), and interns the result in the graph.
 from __future__ import annotations
 
 from .errors import Location
-from .graph import Graph, Node, Shape
+from .graph import Dim, Graph, Node, Shape
 from .rules import RULES
 from .shapes import ShapeError, broadcast
 from .simplify import fold
@@ -102,13 +102,7 @@ class Ops:
 
     def count(self, a: Node, axis: int | None) -> Node:
         """The number of elements `mean` divides by, from the dims of `a`."""
-        dims = a.shape if axis is None else (a.shape[axis],)
-        out = self.const(1.0)
-        for d in dims:
-            out = self.mul(
-                out, self.const(d) if isinstance(d, int) else self.leaf("dim", d, ())
-            )
-        return out
+        return self.count_of(a.shape if axis is None else (a.shape[axis],))
 
     # plumbing for derivatives
     def index(self, a: Node, i: int) -> Node:
@@ -124,7 +118,7 @@ class Ops:
 
     def fill(self, g: Node, like: Node) -> Node:
         """A fresh array of `like`'s shape holding `g` broadcast."""
-        return self.make("fill", g, like, shape=like.shape)
+        return self.make("fill", g, self.shape_literal(like.shape), shape=like.shape)
 
     def sum_axes(self, a: Node, axes: tuple[int, ...]) -> Node:
         shape = tuple(d for i, d in enumerate(a.shape) if i not in axes)
@@ -141,17 +135,43 @@ class Ops:
         return self.make("lift", t, attrs=(count,), shape=(1,) * count + t.shape)
 
     def tfill(self, t: Node, like: Node, param: Node) -> Node:
-        return self.make("tfill", t, like, param, shape=like.shape + param.shape)
+        """A tangent broadcast (a view) to its full shape, like.shape + param.shape."""
+        shape = like.shape + param.shape
+        return self.make("tfill", t, self.shape_literal(shape), shape=shape)
 
     def tfull(self, t: Node, like: Node, param: Node) -> Node:
         """A fresh array of shape like.shape + param.shape holding `t` broadcast."""
-        return self.make("tfull", t, like, param, shape=like.shape + param.shape)
+        shape = like.shape + param.shape
+        return self.make("tfull", t, self.shape_literal(shape), shape=shape)
 
     def zeros(self, like: Node, param: Node) -> Node:
-        return self.make("zeros", like, param, shape=like.shape + param.shape)
+        shape = like.shape + param.shape
+        return self.make("zeros", self.shape_literal(shape), shape=shape)
 
     def seed(self, param: Node) -> Node:
-        return self.make("seed", param, shape=param.shape * 2)
+        """The identity tangent of a param: d param / d param, shape param.shape * 2."""
+        eye = self.make("eye", self.count_of(param.shape), shape=(param.shape[0],) * 2)
+        if param.rank == 1:
+            return eye
+        return self.make(
+            "reshape", eye, self.shape_literal(param.shape * 2), shape=param.shape * 2
+        )
+
+    def dimension(self, d: Dim) -> Node:
+        """A dim's size as a value: a literal, or the dim's name bound at run time."""
+        return self.const(d) if isinstance(d, int) else self.leaf("dim", d, ())
+
+    def shape_literal(self, shape: Shape) -> Node:
+        """A shape tuple such as (N, k) for the printed code."""
+        dims = [self.dimension(d) for d in shape]
+        return self.make("shape", *dims, attrs=(len(dims),), shape=(len(dims),))
+
+    def count_of(self, shape: Shape) -> Node:
+        """The number of elements of an array of this shape."""
+        out = self.const(1.0)
+        for d in shape:
+            out = self.mul(out, self.dimension(d))
+        return out
 
     def einsum(self, subscripts: str, a: Node, b: Node, shape: Shape) -> Node:
         return self.make("einsum", a, b, attrs=(subscripts,), shape=shape)

@@ -51,8 +51,10 @@ def print_body(
     text: dict[Node, tuple[str, int]] = {}
     lines: list[str] = []
     helpers: set[str] = set()
+    position = {a: i for i, a in enumerate(args)}
     dims = sorted(
-        {n.name for n in needed if n.op == "dim"}, key=lambda d: (dim_sources[d], d)
+        {n.name for n in needed if n.op == "dim"},
+        key=lambda d: (position[dim_sources[d][0]], dim_sources[d][1]),
     )
     for d in dims:
         array, axis = dim_sources[d]

@@ -288,8 +288,8 @@ def _identity_contraction(
     a: Node, b: Node, ts: tuple[Node | None, ...], p: Node
 ) -> Node | None:
     """A tangent that is `a @ seed` or `seed @ b` for a vector param: a or b itself."""
-    seed_b = ts[1] is not None and ts[1].op == "seed" and b is p and b.rank == 1
-    seed_a = ts[0] is not None and ts[0].op == "seed" and a is p and a.rank == 1
+    seed_b = ts[1] is not None and ts[1].op == "eye" and b is p and b.rank == 1
+    seed_a = ts[0] is not None and ts[0].op == "eye" and a is p and a.rank == 1
     if seed_b and ts[0] is None:
         return a  # d(A w)/dw = A, d(v . w)/dw = v
     if seed_a and ts[1] is None and b.rank == 1:
@@ -486,7 +486,12 @@ RULES: dict[str, Rule] = {
         ),
     ),
     "outer": Rule(2, None, Spelling("np.outer({0}, {1})")),
-    "fill": Rule(2, None, Spelling("np.full(np.shape({1}), {0}, dtype=float)")),
+    "fill": Rule(2, None, Spelling("np.full({1}, {0}, dtype=float)")),
+    "shape": Rule(
+        -1,
+        None,
+        Spelling("({args}{comma})", fields=lambda n: {"comma": "," if n == 1 else ""}),
+    ),
     "sum_keep": Rule(
         1,
         None,
@@ -521,14 +526,11 @@ RULES: dict[str, Rule] = {
         None,
         Spelling("{0}[{nones}]", ATOM, (ATOM,), fields=lambda k: {"nones": nones(k)}),
     ),
-    "tfill": Rule(
-        3, None, Spelling("np.broadcast_to({0}, np.shape({1}) + np.shape({2}))")
-    ),
-    "tfull": Rule(
-        3, None, Spelling("np.full(np.shape({1}) + np.shape({2}), {0}, dtype=float)")
-    ),
-    "zeros": Rule(2, None, Spelling("np.zeros(np.shape({0}) + np.shape({1}))")),
-    "seed": Rule(1, None, Spelling("np.eye(np.size({0})).reshape(np.shape({0}) * 2)")),
+    "tfill": Rule(2, None, Spelling("np.broadcast_to({0}, {1})")),
+    "tfull": Rule(2, None, Spelling("np.full({1}, {0}, dtype=float)")),
+    "zeros": Rule(1, None, Spelling("np.zeros({0})")),
+    "eye": Rule(1, None, Spelling("np.eye({0})")),
+    "reshape": Rule(2, None, Spelling("{0}.reshape({1})", ATOM, (ATOM, 0))),
     "einsum": Rule(
         2,
         None,
