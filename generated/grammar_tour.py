@@ -24,7 +24,7 @@ Regenerate with `gradgen generate`; `gradgen check` fails while this file is sta
 gradgen-version: 0.1.0
 spec: ../examples/grammar_tour.yaml
 spec-sha256: 95f44d4952aa211a009dfb95fdb564acca1cf7c24e5b204ec2e86c68921c616f
-body-sha256: 03122077d861def8b62cea6eb6c8bb13df904f4b38d73678b952ce62bd9d0079
+body-sha256: 368e8e9d96feaeb353343b28d638f8d092d03fc69edd1dff278ca107f31425f4
 """
 
 from typing import NamedTuple
@@ -111,26 +111,24 @@ def loss_and_gradients(
     t6 = np.cos(u)
     g = t5 * t6
     t7 = _sigmoid(s)
-    t8 = W.T
-    t9 = np.tanh(np.sum(t8 @ u))
-    t10 = 1 + np.square(s)
-    t11 = t9 / t10
-    t12 = np.sum(col) + np.logaddexp(0, q) + np.mean(g) * tau + t7 - t11
-    t13 = np.full((k,), -1 / t10 * (1 - t9**2), dtype=float)
+    t8 = np.tanh(np.sum(W.T @ u))
+    t9 = 1 + np.square(s)
+    t10 = t8 / t9
+    t11 = np.sum(col) + np.logaddexp(0, q) + np.mean(g) * tau + t7 - t10
+    t12 = np.full((k,), -1 / t9 * (1 - t8**2), dtype=float)
     dL_dg = tau / n
     dL_dq = _sigmoid(q)
-    t14 = dL_dq / n
-    dL_dback = t14 * u
-    dL_drow = t4.T @ dL_dback
-    t15 = (dL_drow / k)[:, None]
+    t13 = dL_dq / n
+    dL_dback = t13 * u
+    dL_drow = X @ dL_dback
+    t14 = (dL_drow / k)[:, None]
     dL_dA = 0.5 / R / N * (2 * t2)
-    dL_dZ = t15 * s * np.sign(Z) + 0.1 * dL_dA * (t1 != 0) + dL_dA * (t0 != 0)
+    dL_dZ = t14 * s * np.sign(Z) + 0.1 * dL_dA * (t1 != 0) + dL_dA * (t0 != 0)
     dL_dc = np.sum(dL_dZ, axis=0)
-    t16 = t8.T @ t13 - dL_dg * t5 * np.sin(u) - dL_dg * t6 * t5 * (2 * u)
-    dL_du = t16 + t14 * back
-    dL_ds = t11 / t10 * (2 * s) + t7 * (1 - t7) + np.sum(t15 * t3, axis=(0, 1))
-    dL_dW = np.outer(t13, u).T + t4 @ dL_dZ
-    return float(t12 + 2 * k), Gradients(W=dL_dW, c=dL_dc, s=dL_ds, u=dL_du)
+    dL_du = W @ t12 - dL_dg * t5 * np.sin(u) - dL_dg * t6 * t5 * (2 * u) + t13 * back
+    dL_ds = t10 / t9 * (2 * s) + t7 * (1 - t7) + np.sum(t14 * t3, axis=(0, 1))
+    dL_dW = np.outer(u, t12) + t4 @ dL_dZ
+    return float(t11 + 2 * k), Gradients(W=dL_dW, c=dL_dc, s=dL_ds, u=dL_du)
 
 
 def gradients(

@@ -226,6 +226,19 @@ def _view(
     return args[0] if args[0].shape == shape else None
 
 
+def _transpose(
+    ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+) -> Node | None:
+    (a,) = args
+    if a.rank < 2:
+        return a  # numpy's .T of a vector or scalar is itself
+    if a.op == "transpose":
+        return a.args[0]  # (A^T)^T = A
+    if a.op == "outer":
+        return ops.outer(a.args[1], a.args[0])  # (a b^T)^T = b a^T
+    return None
+
+
 def _sum_axes(
     ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
 ) -> Node | None:
@@ -248,4 +261,5 @@ _REWRITES: dict[
     "tfill": _view,
     "tfull": _exact,
     "sum_axes": _sum_axes,
+    "transpose": _transpose,
 }

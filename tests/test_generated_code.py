@@ -101,7 +101,7 @@ def stable_module(tmp_path: Path):
         "  z: X @ w\n"
         "  p: sigmoid(z)\n"
         "loss: -mean(y * log(sigmoid(z)) + (1 - y) * log(1 - sigmoid(z)))\n"
-        "outputs: {probability: p, softplus: log(1 + exp(z))}\n"
+        "outputs: {probability: p, soft: log(1 + exp(z))}\n"
     )
     g = pipeline.generate(spec, tmp_path)
     g.target.write_text(g.text)
@@ -125,7 +125,7 @@ def test_cross_entropy_is_finite_where_the_true_value_is(tmp_path: Path) -> None
     with np.errstate(over="raise", divide="raise", invalid="raise"):
         value, grads = module.loss_and_gradients(X, y, w)
         p = module.probability(X, w)
-        soft = module.softplus(X, w)
+        soft = module.soft(X, w)
     z = X @ w
     # true values: softplus(z) for y=0, softplus(-z) for y=1, computed exactly
     expected = np.mean(np.where(y == 1, np.logaddexp(0, -z), np.logaddexp(0, z)))
