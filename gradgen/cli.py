@@ -132,18 +132,20 @@ class Reporter:
         if not self.use_color(self.out):
             typer.echo(text, file=self.out, nl=False, color=False)
             return
+        styles: tuple[tuple[str, str | None, bool | None], ...] = (
+            ("+++", None, True),
+            ("---", None, True),
+            ("@@", "cyan", None),
+            ("+", "green", None),
+            ("-", "red", None),
+        )
         for line in text.splitlines(keepends=True):
-            body, end = line.rstrip("\n"), line[len(line.rstrip("\n")) :]
-            if line.startswith(("+++", "---")):
-                self._echo(self.out, body + end, nl=False, bold=True)
-            elif line.startswith("@@"):
-                self._echo(self.out, body + end, nl=False, fg="cyan")
-            elif line.startswith("+"):
-                self._echo(self.out, body + end, nl=False, fg="green")
-            elif line.startswith("-"):
-                self._echo(self.out, body + end, nl=False, fg="red")
-            else:
-                self._echo(self.out, line, nl=False)
+            body = line.rstrip("\n")
+            fg, bold = next(
+                ((f, b) for p, f, b in styles if line.startswith(p)), (None, None)
+            )
+            self._echo(self.out, body, nl=False, fg=fg, bold=bold)
+            typer.echo(line[len(body) :], file=self.out, nl=False)
 
     def error(self, diagnostic: Diagnostic) -> None:
         """One error, `path:line:col: error: message`, on stderr."""
@@ -366,14 +368,23 @@ def _declared_name(spec: Path) -> str | None:
     )
 
 
-def _plans(jobs: list[Job], run: Run, fail_fast: bool) -> list[Plan]:
-    """What each job would write; failed jobs are reported and left out."""
+def _plans(
+    jobs: list[Job], run: Run, fail_fast: bool, *, trust_headers: bool
+) -> list[Plan]:
+    """What each job would write; failed jobs are reported and left out.
+
+    With `trust_headers` (check), a module whose header proves it up to date is not
+    derived again. `generate` always derives: within one version number a
+    development build of gradgen may emit different code, and what generate writes
+    must be exactly what this gradgen derives.
+    """
     plans: list[Plan] = []
     for job in jobs:
         if fail_fast and run.report.errors:
             break
         run.job = job
-        target = _up_to_date_target(job) if job.spec.is_file() else None
+        fast = trust_headers and job.spec.is_file()
+        target = _up_to_date_target(job) if fast else None
         if target is not None:
             plans.append(Plan(job, target, None))
         else:
@@ -492,7 +503,7 @@ def generate_command(
         jobs = _jobs(specs or [], out, report)
         if dump is not None:
             _dump(jobs, dump, run, fail_fast)
-        plans = _plans(jobs, run, fail_fast)
+        plans = _plans(jobs, run, fail_fast, trust_headers=False)
         if _clashes(plans, report) or (fail_fast and report.errors):
             raise typer.Exit(FAILED)
         for plan in plans:
@@ -561,7 +572,7 @@ def check(
     run = Run(report)
     with _guard(run):
         jobs = _jobs(specs or [], out, report)
-        plans = _plans(jobs, run, fail_fast)
+        plans = _plans(jobs, run, fail_fast, trust_headers=True)
         if _clashes(plans, report):
             raise typer.Exit(FAILED)
         stale = 0

@@ -9,7 +9,6 @@ returned as text, for debugging (`gradgen generate --dump STAGE`).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from .formatting import format_python
 from .model import build
 from .render import render_module
 from .spec import read_spec
+from .write import relative_spec, spec_digest
 
 STAGES = ("spec", "graph", "derivation", "rendered", "module")
 
@@ -29,17 +29,6 @@ class Generated:
     target: Path
     text: str  # the sealed, formatted module; or the dumped stage
     spec_sha256: str
-
-
-def spec_digest(spec_bytes: bytes, name_override: str | None) -> str:
-    """What the header records of the spec: its bytes and the options applied to it."""
-    return write.sha256_hex(spec_bytes + b"\0name=" + (name_override or "").encode())
-
-
-def relative_spec(spec: Path, out_dir: Path) -> str:
-    """The spec's path relative to the generated file's folder, with `/`."""
-    rel = os.path.relpath(spec.resolve(), out_dir.resolve())
-    return rel.replace(os.sep, "/")
 
 
 def generate(

@@ -453,3 +453,30 @@ def test_unified_diff_of_regenerated_module_shows_changed_lines() -> None:
             "+    return 3.0 * np.maximum(x @ w, 0.0)",
         ]
     )
+
+
+# --- header provenance -----------------------------------------------------------
+
+
+def test_spec_digest_covers_the_bytes_and_the_name_override() -> None:
+    spec = b"gradgen: 1\nname: m\n"
+    assert write.spec_digest(spec, None) == write.spec_digest(spec, None)
+    assert write.spec_digest(spec, None) != write.spec_digest(spec + b" ", None)
+    assert write.spec_digest(spec, None) != write.spec_digest(spec, "other")
+    assert write.spec_digest(spec, None) == write.spec_digest(spec, "")
+    assert len(write.spec_digest(spec, "m")) == 64
+
+
+def test_relative_spec_is_relative_to_the_output_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "specs").mkdir()
+    spec = tmp_path / "specs" / "m.yaml"
+    spec.write_text("x: 1\n")
+    out = tmp_path / "gen" / "nets"
+    assert write.relative_spec(spec, out) == "../../specs/m.yaml"
+    monkeypatch.chdir(tmp_path / "specs")
+    assert write.relative_spec(Path("m.yaml"), Path("../gen/nets")) == (
+        "../../specs/m.yaml"
+    )
+    assert write.relative_spec(Path("m.yaml"), Path(".")) == "m.yaml"
