@@ -237,6 +237,13 @@ def mean_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
     return sum_vjp(ops, out, ops.div(g, count), i)
 
 
+def logsumexp_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+    # d logsumexp(x)/dx = softmax(x) = exp(x - out): stable, since x - out <= 0.
+    x = out.args[0]
+    softmax = ops.call("exp", ops.sub(x, sum_vjp(ops, out, out, i)))
+    return ops.mul(sum_vjp(ops, out, g, i), softmax)
+
+
 def stack_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
     if g.rank == 0:
         return g
@@ -334,6 +341,19 @@ def mean_jvp(ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node) -> Node 
     s = sum_jvp(ops, out, ts, p)
     (axis,) = out.attrs
     return None if s is None else ops.div(s, ops.count(out.args[0], axis))  # type: ignore[arg-type]
+
+
+def logsumexp_jvp(
+    ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node
+) -> Node | None:
+    t = ts[0]
+    if t is None:
+        return None
+    x = out.args[0]
+    softmax = logsumexp_vjp(ops, out, ops.const(1.0), 0)
+    (axis,) = out.attrs
+    axes: tuple[int, ...] = tuple(range(x.rank)) if axis is None else (int(axis),)  # type: ignore[call-overload]
+    return ops.sum_axes(ops.mul(ops.tfill(t, x, p), tail(ops, softmax, p)), axes)
 
 
 def stack_jvp(ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node) -> Node | None:
@@ -450,6 +470,20 @@ RULES: dict[str, Rule] = {
         mean_vjp,
         mean_jvp,
         user=True,
+    ),
+    # logsumexp(x) = log(sum(exp(x))), through a helper that factors out the maximum
+    "logsumexp": Rule(
+        1,
+        lambda s, a: shapes.reduce(s[0], a[0], "logsumexp"),  # type: ignore[arg-type]
+        Spelling(
+            "_logsumexp({0}{axis})",
+            ATOM,
+            (0,),
+            helper="logsumexp",
+            fields=lambda axis: {"axis": axis_arg(axis)},
+        ),
+        logsumexp_vjp,
+        logsumexp_jvp,
     ),
     "matmul": Rule(
         2,

@@ -8,8 +8,9 @@ the generated code as lean as hand-written numpy:
   signs pulled out of products;
 * small integer powers as products: numpy's `x**3` goes through pow() and is
   50-140x slower than `x*x*x`; `x**2` has a fast path and stays;
-* numerically stable forms: log(1 + exp(x)) = softplus(x) and
-  log(sigmoid(x)) = -softplus(-x), finite wherever the true value is finite.
+* numerically stable forms: log(1 + exp(x)) = softplus(x),
+  log(sigmoid(x)) = -softplus(-x) and log(sum(exp(x))) = logsumexp(x), finite
+  wherever the true value is finite.
 
 A rewrite never changes a node's shape: an identity is applied only when the
 surviving operand already has the result's shape.
@@ -186,6 +187,9 @@ def _log(
     (a,) = args
     if a.op == "exp":
         return a.args[0]  # log(exp(x)) = x
+    if a.op == "sum" and a.args[0].op == "exp":
+        # log(sum(exp(x))) = logsumexp(x): finite where exp(x) overflows
+        return ops.reduce("logsumexp", a.args[0].args[0], a.attrs[0])  # type: ignore[arg-type]
     if a.op == "sigmoid":
         # log(sigmoid(x)) = -log(1 + e^-x) = -softplus(-x)
         return ops.neg(ops.call("softplus", ops.neg(a.args[0])))

@@ -138,3 +138,24 @@ def test_cross_entropy_is_finite_where_the_true_value_is(tmp_path: Path) -> None
     assert np.allclose(grads.w, X.T @ (sig - y) / len(y), rtol=1e-12, atol=0)
     assert np.all(np.isfinite(p)) and p[0] == 1.0 and p[1] == 0.0
     assert soft[0] == pytest.approx(800.0) and soft[1] == pytest.approx(0.0, abs=1e-300)
+
+
+def test_softmax_cross_entropy_is_finite_for_huge_logits() -> None:
+    """log(sum(exp(Z))) is emitted through a max-shifted logsumexp: with logits of
+    +-1000 the naive form overflows to inf (and nan gradients)."""
+    module = load_generated("softmax_regression")
+    X = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    Y = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    W = np.array([[1000.0, -1000.0, 0.0], [0.0, 500.0, -1000.0]])
+    b = np.zeros(3)
+    with np.errstate(over="raise", divide="raise", invalid="raise"):
+        value, grads = module.loss_and_gradients(X, Y, W, b)
+        lse = module.log_normaliser(X, W, b)
+    Z = X @ W + b
+    m = Z.max(axis=1, keepdims=True)
+    expected_lse = m[:, 0] + np.log(np.exp(Z - m).sum(axis=1))
+    assert np.allclose(lse, expected_lse, rtol=1e-15)
+    assert value == pytest.approx(np.mean(expected_lse - np.sum(Y * Z, axis=1)))
+    softmax = np.exp(Z - expected_lse[:, None])
+    assert np.allclose(grads.W, X.T @ (softmax - Y) / 3, rtol=1e-12, atol=1e-300)
+    assert np.all(np.isfinite(grads.b))
