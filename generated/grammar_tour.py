@@ -24,7 +24,7 @@ Regenerate with `gradgen generate`; `gradgen check` fails while this file is sta
 gradgen-version: 0.1.0
 spec: ../examples/grammar_tour.yaml
 spec-sha256: 95f44d4952aa211a009dfb95fdb564acca1cf7c24e5b204ec2e86c68921c616f
-body-sha256: 368e8e9d96feaeb353343b28d638f8d092d03fc69edd1dff278ca107f31425f4
+body-sha256: ddd55ce34fe912be2f167e1ac2937f70e4be628f5c9249a3a12bdbd93b050e98
 """
 
 from typing import NamedTuple
@@ -33,10 +33,9 @@ import numpy as np
 
 
 def _sigmoid(z):
-    """The logistic function 1 / (1 + e^-z), finite for every z: exp never overflows."""
-    e = np.exp(-np.abs(z))
-    d = 1 + e
-    return np.where(np.greater_equal(z, 0), 1 / d, e / d)
+    """The logistic function 1 / (1 + e^-z), finite for every z: neither exp
+    overflows (e^min(z, 0) / (1 + e^-|z|) is the same function, for z of each sign)."""
+    return np.exp(np.minimum(z, 0)) / (1 + np.exp(-np.abs(z)))
 
 
 class Params(NamedTuple):
@@ -203,16 +202,16 @@ def jacobian_activation(
     X: np.ndarray, W: np.ndarray, c: np.ndarray
 ) -> ActivationJacobian:
     """The Jacobians of `activation`: shape [N, k] + each param's shape."""
-    n = np.shape(X)[1]
     k = np.shape(W)[1]
     Z = X @ W + c
     t0 = np.minimum(Z, 0) != 0
     t1 = np.maximum(0, Z) != 0
-    t2 = np.einsum("ik,kj...->ij...", X, np.eye(n * k).reshape((n, k, n, k)))
-    t3 = np.eye(k)[None]
+    t2 = np.eye(k)
+    t3 = np.einsum("ip,jq->ijpq", X, t2)
+    t4 = t2[None]
     return ActivationJacobian(
-        W=t2 * t1[..., None, None] + 0.1 * (t2 * t0[..., None, None]),
-        c=t3 * t1[..., None] + 0.1 * (t3 * t0[..., None]),
+        W=t3 * t1[..., None, None] + 0.1 * (t3 * t0[..., None, None]),
+        c=t4 * t1[..., None] + 0.1 * (t4 * t0[..., None]),
     )
 
 
@@ -235,14 +234,14 @@ def jacobian_row_mean(
     X: np.ndarray, W: np.ndarray, c: np.ndarray, s: float
 ) -> RowMeanJacobian:
     """The Jacobians of `row_mean`: shape [N] + each param's shape."""
-    n = np.shape(X)[1]
     k = np.shape(W)[1]
     Z = X @ W + c
     t0 = np.sign(Z)
-    t1 = np.einsum("ik,kj...->ij...", X, np.eye(n * k).reshape((n, k, n, k)))
+    t1 = np.eye(k)
+    t2 = np.sum(np.einsum("ip,jq->ijpq", X, t1) * t0[..., None, None] * s, axis=1)
     return RowMeanJacobian(
-        W=np.sum(t1 * t0[..., None, None] * s, axis=1) / k,
-        c=np.sum(np.eye(k)[None] * t0[..., None] * s, axis=1) / k,
+        W=t2 / k,
+        c=np.sum(t1[None] * t0[..., None] * s, axis=1) / k,
         s=np.sum(np.abs(Z), axis=1) / k,
     )
 
@@ -280,18 +279,19 @@ def jacobian_score(
     t1 = X.T
     back = t1 @ row
     t2 = np.sign(Z)
-    t3 = np.einsum("ik,kj...->ij...", X, np.eye(n * k).reshape((n, k, n, k)))
-    t4 = np.einsum(
-        "ik,k...->i...", t1, np.sum(t3 * t2[..., None, None] * s, axis=1) / k
-    )
-    t5 = np.array([np.einsum("k,k...->...", u, t4) / n, np.zeros((n, k))])
+    t3 = np.eye(k)
+    t4 = np.sum(np.einsum("ip,jq->ijpq", X, t3) * t2[..., None, None] * s, axis=1)
+    t5 = np.einsum("k,k...->...", u, np.einsum("ik,k...->i...", t1, t4 / k))
     t6 = np.einsum(
-        "ik,k...->i...", t1, np.sum(np.eye(k)[None] * t2[..., None] * s, axis=1) / k
+        "ik,k...->i...", t1, np.sum(t3[None] * t2[..., None] * s, axis=1) / k
     )
     t7 = np.array([np.einsum("k,k...->...", u, t6) / n, np.zeros((k,))])
     t8 = np.einsum(
         "k,k...->...", u, np.einsum("ik,k...->i...", t1, np.sum(t0, axis=1) / k)
     )
     return ScoreJacobian(
-        W=t5, c=t7, s=np.array([t8 / n, -1]), u=np.array([back / n, np.zeros((n,))])
+        W=np.array([t5 / n, np.zeros((n, k))]),
+        c=t7,
+        s=np.array([t8 / n, -1]),
+        u=np.array([back / n, np.zeros((n,))]),
     )

@@ -14,7 +14,7 @@ Regenerate with `gradgen generate`; `gradgen check` fails while this file is sta
 gradgen-version: 0.1.0
 spec: ../examples/linear_regression.yaml
 spec-sha256: 0b9f98848b0e6a65e6fe02efccb50d3d3478647f9f958fc1287e6259e92d70c2
-body-sha256: 1d5faac3e1c1656584efb7d856886372e00770b04da707da5d5089c2091f2f4e
+body-sha256: 5e847a90d7a1869892ae016d86d2a2643a5e5f7af4c1c5cc0a5b386af8f5dc13
 """
 
 from typing import NamedTuple
@@ -38,7 +38,9 @@ class Gradients(NamedTuple):
 
 def loss(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> float:
     """The loss."""
-    return float(np.mean((X @ w + b - y) ** 2))
+    N = np.shape(X)[0]
+    t0 = X @ w + b - y
+    return float(t0 @ t0 / N)
 
 
 def loss_and_gradients(
@@ -47,10 +49,10 @@ def loss_and_gradients(
     """The loss and its gradient with respect to every param."""
     N = np.shape(X)[0]
     t0 = X @ w + b - y
-    t1 = 2 * t0 / N
+    t1 = 2 / N * t0
     dL_db = np.sum(t1, axis=0)
     dL_dw = X.T @ t1
-    return float(np.mean(t0**2)), Gradients(w=dL_dw, b=dL_db)
+    return float(t0 @ t0 / N), Gradients(w=dL_dw, b=dL_db)
 
 
 def gradients(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> Gradients:

@@ -14,7 +14,7 @@ Regenerate with `gradgen generate`; `gradgen check` fails while this file is sta
 gradgen-version: 0.1.0
 spec: ../examples/linear_regression_momentum.yaml
 spec-sha256: 77080f92c832f3ed925aa548550ae0a9bfd74d05572147a079e777f4747ddc1a
-body-sha256: a2d73bc77d4838adfddebc7e8390bc5c53ea27ba09a4c3768840129b943c7778
+body-sha256: 19bc1f8bcc5886909b1380fb08c4b592f134d278a7b7c0e6ef7fd270125116e7
 """
 
 from typing import NamedTuple
@@ -40,7 +40,7 @@ def loss(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> float:
     """The loss."""
     N = np.shape(X)[0]
     e = X @ w + b - y
-    return float(np.sum(e**2) / N)
+    return float(e @ e / N)
 
 
 def loss_and_gradients(
@@ -49,10 +49,10 @@ def loss_and_gradients(
     """The loss and its gradient with respect to every param."""
     N = np.shape(X)[0]
     e = X @ w + b - y
-    dL_de = 2 * e / N
+    dL_de = 2 / N * e
     dL_db = np.sum(dL_de, axis=0)
     dL_dw = X.T @ dL_de
-    return float(np.sum(e**2) / N), Gradients(w=dL_dw, b=dL_db)
+    return float(e @ e / N), Gradients(w=dL_dw, b=dL_db)
 
 
 def gradients(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> Gradients:

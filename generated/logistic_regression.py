@@ -15,7 +15,7 @@ Regenerate with `gradgen generate`; `gradgen check` fails while this file is sta
 gradgen-version: 0.1.0
 spec: ../examples/logistic_regression.yaml
 spec-sha256: 131ed626b1e351121ae4ef3fcced199ab60165515c750f3c87c98d6e2d6122a7
-body-sha256: 6678be26a2f7f25fb97491cd0771404f6d90cfc426ba3421f23134c69808340b
+body-sha256: 590d4f872c770950b8e9f4a019804098a72821f0e48d1a48326b2c53e23c719b
 """
 
 from typing import NamedTuple
@@ -24,10 +24,9 @@ import numpy as np
 
 
 def _sigmoid(z):
-    """The logistic function 1 / (1 + e^-z), finite for every z: exp never overflows."""
-    e = np.exp(-np.abs(z))
-    d = 1 + e
-    return np.where(np.greater_equal(z, 0), 1 / d, e / d)
+    """The logistic function 1 / (1 + e^-z), finite for every z: neither exp
+    overflows (e^min(z, 0) / (1 + e^-|z|) is the same function, for z of each sign)."""
+    return np.exp(np.minimum(z, 0)) / (1 + np.exp(-np.abs(z)))
 
 
 class Params(NamedTuple):
@@ -46,8 +45,10 @@ class Gradients(NamedTuple):
 
 def loss(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> float:
     """The loss."""
+    N = np.shape(X)[0]
     p = _sigmoid(X @ w + b)
-    return float(np.mean((p - y) ** 2))
+    t0 = p - y
+    return float(t0 @ t0 / N)
 
 
 def loss_and_gradients(
@@ -57,11 +58,11 @@ def loss_and_gradients(
     N = np.shape(X)[0]
     p = _sigmoid(X @ w + b)
     t0 = p - y
-    dL_dp = 2 * t0 / N
+    dL_dp = 2 / N * t0
     t1 = dL_dp * (p * (1 - p))
     dL_db = np.sum(t1, axis=0)
     dL_dw = X.T @ t1
-    return float(np.mean(t0**2)), Gradients(w=dL_dw, b=dL_db)
+    return float(t0 @ t0 / N), Gradients(w=dL_dw, b=dL_db)
 
 
 def gradients(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> Gradients:

@@ -16,7 +16,7 @@ Regenerate with `gradgen generate`; `gradgen check` fails while this file is sta
 gradgen-version: 0.1.0
 spec: ../examples/mlp.yaml
 spec-sha256: f19e146670e5d447051eeba444e07245803d9b14e1b414c7ebd7e6c049a0839f
-body-sha256: a45a066b5a686a166801b29d5e1aca95bd77a005b24957a87cac589e4eb16317
+body-sha256: b6fd68d59a07c3829a31a754faaea23a5efcdf492e3e501242aad011ac180db4
 """
 
 from typing import NamedTuple
@@ -70,7 +70,7 @@ def loss_and_gradients(
     H = np.tanh(X @ W1 + b1)
     out = H @ W2 + b2
     t0 = out - Y
-    dL_dout = 2 * t0 / (N * k)
+    dL_dout = 2 / (N * k) * t0
     dL_db2 = np.sum(dL_dout, axis=0)
     dL_dH = dL_dout @ W2.T
     dL_dW2 = H.T @ dL_dout
@@ -141,17 +141,18 @@ def jacobian_prediction(
 ) -> PredictionJacobian:
     """The Jacobians of `prediction`: shape [N, k] + each param's shape."""
     N = np.shape(X)[0]
-    n = np.shape(X)[1]
     h = np.shape(W1)[1]
     k = np.shape(W2)[1]
     H = np.tanh(X @ W1 + b1)
     t0 = 1 - H**2
-    t1 = np.einsum("ik,kj...->ij...", X, np.eye(n * h).reshape((n, h, n, h)))
-    t2 = np.einsum("ik...,kj->ij...", np.eye(h)[None] * t0[..., None], W2)
-    t3 = np.einsum("ik,kj...->ij...", H, np.eye(h * k).reshape((h, k, h, k)))
+    t1 = np.eye(h)
+    t2 = np.einsum(
+        "ik...,kj->ij...", np.einsum("ip,jq->ijpq", X, t1) * t0[..., None, None], W2
+    )
+    t3 = np.eye(k)
     return PredictionJacobian(
-        W1=np.einsum("ik...,kj->ij...", t1 * t0[..., None, None], W2),
-        b1=t2,
-        W2=t3,
-        b2=np.full((N, k, k), np.eye(k)[None], dtype=float),
+        W1=t2,
+        b1=np.einsum("ik...,kj->ij...", t1[None] * t0[..., None], W2),
+        W2=np.einsum("ip,jq->ijpq", H, t3),
+        b2=np.full((N, k, k), t3[None], dtype=float),
     )

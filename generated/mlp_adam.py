@@ -15,7 +15,7 @@ Regenerate with `gradgen generate`; `gradgen check` fails while this file is sta
 gradgen-version: 0.1.0
 spec: ../examples/mlp_adam.yaml
 spec-sha256: b8c468cd185a4514dac58a7649f78466eeed29407a9891506b3b2ce96785a5f8
-body-sha256: e9eb8b1b9316d0838ac57d93344103ec7e3d6c85043d385361a42ae121fdbaff
+body-sha256: cab73abb4bd4cb3602b9205effb0727a63879f5040f5662145bc9c0918aefa34
 """
 
 from typing import NamedTuple
@@ -69,7 +69,7 @@ def loss_and_gradients(
     H = np.tanh(X @ W1 + b1)
     out = H @ W2 + b2
     t0 = out - Y
-    dL_dout = 1 / N / k * (2 * t0)
+    dL_dout = 2 * (1 / N / k) * t0
     dL_db2 = np.sum(dL_dout, axis=0)
     dL_dH = dL_dout @ W2.T
     dL_dW2 = H.T @ dL_dout

@@ -16,7 +16,7 @@ Regenerate with `gradgen generate`; `gradgen check` fails while this file is sta
 gradgen-version: 0.1.0
 spec: ../examples/relu_neuron.yaml
 spec-sha256: 13c44e6eeee1a69a117039719489234068023a3f6febd8c2162e272814fa5c5c
-body-sha256: 9fca244a296707c2dcd7b4beb0228e1f9b835e1f4382ff1965db3a055c0f7e12
+body-sha256: dcd6075dd1659cd6ebba7de719955c6b2efd3d195a35171d1538a634b38b503b
 """
 
 from typing import NamedTuple
@@ -40,9 +40,11 @@ class Gradients(NamedTuple):
 
 def loss(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> float:
     """The loss."""
+    N = np.shape(X)[0]
     z = X @ w + b
     a = np.maximum(z, 0)
-    return float(np.mean((a - y) ** 2))
+    t0 = a - y
+    return float(t0 @ t0 / N)
 
 
 def loss_and_gradients(
@@ -53,11 +55,11 @@ def loss_and_gradients(
     z = X @ w + b
     a = np.maximum(z, 0)
     t0 = a - y
-    dL_da = 2 * t0 / N
+    dL_da = 2 / N * t0
     dL_dz = dL_da * (z > 0)
     dL_db = np.sum(dL_dz, axis=0)
     dL_dw = X.T @ dL_dz
-    return float(np.mean(t0**2)), Gradients(w=dL_dw, b=dL_db)
+    return float(t0 @ t0 / N), Gradients(w=dL_dw, b=dL_db)
 
 
 def gradients(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> Gradients:

@@ -15,7 +15,7 @@ Regenerate with `gradgen generate`; `gradgen check` fails while this file is sta
 gradgen-version: 0.1.0
 spec: ../examples/softmax_regression.yaml
 spec-sha256: 3932443e86754dedc4f5d5e1a24f85ce7c0157185913d7fae88b3a74cda25f77
-body-sha256: 105f6a0889147fd4f23faec88621b50a6c2f90171fec56f13e5dc8d7a8098ca6
+body-sha256: 9c44a7b0cabf3606ac617accb03da2531492315f94c12ffba9ba1b8d2946fd20
 """
 
 from typing import NamedTuple
@@ -139,10 +139,10 @@ def jacobian_log_normaliser(
 ) -> LogNormaliserJacobian:
     """The Jacobians of `log_normaliser`: shape [N] + each param's shape."""
     N = np.shape(X)[0]
-    n = np.shape(X)[1]
     k = np.shape(W)[1]
     Z = X @ W + b
     t0 = np.exp(Z - _logsumexp(Z, axis=1)[:, None])
-    t1 = np.einsum("ik,kj...->ij...", X, np.eye(n * k).reshape((n, k, n, k)))
-    t2 = np.sum(np.broadcast_to(np.eye(k)[None], (N, k, k)) * t0[..., None], axis=1)
-    return LogNormaliserJacobian(W=np.sum(t1 * t0[..., None, None], axis=1), b=t2)
+    t1 = np.eye(k)
+    t2 = np.sum(np.einsum("ip,jq->ijpq", X, t1) * t0[..., None, None], axis=1)
+    t3 = np.sum(np.broadcast_to(t1[None], (N, k, k)) * t0[..., None], axis=1)
+    return LogNormaliserJacobian(W=t2, b=t3)

@@ -148,11 +148,15 @@ class Ops:
         shape = like.shape + param.shape
         return self.make("zeros", self.shape_literal(shape), shape=shape)
 
+    def eye(self, d: Dim) -> Node:
+        return self.make("eye", self.dimension(d), shape=(d, d))
+
     def seed(self, param: Node) -> Node:
         """The identity tangent of a param: d param / d param, shape param.shape * 2."""
-        eye = self.make("eye", self.count_of(param.shape), shape=(param.shape[0],) * 2)
         if param.rank == 1:
-            return eye
+            return self.eye(param.shape[0])
+        size = "*".join(str(d) for d in param.shape)  # a label: n*h is no spec dim
+        eye = self.make("eye", self.count_of(param.shape), shape=(size, size))
         return self.make(
             "reshape", eye, self.shape_literal(param.shape * 2), shape=param.shape * 2
         )

@@ -291,16 +291,25 @@ _MATMUL_TANGENT = {
 }
 
 
-def _identity_contraction(
-    a: Node, b: Node, ts: tuple[Node | None, ...], p: Node
+def _seeded_matmul(
+    ops: Ops, a: Node, b: Node, ts: tuple[Node | None, ...], p: Node, shape: Shape
 ) -> Node | None:
-    """A tangent that is `a @ seed` or `seed @ b` for a vector param: a or b itself."""
-    seed_b = ts[1] is not None and ts[1].op == "eye" and b is p and b.rank == 1
-    seed_a = ts[0] is not None and ts[0].op == "eye" and a is p and a.rank == 1
-    if seed_b and ts[0] is None:
-        return a  # d(A w)/dw = A, d(v . w)/dw = v
-    if seed_a and ts[1] is None and b.rank == 1:
-        return b  # d(w . v)/dw = v
+    """The tangent of a @ b when one operand is the differentiated param itself and
+    the other is constant: written from the structure of the identity seed, without
+    contracting an identity matrix (for W of shape [k, n], d(A W)/dW[p, q] has
+    entries A[i, p] delta(j, q))."""
+    if ts[1] is not None and ts[0] is None and b is p and ts[1] is ops.seed(p):
+        if b.rank == 1:
+            return a  # d(A w)/dw = A, d(v . w)/dw = v
+        eye = ops.eye(b.shape[1])
+        spec = "ip,jq->ijpq" if a.rank == 2 else "p,jq->jpq"
+        return ops.einsum(spec, a, eye, shape)
+    if ts[0] is not None and ts[1] is None and a is p and ts[0] is ops.seed(p):
+        if a.rank == 1:
+            return b if b.rank == 1 else ops.transpose(b)  # d(w B)/dw = B^T
+        eye = ops.eye(a.shape[0])
+        spec = "ip,qj->ijpq" if b.rank == 2 else "ip,q->ipq"
+        return ops.einsum(spec, eye, b, shape)
     return None
 
 
@@ -308,11 +317,11 @@ def matmul_jvp(
     ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node
 ) -> Node | None:
     a, b = out.args
-    shortcut = _identity_contraction(a, b, ts, p)
+    shape = out.shape + p.shape
+    shortcut = _seeded_matmul(ops, a, b, ts, p, shape)
     if shortcut is not None:
         return shortcut
     left, right = _MATMUL_TANGENT[(a.rank, b.rank)]
-    shape = out.shape + p.shape
     ta = None if ts[0] is None else ops.einsum(left, ops.tfill(ts[0], a, p), b, shape)
     tb = None if ts[1] is None else ops.einsum(right, a, ops.tfill(ts[1], b, p), shape)
     return total(ops, ta, tb)

@@ -98,6 +98,8 @@ def _mul(
     for ratio, other in ((a, b), (b, a)):
         if ratio.op == "div" and _is(ratio.args[0], 1):
             return ops.div(other, ratio.args[1])  # (1/d) * x = x / d
+    if a.rank == 0 and b.op == "mul" and b.args[0].rank == 0 and b.args[1].rank > 0:
+        return ops.mul(ops.mul(a, b.args[0]), b.args[1])  # s * (c * x) = (s * c) * x
     if a.op == "neg":
         return ops.neg(ops.mul(a.args[0], b))
     if b.op == "neg":
@@ -115,6 +117,9 @@ def _div(
         return a
     if a.op == "neg":
         return ops.neg(ops.div(a.args[0], b))
+    if b.rank == 0 and a.op == "mul" and a.args[0].rank == 0 and a.args[1].rank > 0:
+        # (c * x) / d = (c / d) * x: the scalars combine first, one pass over x
+        return ops.mul(ops.div(a.args[0], b), a.args[1])
     return None
 
 
@@ -147,23 +152,40 @@ MAX_PRODUCT_POWER = 16  # x**16 is 4 multiplications
 
 
 def lower_powers(ops: Ops, roots: list[Node]) -> dict[Node, Node]:
-    """Rewrite a**k for integer 3 <= k <= 16 as products, after differentiation.
+    """Fast spellings, chosen after differentiation (so that derivatives are taken
+    of `a**k` itself: 3*x**2, not the sum of three product-rule terms):
 
-    Lowering happens last so that derivatives are taken of `a**k` itself
-    (3*x**2, not the sum of three product-rule terms); only the printed code
-    multiplies. Returns old node -> new node for every node the roots need.
+    * a**k for integer 3 <= k <= 16 as products;
+    * the sum (or mean) of the squares of a vector as a dot product, x @ x, which
+      needs no temporary array.
+
+    Returns old node -> new node for every node the roots need.
     """
     new: dict[Node, Node] = {}
     for node in ancestors(roots):
         args = tuple(new[a] for a in node.args)
-        k = float(node.attrs[0]) if node.op == "powc" else 0.0  # type: ignore[arg-type]
-        if node.op == "powc" and k.is_integer() and 3 <= k <= MAX_PRODUCT_POWER:
-            new[node] = _power_by_squaring(ops, args[0], int(k))
+        lowered = _lower(ops, node, args)
+        if lowered is not None:
+            new[node] = lowered
         elif args == node.args:
             new[node] = node
         else:
             new[node] = ops.make(node.op, *args, attrs=node.attrs, shape=node.shape)
     return new
+
+
+def _lower(ops: Ops, node: Node, args: tuple[Node, ...]) -> Node | None:
+    if node.op == "powc":
+        k = float(node.attrs[0])  # type: ignore[arg-type]
+        if k.is_integer() and 3 <= k <= MAX_PRODUCT_POWER:
+            return _power_by_squaring(ops, args[0], int(k))
+    if node.op in ("sum", "mean") and node.attrs == (None,):
+        (a,) = args
+        if a.rank == 1 and (a.op == "square" or (a.op == "powc" and a.attrs == (2.0,))):
+            x = a.args[0]
+            dot = ops.matmul(x, x)
+            return dot if node.op == "sum" else ops.div(dot, ops.count(x, None))
+    return None
 
 
 def _power_by_squaring(ops: Ops, a: Node, k: int) -> Node:
