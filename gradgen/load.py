@@ -25,6 +25,7 @@ Every failure is a `SpecError`; all problems found before giving up are reported
 
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 import re
@@ -38,9 +39,21 @@ from yaml.scanner import Scanner
 
 from gradgen.errors import Collector, Diagnostic, Location, SpecError
 
-__all__ = ["YMap", "YNode", "YScalar", "YSeq", "load_yaml", "load_yaml_text"]
+__all__ = [
+    "YMap",
+    "YNode",
+    "YScalar",
+    "YSeq",
+    "control_character",
+    "key_text",
+    "load_yaml",
+    "load_yaml_text",
+    "show_text",
+]
 
-MAX_BYTES = 1 << 18  # 256 KiB: a real spec is a few hundred bytes; PyYAML scans ~250 KiB/s
+MAX_BYTES = (
+    1 << 18
+)  # 256 KiB: a real spec is a few hundred bytes; PyYAML scans ~250 KiB/s
 MAX_DEPTH = 50
 MAX_ERRORS = 100
 MAX_NUMBER_CHARS = 1000  # sexagesimal ints ("1:2:3:...") cost quadratic time
@@ -84,7 +97,7 @@ class YScalar:
             return start.shifted(offset)
         if single_line and self._style in ("'", '"') and not re.search(r"\\|''", raw):
             return start.shifted(1 + offset)
-        positions = _value_positions(self._text, self._style, raw, start)
+        positions = self._positions
         if offset < len(positions):
             line, col = positions[offset]
             return Location(start.path, line, col)
@@ -94,6 +107,14 @@ class YScalar:
             line, col = positions[-1]
             return Location(start.path, line, col + 1 + offset - len(positions))
         return start.shifted(offset + (1 if self._style in ("'", '"') else 0))
+
+    @functools.cached_property
+    def _positions(self) -> list[tuple[int, int]]:
+        """(line, col) of each traceable character, computed once per scalar: a
+        parser asks for the position of every node of a long expression."""
+        assert self._raw is not None
+        start = self._start or self.loc
+        return _value_positions(self._text, self._style, self._raw, start)
 
 
 @dataclass(frozen=True)
@@ -115,19 +136,19 @@ class YMap:
     def get(self, key: str) -> YNode | None:
         """The value stored under `key` (compared with `keys()`), or None."""
         for k, value in self.entries:
-            if _key_text(k) == key:
+            if key_text(k) == key:
                 return value
         return None
 
     def keys(self) -> list[str]:
         """The keys in file order; a non-string key (`1:`, `true:`) as written."""
-        return [_key_text(k) for k, _ in self.entries]
+        return [key_text(k) for k, _ in self.entries]
 
 
 YNode = YScalar | YSeq | YMap
 
 
-def _key_text(key: YScalar) -> str:
+def key_text(key: YScalar) -> str:
     if isinstance(key.value, str):
         return key.value
     if key._text:
@@ -241,10 +262,23 @@ _CONVERTERS: dict[str, tuple[str, Callable[[yaml.ScalarNode], Any]]] = {
     _BOOL: ("bool", _CONSTRUCTOR.construct_yaml_bool),
     _NULL: ("null", _CONSTRUCTOR.construct_yaml_null),
 }
+_ALIAS_MESSAGE = (
+    "YAML aliases (*name) are not supported in specs; write the value out in full"
+)
 _ALLOWED_TAGS = "!!str, !!int, !!float, !!bool, !!null, !!seq and !!map"
 
 
-def _show(text: str, limit: int = 40) -> str:
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def control_character(text: str) -> int | None:
+    """The index of the first control character in `text` (tab and newline aside),
+    or None: what must not reach a generated file or a terminal."""
+    match = _CONTROL.search(text)
+    return None if match is None else match.start()
+
+
+def show_text(text: str, limit: int = 40) -> str:
     """`text` made safe and short enough to quote in a message."""
     shown = text if len(text) <= limit else text[:limit] + "..."
     if not shown.isprintable():
@@ -253,7 +287,7 @@ def _show(text: str, limit: int = 40) -> str:
 
 
 def _show_tag(tag: str) -> str:
-    return _show("!!" + tag[len(_TAG) :] if tag.startswith(_TAG) else tag)
+    return show_text("!!" + tag[len(_TAG) :] if tag.startswith(_TAG) else tag)
 
 
 class _EventSource(yaml.SafeLoader):
@@ -316,7 +350,7 @@ class _MapFrame:
         if first is not None:
             self.composer.error(
                 node.loc,
-                f"duplicate key `{_show(_key_text(node))}` "
+                f"duplicate key `{show_text(key_text(node))}` "
                 f"(first defined at line {first.loc.line})",
             )
             return
@@ -334,6 +368,24 @@ class _Composer:
         self.text, self.path = text, path
         self.events = _EventSource(text)
         self.collector = Collector()
+        self.first_alias: int | None = None  # index of its diagnostic
+        self.aliases = 0
+
+    def _alias(self, event: yaml.AliasEvent) -> None:
+        """Refuse aliases; one message for all of them, at the first one (a billion
+        laughs file has hundreds, and each would say the same)."""
+        self.aliases += 1
+        if self.first_alias is None:
+            self.first_alias = len(self.collector.diagnostics)
+            self.error(self.at(event.start_mark), _ALIAS_MESSAGE)
+
+    def _count_aliases(self) -> None:
+        if self.first_alias is not None and self.aliases > 1:
+            first = self.collector.diagnostics[self.first_alias]
+            message = f"{_ALIAS_MESSAGE} (this is the first of {self.aliases})"
+            self.collector.diagnostics[self.first_alias] = Diagnostic(
+                first.location, message
+            )
 
     def at(self, mark: yaml.Mark | None) -> Location:
         if mark is None:
@@ -361,10 +413,11 @@ class _Composer:
             )
         except yaml.YAMLError as exc:
             self.collector.error(
-                Location(self.path), f"invalid YAML: {_show(str(exc), 300)}"
+                Location(self.path), f"invalid YAML: {show_text(str(exc), 300)}"
             )
         except RecursionError:
             self.collector.error(Location(self.path), "the spec is nested too deeply")
+        self._count_aliases()
         self.collector.raise_if_any()
         if root is None:
             raise SpecError([Diagnostic(Location(self.path), "the spec is empty")])
@@ -395,10 +448,7 @@ class _Composer:
             event = self.events.get_event()
             node: YNode | None
             if isinstance(event, yaml.AliasEvent):
-                self.error(
-                    self.at(event.start_mark),
-                    "YAML aliases (*name) are not supported in specs",
-                )
+                self._alias(event)
                 node = None
             elif isinstance(event, yaml.ScalarEvent):
                 node = self._scalar(event, bool(stack) and stack[-1].expects_key)
@@ -445,14 +495,14 @@ class _Composer:
             problem = None
             if kind in ("int", "float") and len(text) > MAX_NUMBER_CHARS:
                 problem = (
-                    f"the number `{_show(text)}` is too long ({len(text)} characters;"
+                    f"the number `{show_text(text)}` is too long ({len(text)} characters;"
                     f" the limit is {MAX_NUMBER_CHARS})"
                 )
             else:
                 try:
                     value = convert(yaml.ScalarNode(tag, text))
                 except (ValueError, LookupError, TypeError, ArithmeticError):
-                    shown = f"`{_show(text)}`" if text else "an empty value"
+                    shown = f"`{show_text(text)}`" if text else "an empty value"
                     problem = f"{shown} is not a valid {kind}"
             if problem is not None:
                 self.error(loc, problem)
@@ -488,7 +538,7 @@ def _yaml_message(exc: yaml.MarkedYAMLError) -> str:
         if exc.context_mark is not None and exc.context_mark != exc.problem_mark:
             context += f" at line {exc.context_mark.line + 1}"
         message += f" ({context})"
-    return "invalid YAML: " + _show(message, 300)
+    return "invalid YAML: " + show_text(message, 300)
 
 
 # ------------------------------------------------------------------ entry points

@@ -1,17 +1,40 @@
 """Spec -> expression graph: each `define` entry, the loss and the outputs parsed in
-order into one hash-consed graph (chain rule step 1: intermediate variables)."""
+order into one hash-consed graph (chain rule step 1: intermediate variables).
+
+Every expression is parsed even after another one failed, so a spec's problems are
+reported together; an expression that uses a name whose own definition failed is
+skipped silently (its problem is already reported, and a second message about the
+same mistake would only be noise).
+"""
 
 from __future__ import annotations
 
+import ast
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .errors import Collector, Location
-from .graph import Node, leaves_of
+from .errors import Collector, Diagnostic
+from .graph import Node, ancestors, leaves_of
+from .load import YScalar
 from .ops import Ops
-from .parse import ExpressionError, Parser
+from .parse import MAX_LENGTH, ExpressionError, Parser, syntax_tree
 from .shapes import ShapeError, show
 from .spec import Definition, Expr, Spec
-from .load import YScalar
+
+#: Operations in one spec's graph, before differentiation. The examples have under
+#: a hundred; generating takes about half a millisecond per operation (most of it
+#: formatting the code), so this keeps a hostile spec to a couple of seconds.
+MAX_NODES = 4000
+#: Operations the generated module prints: each function prints what its result
+#: needs, the loss twice (value; value and gradients), each output once for its
+#: value and once more per param for its Jacobian. Bounds a spec of a thousand
+#: small outputs as MAX_NODES bounds one of a few huge expressions.
+MAX_PRINTED = 8000
+
+
+class _TooBig(Exception):
+    """The spec outgrew a size limit; the problem is already reported."""
 
 
 @dataclass(frozen=True)
@@ -27,7 +50,7 @@ class Model:
     def arguments_of(self, roots: list[Node]) -> list[str]:
         """The inputs and params the roots depend on, in spec order."""
         used = leaves_of(roots, "input") | leaves_of(roots, "param")
-        dims = {n.name for n in _dims(roots)}
+        dims = {n.name for n in ancestors(roots) if n.op == "dim"}
         order = [*self.inputs, *self.params]
         args = [a for a in order if a in used]
         for d in sorted(dims):  # a dim used as a number needs an array that has it
@@ -49,82 +72,193 @@ class Model:
         return node.shape
 
 
-def _dims(roots: list[Node]) -> list[Node]:
-    from .graph import ancestors
-
-    return [n for n in ancestors(roots) if n.op == "dim"]
-
-
 def build(spec: Spec) -> Model:
-    ops = Ops()
+    """The graph of a valid spec; raises `SpecError` with every problem found."""
     c = Collector()
-    inputs = {d.name: ops.leaf("input", d.name, d.shape) for d in spec.inputs}
-    params = {d.name: ops.leaf("param", d.name, d.shape) for d in spec.params}
-    scope: dict[str, Node] = {**inputs, **params}
-    names: dict[Node, str] = {n: k for k, n in scope.items()}
-    later = {d.name: d.loc for d in spec.define}
-
-    def parse(definition: Definition) -> Node | None:
-        return _parse(definition.expr, ops, scope, spec, later, c)
-
-    for d in spec.define:
-        later.pop(d.name, None)
-        node = parse(d)
-        if node is not None:
-            scope[d.name] = node
-            names.setdefault(node, d.name)
-    later = {}
-    loss = parse(spec.loss) if spec.loss else None
-    if loss is not None and loss.rank != 0:
-        c.error(spec.loss.loc, f"the loss must be a scalar; this one has shape {show(loss.shape)}")  # type: ignore[union-attr]
-    if loss is not None and not leaves_of([loss], "param") and not c:
-        c.error(spec.loss.loc, "the loss does not depend on any param: nothing to differentiate")  # type: ignore[union-attr]
-    outputs: dict[str, Node] = {}
-    for o in spec.outputs:
-        node = parse(o)
-        if node is None:
-            continue
-        if not leaves_of([node], "param"):
-            c.error(o.loc, f"output `{o.name}` does not depend on any param: it has no Jacobian")
-        outputs[o.name] = node
+    model = _Builder(spec, c, skipped=frozenset()).build()
     c.raise_if_any()
-    return Model(spec, ops, inputs, params, names, loss, outputs)
+    return model
 
 
-def _parse(
-    expr: Expr,
-    ops: Ops,
-    scope: dict[str, Node],
-    spec: Spec,
-    later: dict[str, Location],
-    c: Collector,
-) -> Node | None:
-    if not isinstance(expr, YScalar):  # a YAML list: the vector literal [e1, e2, ...]
-        items = [_parse(item, ops, scope, spec, later, c) for item in expr.items]  # type: ignore[arg-type]
-        if any(i is None for i in items):
-            return None
-        for item, src in zip(items, expr.items, strict=True):
-            if item.rank != 0:  # type: ignore[union-attr]
-                c.error(src.loc, f"a vector literal takes scalars; this element has shape {show(item.shape)}")  # type: ignore[union-attr]
-                return None
-        ops.loc = expr.loc
+def expression_diagnostics(spec: Spec, skipped: Iterable[str]) -> list[Diagnostic]:
+    """The problems in the expressions of a spec that has problems of its own.
+
+    `spec` holds what was valid; `skipped` names the entries that were declared but
+    are not in it (an invalid shape, say): expressions that use them are not
+    checked. Lets a user see a bad dim and a misspelt function in one run.
+    """
+    c = Collector()
+    _Builder(spec, c, frozenset(skipped)).build()
+    return c.diagnostics
+
+
+class _Builder:
+    def __init__(self, spec: Spec, c: Collector, skipped: frozenset[str]) -> None:
+        self.spec, self.c = spec, c
+        self.ops = Ops()
+        self.failed = set(skipped)  # names whose value is unknown: no messages
+        self.inputs = {
+            d.name: self.ops.leaf("input", d.name, d.shape) for d in spec.inputs
+        }
+        self.params = {
+            d.name: self.ops.leaf("param", d.name, d.shape) for d in spec.params
+        }
+        self.scope: dict[str, Node] = {**self.inputs, **self.params}
+        self.later: dict[str, Definition] = {d.name: d for d in spec.define}
+        self.uses = {d.name: _names_in(d.expr) for d in spec.define}
+
+    def build(self) -> Model:
         try:
-            return ops.stack(items)  # type: ignore[arg-type]
-        except ShapeError as e:
-            c.error(expr.loc, str(e))
-            return None
-    value = expr.value
-    text = value if isinstance(value, str) else repr(value)
-    parser = Parser(ops, scope, spec.dims, expr.position)
-    try:
-        return parser.parse(text)
-    except ExpressionError as e:
-        message = e.message
-        name = message.split("`")[1] if message.startswith("undefined name `") else None
-        if name in later:
-            message = (
-                f"`{name}` is defined later in `define` (line {later[name].line});"
-                " an entry may only use the entries above it"
+            return self._build()
+        except _TooBig:
+            return Model(self.spec, self.ops, self.inputs, self.params, {}, None, {})
+
+    def _build(self) -> Model:
+        spec, c = self.spec, self.c
+        names: dict[Node, str] = {n: k for k, n in self.scope.items()}
+        for d in spec.define:
+            self.later.pop(d.name, None)
+            node = self.parse(d)
+            if node is None:
+                self.failed.add(d.name)
+                continue
+            self.scope[d.name] = node
+            names.setdefault(node, d.name)
+        loss = self.parse(spec.loss) if spec.loss else None
+        if spec.loss is not None and loss is not None:
+            if loss.rank != 0:
+                c.error(
+                    spec.loss.loc,
+                    f"the loss must be a scalar; this one has shape {show(loss.shape)}"
+                    " (reduce it with sum(...) or mean(...))",
+                )
+            elif not leaves_of([loss], "param") and self.params and not c:
+                c.error(
+                    spec.loss.loc,
+                    "the loss does not depend on any param: nothing to differentiate",
+                )
+        printed = 2 * len(ancestors([loss])) if loss is not None else 0
+        outputs: dict[str, Node] = {}
+        for o in spec.outputs:
+            node = self.parse(o)
+            if node is None:
+                continue
+            params = leaves_of([node], "param")
+            if not params and self.params:
+                c.error(
+                    o.loc,
+                    f"output `{o.name}` does not depend on any param:"
+                    " it has no Jacobian",
+                )
+            outputs[o.name] = node
+            printed += len(ancestors([node])) * (1 + len(params))
+            if printed > MAX_PRINTED:
+                c.error(
+                    o.expr.loc,
+                    "the spec is too large: with this output, the generated module"
+                    f" would compute {printed} operations (the loss counts twice, an"
+                    " output once more per param for its Jacobian); the limit is"
+                    f" {MAX_PRINTED}",
+                )
+                raise _TooBig
+        return Model(spec, self.ops, self.inputs, self.params, names, loss, outputs)
+
+    def parse(self, definition: Definition) -> Node | None:
+        node = self._parse(definition.expr, definition.name)
+        size = len(self.ops.graph.nodes)
+        if size > MAX_NODES:
+            self.c.error(
+                definition.expr.loc,
+                f"the spec is too large: with this expression it has {size}"
+                f" operations; the limit is {MAX_NODES}",
             )
-        c.error(expr.position(e.offset), message)
+            raise _TooBig
+        return node
+
+    def _parse(self, expr: Expr, entry: str) -> Node | None:
+        if not isinstance(expr, YScalar):  # a YAML list: the vector [e1, e2, ...]
+            items = [self._parse(item, entry) for item in expr.items]  # type: ignore[arg-type]
+            present = [i for i in items if i is not None]
+            if len(present) < len(items):
+                return None
+            for item, src in zip(present, expr.items, strict=True):
+                if item.rank != 0:
+                    self.c.error(
+                        src.loc,
+                        "a vector literal takes scalars;"
+                        f" this element has shape {show(item.shape)}",
+                    )
+                    return None
+            self.ops.loc = expr.loc
+            try:
+                return self.ops.stack(present)
+            except ShapeError as e:
+                self.c.error(expr.loc, str(e))
+                return None
+        value = expr.value
+        if isinstance(value, float) and not math.isfinite(value):
+            self.c.error(expr.loc, f"the number `{value}` is not finite")
+            return None
+        text = value if isinstance(value, str) else repr(value)
+        parser = Parser(self.ops, self.scope, self.spec.dims, expr.position)
+        try:
+            return parser.parse(text)
+        except ExpressionError as e:
+            if e.name is not None and e.name in self.failed:
+                return None  # already reported where that name is defined
+            message = e.message
+            if e.name is not None:
+                message = self._undefined(e.name, entry) or message
+            self.c.error(expr.position(e.offset), message)
+            return None
+
+    def _undefined(self, name: str, entry: str) -> str | None:
+        """A better message for a name used before (or without) its definition."""
+        if name == entry and entry in self.uses:
+            return f"`{name}` refers to itself; `define` cannot have cycles"
+        later = self.later.get(name)
+        if later is None:
+            return None
+        cycle = self._cycle(name, entry)
+        if cycle:
+            path = " -> ".join(cycle)
+            return f"a cycle in `define`: {path}; an entry may only use the entries above it"
+        return (
+            f"`{name}` is defined later in `define` (line {later.loc.line});"
+            " an entry may only use the entries above it"
+        )
+
+    def _cycle(self, start: str, back_to: str) -> list[str] | None:
+        """The shortest path of uses from `start` back to `back_to`, as a cycle
+        `back_to -> start -> ... -> back_to`, if there is one."""
+        parents: dict[str, str] = {}
+        frontier = [start]
+        seen = {start}
+        while frontier:
+            following: list[str] = []
+            for name in frontier:
+                for used in sorted(self.uses.get(name, ())):
+                    if used == back_to:
+                        path = [name]
+                        while path[-1] != start:
+                            path.append(parents[path[-1]])
+                        return [back_to, *reversed(path), back_to]
+                    if used in self.uses and used not in seen:
+                        seen.add(used)
+                        parents[used] = name
+                        following.append(used)
+            frontier = following
         return None
+
+
+def _names_in(expr: Expr) -> set[str]:
+    """The names an expression mentions, or none if it does not parse."""
+    if not isinstance(expr, YScalar):
+        return set().union(*(_names_in(i) for i in expr.items))  # type: ignore[arg-type]
+    if not isinstance(expr.value, str) or len(expr.value) > MAX_LENGTH:
+        return set()
+    try:
+        tree = syntax_tree(expr.value.strip())
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return set()
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}

@@ -49,13 +49,39 @@ LOCAL_NAMES = frozenset(
         "new_params",
     }
 )
+#: The imports every generated module starts with, by the name they bind.
+IMPORTS = {"np": "numpy as `np`", "NamedTuple": "`NamedTuple` from typing"}
+BUILTINS = frozenset(dir(builtins))
 #: Names no spec entry may take: Python's, numpy's alias, and the generated ones.
-RESERVED = MODULE_NAMES | LOCAL_NAMES | frozenset(dir(builtins)) | frozenset(keyword.kwlist)
+RESERVED = MODULE_NAMES | LOCAL_NAMES | BUILTINS | frozenset(keyword.kwlist)
+GRADIENT_PREFIX = "dL_d"
 
 
 def gradient(name: str) -> str:
     """The adjoint dL/d(name)."""
-    return f"dL_d{name}"
+    return f"{GRADIENT_PREFIX}{name}"
+
+
+def clash(name: str) -> str | None:
+    """Why a spec name would clash with a name of the generated module, or None.
+
+    The phrase completes "`name` ...". Temporaries (`t0`...) never clash: they
+    are numbered around the spec's names.
+    """
+    if name in IMPORTS:
+        return f"is reserved: the generated module imports {IMPORTS[name]}"
+    if name in MODULE_NAMES:
+        return f"is reserved: the generated module defines its own `{name}`"
+    if name in LOCAL_NAMES:
+        return f"is reserved: the generated optimizer code has a variable `{name}`"
+    if name in BUILTINS or keyword.iskeyword(name):
+        return f"is reserved: it would hide Python's builtin `{name}`"
+    if name.startswith(GRADIENT_PREFIX):
+        of = name[len(GRADIENT_PREFIX) :]
+        return f"is reserved: gradgen names gradients `{GRADIENT_PREFIX}<name>`" + (
+            f" (this one reads as the gradient of `{of}`)" if of else ""
+        )
+    return None
 
 
 def jacobian_function(output: str) -> str:
@@ -63,7 +89,10 @@ def jacobian_function(output: str) -> str:
 
 
 def jacobian_type(output: str) -> str:
-    return "".join(part[:1].upper() + part[1:] for part in output.split("_") if part) + "Jacobian"
+    return (
+        "".join(part[:1].upper() + part[1:] for part in output.split("_") if part)
+        + "Jacobian"
+    )
 
 
 def generated_for(outputs: Iterable[str]) -> set[str]:

@@ -3,45 +3,95 @@
 Nothing from a spec is ever evaluated: the text is parsed into Python's syntax tree
 and only the constructs listed here are turned into graph nodes; anything else is an
 error located at the offending character of the YAML file.
+
+The allow-list: numbers; the spec's names (inputs, params, earlier `define` entries,
+dims); unary `-` and `+`; the binary operators `+ - * / ** @`; `.T`; vector literals
+`[a, b]`; calls of gradgen's functions by name, with the keyword `axis` for `sum` and
+`mean` only. Everything else (other attributes, subscripts, lambdas, comprehensions,
+strings, comparisons, other keywords, undeclared names...) is refused.
+
+Resource limits keep a hostile expression cheap: its length, its nesting depth (a
+long chain `a + b + c + ...` is not nesting: it is walked iteratively), and its
+constant exponents; constant powers are computed here, so a huge one is refused
+rather than written into the generated code.
 """
 
 from __future__ import annotations
 
 import ast
+import math
+import warnings
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from .errors import Location, did_you_mean
 from .graph import Node
+from .load import control_character
 from .ops import Ops
-from .rules import FUNCTIONS
+from .rules import FUNCTIONS, number
 from .shapes import ShapeError, show
 
 MAX_LENGTH = 10_000  # characters in one expression
-MAX_DEPTH = 64  # nesting of the syntax tree
+MAX_DEPTH = 64  # nesting of parentheses, calls, unary and right-hand operands
+MAX_EXPONENT = 1000  # |k| in x ** k for a constant k
+MAX_VECTOR = 1000  # elements of a vector literal `[a, b, ...]`
 
-_BINOPS: dict[type[ast.operator], tuple[str, str]] = {
-    ast.Add: ("add", "+"),
-    ast.Sub: ("sub", "-"),
-    ast.Mult: ("mul", "*"),
-    ast.Div: ("div", "/"),
-    ast.Pow: ("pow", "**"),
-    ast.MatMult: ("matmul", "@"),
+_BINOPS: dict[type[ast.operator], str] = {
+    ast.Add: "add",
+    ast.Sub: "sub",
+    ast.Mult: "mul",
+    ast.Div: "div",
+    ast.Pow: "pow",
+    ast.MatMult: "matmul",
+}
+_SYMBOLS: dict[type[ast.operator], str] = {
+    ast.Add: "+",
+    ast.Sub: "-",
+    ast.Mult: "*",
+    ast.Div: "/",
+    ast.Pow: "**",
+    ast.MatMult: "@",
+    ast.FloorDiv: "//",
+    ast.Mod: "%",
+    ast.LShift: "<<",
+    ast.RShift: ">>",
+    ast.BitOr: "|",
+    ast.BitXor: "^",
+    ast.BitAnd: "&",
 }
 
 #: Calls with their allowed operand counts (the axis keyword aside).
-_ARITY: dict[str, int] = {name: 1 for name in FUNCTIONS} | {"max": 2, "min": 2, "dot": 2}
+_ARITY: dict[str, int] = {name: 1 for name in FUNCTIONS} | {
+    "max": 2,
+    "min": 2,
+    "dot": 2,
+}
 _REDUCTIONS = frozenset({"sum", "mean"})
+_FUNCTION_LIST = ", ".join(sorted(FUNCTIONS))
 
+_COMPARISONS: dict[type[ast.cmpop], str] = {
+    ast.Eq: "==",
+    ast.NotEq: "!=",
+    ast.Lt: "<",
+    ast.LtE: "<=",
+    ast.Gt: ">",
+    ast.GtE: ">=",
+    ast.Is: "is",
+    ast.IsNot: "is",
+    ast.In: "in",
+    ast.NotIn: "not",
+}
+_UNKNOWN = object()
+_COMPREHENSION = "comprehensions (`... for ... in ...`) are not allowed in expressions"
 _REFUSED: dict[type[ast.AST], str] = {
-    ast.Subscript: "subscripts (`x[i]`) are not allowed in expressions",
     ast.Lambda: "lambdas are not allowed in expressions",
-    ast.ListComp: "comprehensions are not allowed in expressions",
-    ast.SetComp: "comprehensions are not allowed in expressions",
-    ast.DictComp: "comprehensions are not allowed in expressions",
-    ast.GeneratorExp: "comprehensions are not allowed in expressions",
+    ast.ListComp: _COMPREHENSION,
+    ast.SetComp: _COMPREHENSION,
+    ast.DictComp: _COMPREHENSION,
+    ast.GeneratorExp: _COMPREHENSION,
     ast.Compare: "comparisons are not allowed in expressions",
     ast.BoolOp: "`and`/`or` are not allowed in expressions",
-    ast.IfExp: "conditional expressions are not allowed in expressions",
+    ast.IfExp: "conditional expressions (`a if c else b`) are not allowed in expressions",
     ast.JoinedStr: "strings are not allowed in expressions",
     ast.Dict: "dicts are not allowed in expressions",
     ast.Set: "sets are not allowed in expressions",
@@ -55,19 +105,22 @@ _REFUSED: dict[type[ast.AST], str] = {
 
 
 class ExpressionError(ValueError):
-    """A problem at character `offset` of the expression text."""
+    """A problem at character `offset` of the expression text; `name` is set when
+    the problem is an undefined name (the caller may know better what it is)."""
 
-    def __init__(self, message: str, offset: int) -> None:
+    def __init__(self, message: str, offset: int, name: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.offset = offset
+        self.name = name
 
 
 class Parser:
     """Turns one expression into nodes, with names resolved in `scope`.
 
     `scope` maps the spec's names (inputs, params, earlier `define` entries) to
-    nodes; `dims` are the dimension names, usable as numbers.
+    nodes; `dims` are the dimension names, usable as numbers; `locate` maps a
+    character offset of the expression text to its place in the spec file.
     """
 
     def __init__(
@@ -82,80 +135,110 @@ class Parser:
         self.dims = dims
         self.locate = locate
         self.text = ""
+        self._start = 0  # where the parsed text starts (leading blanks skipped)
         self._line_starts: list[int] = [0]
+        self._degrees: dict[int, int | None] = {}
 
     def parse(self, text: str) -> Node:
         if len(text) > MAX_LENGTH:
             raise ExpressionError(
-                f"the expression is {len(text)} characters long; the limit is {MAX_LENGTH}", 0
+                f"the expression is {len(text)} characters long;"
+                f" the limit is {MAX_LENGTH}",
+                0,
             )
-        if not text.strip():
+        body = text.lstrip()
+        if not body:
             raise ExpressionError("empty expression", 0)
+        bad = control_character(text)
+        if bad is not None:  # the text is copied into the module's docstring
+            raise ExpressionError(
+                f"the expression contains the control character"
+                f" U+{ord(text[bad]):04X}",
+                bad,
+            )
         self.text = text
-        self._line_starts = [0]
-        for i, ch in enumerate(text):
-            if ch == "\n":
+        self._start = len(text) - len(body)
+        self._line_starts = [self._start]
+        for i in range(self._start, len(text)):
+            if text[i] == "\n":
                 self._line_starts.append(i + 1)
         try:
-            tree = ast.parse(text.strip("\n"), mode="eval")
+            tree = syntax_tree(body)
         except SyntaxError as e:
             offset = self._offset(e.lineno or 1, (e.offset or 1) - 1, byte=False)
             raise ExpressionError(f"invalid expression: {e.msg}", offset) from None
         except (RecursionError, MemoryError):
-            raise ExpressionError("the expression is nested too deeply", 0) from None
-        except ValueError as e:  # null bytes, over-long integer literals
-            raise ExpressionError(f"invalid expression: {e}", 0) from None
+            raise ExpressionError(
+                "the expression is too long or nested too deeply to parse", self._start
+            ) from None
+        except ValueError as e:  # over-long integer literals
+            raise ExpressionError(f"invalid expression: {e}", self._start) from None
         return self._node(tree.body, 0)
 
     # -- positions -------------------------------------------------------------------
 
     def _offset(self, lineno: int, col: int, byte: bool = True) -> int:
-        start = self._line_starts[min(lineno, len(self._line_starts)) - 1]
+        """The offset in `text` of a position `ast` reports in the parsed body."""
+        start = self._line_starts[max(min(lineno, len(self._line_starts)), 1) - 1]
         if byte:  # ast columns count UTF-8 bytes
             line_end = self.text.find("\n", start)
             line = self.text[start : line_end if line_end >= 0 else len(self.text)]
             col = len(line.encode()[:col].decode(errors="ignore"))
-        return start + col
+        return start + max(col, 0)
 
     def _at(self, node: ast.AST) -> int:
         return self._offset(node.lineno, node.col_offset)  # type: ignore[attr-defined]
 
-    def _operator_at(self, node: ast.BinOp, symbol: str) -> int:
-        """Offset of the operator symbol between a binary op's operands."""
-        left_end = self._offset(node.left.end_lineno or 1, node.left.end_col_offset or 0)
-        found = self.text.find(symbol, left_end, self._at(node.right))
-        return found if found >= 0 else self._at(node)
+    def _end(self, node: ast.AST) -> int:
+        return self._offset(
+            node.end_lineno or 1, node.end_col_offset or 0  # type: ignore[attr-defined]
+        )
+
+    def _token_after(self, node: ast.AST, token: str, limit: int | None = None) -> int:
+        """The offset of `token` after `node`, skipping closing parentheses, blanks,
+        comments and line continuations (all that can come between)."""
+        i = self._end(node)
+        stop = len(self.text) if limit is None else limit
+        while i < stop:
+            if self.text.startswith(token, i):
+                return i
+            if self.text[i] == "#":
+                newline = self.text.find("\n", i)
+                i = stop if newline < 0 else newline
+            i += 1
+        return self._at(node)
 
     # -- the allow-list --------------------------------------------------------------
 
     def _node(self, node: ast.AST, depth: int) -> Node:
         if depth > MAX_DEPTH:
-            raise ExpressionError("the expression is nested too deeply", self._at(node))
-        method = getattr(self, f"_{type(node).__name__}", None)
+            raise ExpressionError(
+                f"the expression is nested too deeply (more than {MAX_DEPTH} levels)",
+                self._at(node),
+            )
+        method = _HANDLERS.get(type(node))
         if method is None:
-            message = _REFUSED.get(type(node), f"`{type(node).__name__}` is not allowed in expressions")
-            if isinstance(node, ast.Constant):
-                message = "strings and other literals are not allowed in expressions"
+            message = _REFUSED.get(
+                type(node), f"`{type(node).__name__}` is not allowed in expressions"
+            )
             raise ExpressionError(message, self._at(node))
         self.ops.loc = self.locate(self._at(node))
-        return method(node, depth + 1)  # type: ignore[no-any-return]
+        return method(self, node, depth)
 
     def _Constant(self, node: ast.Constant, depth: int) -> Node:
         value = node.value
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ExpressionError(
-                "strings and other literals are not allowed in expressions"
-                if not isinstance(value, bool)
-                else "booleans are not allowed in expressions",
-                self._at(node),
-            )
+            raise ExpressionError(_literal_problem(value), self._at(node))
         try:
-            number = float(value)
+            number_ = float(value)
         except OverflowError:
-            raise ExpressionError("the number is too large", self._at(node)) from None
-        if number != number or abs(number) == float("inf"):
-            raise ExpressionError("the number is too large", self._at(node))
-        return self.ops.const(number)
+            number_ = math.inf
+        if not math.isfinite(number_):
+            literal = self.text[self._at(node) : self._end(node)]
+            raise ExpressionError(
+                f"the number `{literal[:40]}` is too large for a float", self._at(node)
+            )
+        return self.ops.const(number_)
 
     def _Name(self, node: ast.Name, depth: int) -> Node:
         name = node.id
@@ -164,75 +247,215 @@ class Parser:
         if name in self.dims:
             return self.ops.leaf("dim", name, ())
         if name in FUNCTIONS:
-            raise ExpressionError(f"`{name}` is a function; call it as `{name}(...)`", self._at(node))
+            raise ExpressionError(
+                f"`{name}` is a function; call it as `{name}(...)`", self._at(node)
+            )
         known = [*self.scope, *self.dims]
-        raise ExpressionError(f"undefined name `{name}`{did_you_mean(name, known)}", self._at(node))
+        raise ExpressionError(
+            f"undefined name `{name}`{did_you_mean(name, known)}",
+            self._at(node),
+            name=name,
+        )
 
     def _UnaryOp(self, node: ast.UnaryOp, depth: int) -> Node:
-        operand = self._node(node.operand, depth)
+        if isinstance(node.op, ast.Not | ast.Invert):
+            symbol = "not" if isinstance(node.op, ast.Not) else "~"
+            raise ExpressionError(
+                f"the operator `{symbol}` is not allowed in expressions", self._at(node)
+            )
+        operand = self._node(node.operand, depth + 1)
         if isinstance(node.op, ast.USub):
+            self.ops.loc = self.locate(self._at(node))
             return self.ops.neg(operand)
-        if isinstance(node.op, ast.UAdd):
-            return operand
-        raise ExpressionError(f"the operator `{_unary(node.op)}` is not allowed", self._at(node))
+        return operand
 
     def _BinOp(self, node: ast.BinOp, depth: int) -> Node:
-        kind = _BINOPS.get(type(node.op))
-        if kind is None:
+        # a + b + c + ... nests to the left: walk that spine in a loop, so a long
+        # sum costs no recursion and does not count as nesting.
+        chain = [node]
+        while isinstance(chain[-1].left, ast.BinOp):
+            chain.append(chain[-1].left)  # type: ignore[arg-type]
+        value = self._node(chain[-1].left, depth)
+        for op_node in reversed(chain):
+            value = self._binary(op_node, value, depth)
+        return value
+
+    def _binary(self, node: ast.BinOp, left: Node, depth: int) -> Node:
+        symbol = _SYMBOLS.get(type(node.op), type(node.op).__name__)
+        where = self._token_after(node.left, symbol, self._at(node.right))
+        op = _BINOPS.get(type(node.op))
+        if op is None:
             raise ExpressionError(
-                f"the operator `{type(node.op).__name__}` is not allowed", self._at(node)
+                f"the operator `{symbol}` is not allowed in expressions", where
             )
-        op, symbol = kind
-        left = self._node(node.left, depth)
-        right = self._node(node.right, depth)
-        where = self._operator_at(node, symbol)
+        right = self._node(node.right, depth + 1)
         self.ops.loc = self.locate(where)
         try:
-            return self.ops.pow(left, right) if op == "pow" else self.ops.make(op, left, right)
+            if op == "pow":
+                return self._power(left, right, where)
+            if op == "div" and right.is_const and right.value == 0:
+                raise ExpressionError("division by zero", where)
+            return self.ops.make(op, left, right)
         except ShapeError as e:
             raise ExpressionError(str(e), where) from None
 
-    def _Attribute(self, node: ast.Attribute, depth: int) -> Node:
-        if node.attr != "T":
-            end = self._offset(node.end_lineno or 1, node.end_col_offset or 0)
+    def _power(self, base: Node, exponent: Node, where: int) -> Node:
+        """`base ** exponent`; constant powers are computed, and constant exponents
+        are bounded, so the generated code never holds a power that explodes."""
+        degree = self._integer_degree(base)
+        if not exponent.is_const:
+            if degree is not None and self._integer_degree(exponent) is not None:
+                raise ExpressionError(
+                    "a power of whole numbers (dims and integer constants) needs a"
+                    " constant exponent: the generated code computes it exactly,"
+                    " with Python integers",
+                    where,
+                )
+            return self.ops.pow(base, exponent)
+        k = exponent.value
+        if base.is_const:
+            shown = f"`{number(base.value)} ** {number(k)}`"
+            try:
+                value = math.pow(base.value, k)
+            except OverflowError:
+                raise ExpressionError(
+                    f"{shown} is too large for a float", where
+                ) from None
+            except ValueError:
+                raise ExpressionError(
+                    f"{shown} has no finite real value", where
+                ) from None
+            return self.ops.const(value)
+        if abs(k) > MAX_EXPONENT:
             raise ExpressionError(
-                f"attribute access `.{node.attr}` is not allowed (only `.T`)",
-                end - len(node.attr) - 1,
+                f"the exponent {number(k)} is too large"
+                f" (the limit is {MAX_EXPONENT} in absolute value)",
+                where,
             )
-        return self.ops.transpose(self._node(node.value, depth))
+        if degree is not None and k > 0 and degree * k > MAX_EXPONENT:
+            raise ExpressionError(
+                f"this power of dims has degree {number(degree * k)}; the limit is"
+                f" {MAX_EXPONENT} (the generated code computes it exactly, with"
+                " Python integers)",
+                where,
+            )
+        return self.ops.pow(base, exponent)
+
+    def _integer_degree(self, node: Node) -> int | None:
+        """The degree of `node` as a polynomial in the dims if the generated code
+        computes it with Python integers (dims are ints there, and so are
+        whole-number constants), else None. Bounding it bounds the size of those
+        integers: `(N ** 1000) ** 1000` would not finish."""
+        known = self._degrees.get(node.id, _UNKNOWN)
+        if known is not _UNKNOWN:
+            return known  # type: ignore[return-value]
+        degree: int | None = None
+        if node.op == "dim":
+            degree = 1
+        elif node.op == "const":
+            degree = 0 if node.value.is_integer() and abs(node.value) < 1e15 else None
+        elif node.op in ("add", "sub", "mul", "neg", "powc"):
+            parts = [self._integer_degree(a) for a in node.args]
+            if all(p is not None for p in parts):
+                whole = [p for p in parts if p is not None]
+                if node.op == "mul":
+                    degree = sum(whole)
+                elif node.op != "powc":
+                    degree = max(whole)
+                else:
+                    k = float(node.attrs[0])  # type: ignore[arg-type]
+                    if k.is_integer() and k >= 0:
+                        degree = whole[0] * int(k)
+        self._degrees[node.id] = degree
+        return degree
+
+    def _Attribute(self, node: ast.Attribute, depth: int) -> Node:
+        where = self._token_after(node.value, ".")
+        if node.attr != "T":
+            raise ExpressionError(
+                f"attribute access `.{node.attr}` is not allowed (only `.T`)", where
+            )
+        value = self._node(node.value, depth + 1)
+        self.ops.loc = self.locate(where)
+        try:
+            return self.ops.transpose(value)
+        except ShapeError as e:
+            raise ExpressionError(str(e), where) from None
+
+    def _Subscript(self, node: ast.Subscript, depth: int) -> Node:
+        raise ExpressionError(
+            "subscripts (`x[i]`) are not allowed in expressions",
+            self._token_after(node.value, "["),
+        )
+
+    def _refuse_at_keyword(self, node: ast.AST, depth: int) -> Node:
+        """Refuse a construct, pointing at the keyword or operator that makes it."""
+        before: ast.AST
+        if isinstance(node, ast.Compare):
+            before, word = node.left, _COMPARISONS.get(type(node.ops[0]), "")
+        elif isinstance(node, ast.BoolOp):
+            before = node.values[0]
+            word = "and" if isinstance(node.op, ast.And) else "or"
+        elif isinstance(node, ast.IfExp):
+            before, word = node.body, "if"
+        elif isinstance(node, ast.DictComp):
+            before, word = node.value, "for"
+        else:
+            assert isinstance(node, ast.ListComp | ast.SetComp | ast.GeneratorExp)
+            before, word = node.elt, "for"
+        raise ExpressionError(_REFUSED[type(node)], self._token_after(before, word))
 
     def _List(self, node: ast.List, depth: int) -> Node:
         if not node.elts:
             raise ExpressionError("an empty vector `[]` has no value", self._at(node))
-        items = [self._node(e, depth) for e in node.elts]
+        if len(node.elts) > MAX_VECTOR:
+            raise ExpressionError(
+                f"the vector has {len(node.elts)} elements; the limit is {MAX_VECTOR}",
+                self._at(node),
+            )
+        items = [self._node(e, depth + 1) for e in node.elts]
         for e, item in zip(node.elts, items, strict=True):
             if item.rank != 0:
                 raise ExpressionError(
-                    f"a vector literal takes scalars; this element has shape {show(item.shape)}",
+                    "a vector literal takes scalars;"
+                    f" this element has shape {show(item.shape)}",
                     self._at(e),
                 )
         self.ops.loc = self.locate(self._at(node))
         return self.ops.stack(items)
 
     def _Call(self, node: ast.Call, depth: int) -> Node:
-        if not isinstance(node.func, ast.Name):
-            raise ExpressionError("only the listed functions can be called", self._at(node))
-        name = node.func.id
+        func = node.func
+        if not isinstance(func, ast.Name):
+            self._node(func, depth + 1)  # refuses `.system`, lambdas...
+            raise ExpressionError(
+                "only gradgen's functions can be called, by name:" f" {_FUNCTION_LIST}",
+                self._token_after(func, "("),
+            )
+        name = func.id
         if name not in FUNCTIONS:
-            hint = did_you_mean(name, FUNCTIONS)
             if name in self.scope or name in self.dims:
-                raise ExpressionError(f"`{name}` is not a function", self._at(node))
-            raise ExpressionError(f"unknown function `{name}`{hint}", self._at(node))
+                raise ExpressionError(
+                    f"`{name}` is not a function; the functions are {_FUNCTION_LIST}",
+                    self._at(node),
+                )
+            hint = did_you_mean(name, FUNCTIONS)
+            listing = "" if hint else f"; the functions are {_FUNCTION_LIST}"
+            raise ExpressionError(
+                f"unknown function `{name}`{hint}{listing}", self._at(node)
+            )
         axis = self._axis(name, node)
-        if any(isinstance(a, ast.Starred) for a in node.args):
-            raise ExpressionError("`*` unpacking is not allowed in expressions", self._at(node))
+        for arg in node.args:
+            if isinstance(arg, ast.Starred):
+                raise ExpressionError(_REFUSED[ast.Starred], self._at(arg))
         want = _ARITY[name]
         if len(node.args) != want:
             raise ExpressionError(
-                f"`{name}` takes {want} argument{'s' if want > 1 else ''}, got {len(node.args)}",
+                f"`{name}` takes {want} argument{'s' if want > 1 else ''},"
+                f" got {len(node.args)}",
                 self._at(node),
             )
-        args = [self._node(a, depth) for a in node.args]
+        args = [self._node(a, depth + 1) for a in node.args]
         self.ops.loc = self.locate(self._at(node))
         op = FUNCTIONS[name]
         try:
@@ -245,13 +468,11 @@ class Parser:
     def _axis(self, name: str, node: ast.Call) -> int | None:
         axis: int | None = None
         for kw in node.keywords:
-            at = self._at(kw.value) if kw.arg is None else self._at(kw)
             if kw.arg != "axis" or name not in _REDUCTIONS:
                 shown = "**" if kw.arg is None else kw.arg
+                only = " (only `axis`, for sum and mean)" if kw.arg != "axis" else ""
                 raise ExpressionError(
-                    f"`{name}` takes no keyword argument `{shown}`"
-                    + (" (only `axis`, for sum and mean)" if kw.arg != "axis" else ""),
-                    at,
+                    f"`{name}` takes no keyword argument `{shown}`{only}", self._at(kw)
                 )
             value = kw.value
             if not (
@@ -264,5 +485,77 @@ class Parser:
         return axis
 
 
-def _unary(op: ast.unaryop) -> str:
-    return {ast.Not: "not", ast.Invert: "~"}.get(type(op), type(op).__name__)
+_HANDLERS: dict[type[ast.AST], Callable[[Parser, Any, int], Node]] = {
+    ast.Constant: Parser._Constant,
+    ast.Name: Parser._Name,
+    ast.UnaryOp: Parser._UnaryOp,
+    ast.BinOp: Parser._BinOp,
+    ast.Attribute: Parser._Attribute,
+    ast.Subscript: Parser._Subscript,
+    ast.List: Parser._List,
+    ast.Call: Parser._Call,
+    **{
+        kind: Parser._refuse_at_keyword
+        for kind in (
+            ast.Compare,
+            ast.BoolOp,
+            ast.IfExp,
+            ast.ListComp,
+            ast.SetComp,
+            ast.DictComp,
+            ast.GeneratorExp,
+        )
+    },
+}
+
+
+def syntax_tree(body: str) -> ast.Expression:
+    """The syntax tree of an expression (without leading blanks).
+
+    Like `ast.parse`, but an expression may run over several lines (a YAML block
+    scalar) as if it were in parentheses; a syntax error is reported for `body`.
+    """
+    with warnings.catch_warnings():  # e.g. "'int' object is not callable"
+        warnings.simplefilter("ignore")
+        try:
+            return ast.parse(body, mode="eval")
+        except SyntaxError:
+            if "\n" not in body.rstrip() or not _balanced(body):
+                raise
+            try:
+                tree = ast.parse("(\n" + body + "\n)", mode="eval")
+            except SyntaxError:
+                pass
+            else:
+                for node in ast.walk(tree):  # positions as in `body`
+                    if hasattr(node, "lineno"):
+                        node.lineno -= 1  # type: ignore[attr-defined]
+                        node.end_lineno -= 1  # type: ignore[attr-defined]
+                return tree
+            raise
+
+
+def _balanced(text: str) -> bool:
+    """Whether no bracket in `text` closes one that was not opened in `text`."""
+    depth = 0
+    lines = text.split("\n")
+    for line in lines:
+        for ch in line.partition("#")[0]:
+            if ch in "([{":
+                depth += 1
+            elif ch in ")]}":
+                depth -= 1
+                if depth < 0:
+                    return False
+    return True
+
+
+def _literal_problem(value: object) -> str:
+    if isinstance(value, bool):
+        return "booleans are not allowed in expressions"
+    if isinstance(value, str | bytes):
+        return "strings are not allowed in expressions"
+    if isinstance(value, complex):
+        return "complex numbers are not allowed in expressions"
+    shown = "..." if value is Ellipsis else repr(value)
+    return f"`{shown}` is not allowed in expressions"

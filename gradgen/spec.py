@@ -8,8 +8,10 @@ problem is collected with its location and reported together.
 
 from __future__ import annotations
 
+import difflib
 import keyword
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +19,44 @@ from pathlib import Path
 from . import naming
 from .errors import Collector, Location, SpecError, did_you_mean
 from .graph import Shape
-from .load import YMap, YNode, YScalar, YSeq, load_yaml
+from .load import (
+    YMap,
+    YNode,
+    YScalar,
+    YSeq,
+    control_character,
+    key_text,
+    load_yaml,
+    show_text,
+)
 
 FORMAT_VERSION = 1
-TOP_LEVEL = ("gradgen", "name", "doc", "inputs", "params", "define", "loss", "outputs", "optimizer")
+TOP_LEVEL = (
+    "gradgen",
+    "name",
+    "doc",
+    "inputs",
+    "params",
+    "define",
+    "loss",
+    "outputs",
+    "optimizer",
+)
 MAX_RANK = 2
 MAX_ENTRIES = 1000  # names in one section
+MAX_VECTOR = 1000  # elements of a vector written as a YAML list
 MAX_DOC = 10_000  # characters
+MAX_MODULE_NAME = 100  # characters; the file name adds `.py`
+#: Modules a generated module could hide from its importer (or from itself).
+SHADOWED_MODULES = frozenset(
+    {*sys.stdlib_module_names, "numpy", "gradgen", "yaml", "jinja2", "sympy"}
+)
+WINDOWS_DEVICES = frozenset(
+    {"con", "prn", "aux", "nul"}
+    | {f"{port}{i}" for port in ("com", "lpt") for i in range(10)}
+)
+#: Lines the generated module's docstring reserves for its header (`write.py`).
+HEADER_LINE = re.compile(r"(gradgen-version|spec|spec-sha256|body-sha256):")
 
 #: Optimizer rules and their hyperparameters with defaults, in signature order.
 OPTIMIZERS: dict[str, dict[str, float]] = {
@@ -77,19 +110,31 @@ def read_spec(path: Path, display: str | None = None, name: str | None = None) -
     return validate(load_yaml(path, shown), shown, path.stem, name)
 
 
-def validate(root: YNode, path: str, stem: str, name_override: str | None = None) -> Spec:
+def validate(
+    root: YNode, path: str, stem: str, name_override: str | None = None
+) -> Spec:
     c = Collector()
     start = Location(path, 1, 1)
     if not isinstance(root, YMap):
-        c.error(root.loc, f"a spec is a mapping of keys ({', '.join(TOP_LEVEL)}), not {_kind(root)}")
+        c.error(
+            root.loc,
+            f"a spec is a mapping of keys ({', '.join(TOP_LEVEL)}), not {_kind(root)}",
+        )
         c.raise_if_any()
         raise AssertionError  # unreachable
+    misspelt: set[str] = set()  # keys that an unknown key probably meant
     for key, _ in root.entries:
-        text = key.value if isinstance(key.value, str) else repr(key.value)
+        text = key_text(key)
         if text not in TOP_LEVEL:
-            c.error(key.loc, f"unknown key `{text}`{did_you_mean(str(text), TOP_LEVEL)}")
+            close = difflib.get_close_matches(text, TOP_LEVEL, n=1, cutoff=0.6)
+            misspelt.update(close)
+            hint = (
+                did_you_mean(text, TOP_LEVEL)
+                or f" (the keys are {', '.join(TOP_LEVEL)})"
+            )
+            c.error(key.loc, f"unknown key `{show_text(text)}`{hint}")
 
-    _version(root, c, start)
+    _version(root, c, start, misspelt="gradgen" in misspelt)
     name = _module_name(root, c, stem, name_override, start)
     doc = _doc(root, c)
     dims: dict[str, Location] = {}
@@ -103,15 +148,76 @@ def validate(root: YNode, path: str, stem: str, name_override: str | None = None
         loss_expr = _expression(loss_node, c, "loss")
         if loss_expr is not None:
             loss = Definition("loss", loss_expr, loss_node.loc)
-    if loss_node is None and root.get("outputs") is None:
+    if (
+        loss_node is None
+        and root.get("outputs") is None
+        and not {"loss", "outputs"} & misspelt
+    ):
         c.error(start, "a spec needs a `loss`, `outputs`, or both")
-    if root.get("params") is None or (not params and not c):
-        where = root.get("params")
-        c.error(where.loc if where else start, "the spec has nothing to differentiate: `params` is empty")
+    params_node = root.get("params")
+    if params_node is None and "params" not in misspelt:
+        c.error(start, "the spec has no `params`: nothing to differentiate")
+    elif _is_empty(params_node):
+        c.error(params_node.loc, "`params` is empty: nothing to differentiate")
     optimizer = _optimizer(root.get("optimizer"), c, start)
     _check_names(inputs, params, define, outputs, dims, c)
+    if c:
+        spec = Spec(
+            path,
+            name,
+            doc,
+            inputs,
+            params,
+            define,
+            loss,
+            outputs,
+            optimizer,
+            dims,
+            start,
+        )
+        _check_expressions(root, spec, c)
     c.raise_if_any()
-    return Spec(path, name, doc, inputs, params, define, loss, outputs, optimizer, dims, start)
+    return Spec(
+        path, name, doc, inputs, params, define, loss, outputs, optimizer, dims, start
+    )
+
+
+def _is_empty(node: YNode) -> bool:
+    """`params:` with nothing under it, or `params: {}`."""
+    if isinstance(node, YScalar):
+        return node.value is None
+    return isinstance(node, YMap) and not node.entries
+
+
+def _entries(node: YNode) -> tuple[tuple[YScalar, YNode], ...]:
+    return node.entries if isinstance(node, YMap) else ()
+
+
+def _check_expressions(root: YMap, spec: Spec, c: Collector) -> None:
+    """Report the problems inside expressions too, though the spec has others.
+
+    Skipped when the names in scope are unknown (`inputs` or `params` is not a
+    mapping); entries that failed validation are left out of the check, and so is
+    every expression that uses one of them.
+    """
+    from .model import expression_diagnostics  # model.py imports this module
+
+    sections = [root.get(k) for k in ("inputs", "params")]
+    if any(
+        s is not None and not (isinstance(s, YMap) or _is_empty(s)) for s in sections
+    ):
+        return
+    # Names under a misspelt key (`parms:`) were meant as declarations too.
+    sections = ["inputs", "params", "define", "outputs"]
+    sections += [k for k in root.keys() if k not in TOP_LEVEL]
+    declared = {
+        key_text(k)
+        for section in sections
+        for k, _ in _entries(root.get(section) or YMap((), spec.loc))
+    }
+    kept = {e.name for e in (*spec.inputs, *spec.params, *spec.define, *spec.outputs)}
+    for d in expression_diagnostics(spec, declared - kept):
+        c.diagnostics.append(d)
 
 
 # -- sections --------------------------------------------------------------------------
@@ -124,18 +230,39 @@ def _kind(node: YNode) -> str:
         return "a list"
     if node.value is None:
         return "empty"
-    return f"{type(node.value).__name__} `{node.value}`"
+    if isinstance(node.value, bool):
+        kind = "the boolean"
+    elif isinstance(node.value, str):
+        kind = "the string"
+    else:
+        kind = "the integer" if isinstance(node.value, int) else "the number"
+    return f"{kind} `{show_text(key_text(node))}`"
 
 
-def _version(root: YMap, c: Collector, start: Location) -> None:
+def _version(root: YMap, c: Collector, start: Location, misspelt: bool) -> None:
+    """Check `gradgen: 1`; `misspelt`: an unknown key probably meant it."""
     node = root.get("gradgen")
+    if node is None and misspelt:
+        return
     if node is None:
-        c.error(start, f"missing `gradgen: {FORMAT_VERSION}`: the spec format version is required")
-    elif not (isinstance(node, YScalar) and type(node.value) is int and node.value == FORMAT_VERSION):
-        shown = node.value if isinstance(node, YScalar) else _kind(node)
+        c.error(
+            start,
+            f"missing `gradgen: {FORMAT_VERSION}`: the spec format version is required",
+        )
+    elif not (
+        isinstance(node, YScalar)
+        and type(node.value) is int
+        and node.value == FORMAT_VERSION
+    ):
+        shown = (
+            f"`{show_text(key_text(node))}`"
+            if isinstance(node, YScalar) and node.value is not None
+            else _kind(node)
+        )
         c.error(
             node.loc,
-            f"unsupported spec format version `{shown}`; this gradgen reads version {FORMAT_VERSION}",
+            f"unsupported spec format version {shown};"
+            f" this gradgen reads version {FORMAT_VERSION} (`gradgen: {FORMAT_VERSION}`)",
         )
 
 
@@ -149,23 +276,31 @@ def _identifier_problem(name: str) -> str | None:
     return None
 
 
-def _module_name(root: YMap, c: Collector, stem: str, override: str | None, start: Location) -> str:
+def _module_name(
+    root: YMap, c: Collector, stem: str, override: str | None, start: Location
+) -> str:
     node = root.get("name")
+    hint = ""
     if override is not None:
-        name, loc = override, start
+        name, loc, hint = override, start, " (the `name` given for this spec)"
     elif node is None:
-        name, loc = stem, start
+        name, loc, hint = stem, start, " (the file's name; set `name:` in the spec)"
     elif isinstance(node, YScalar) and isinstance(node.value, str):
         name, loc = node.value, node.loc
     else:
         c.error(node.loc, f"`name` must be a string, not {_kind(node)}")
         return stem
     problem = _identifier_problem(name)
-    if problem is None and (name in sys.stdlib_module_names or name in {"numpy", "gradgen"}):
-        problem = "would shadow an installed module of the same name"
+    if problem is None and len(name) > MAX_MODULE_NAME:
+        problem = f"is {len(name)} characters long; the limit is {MAX_MODULE_NAME}"
+    elif problem is None and name in sys.stdlib_module_names:
+        problem = f"would shadow the standard library module `{name}`"
+    elif problem is None and name in SHADOWED_MODULES:
+        problem = f"would shadow the installed package `{name}`"
+    elif problem is None and name.lower() in WINDOWS_DEVICES:
+        problem = "is a device name on Windows, where no file can have it"
     if problem:
-        hint = "" if node is not None else " (set `name:` in the spec)"
-        c.error(loc, f"module name `{name}` {problem}{hint}")
+        c.error(loc, f"module name `{show_text(name)}` {problem}{hint}")
     return name
 
 
@@ -176,11 +311,28 @@ def _doc(root: YMap, c: Collector) -> str:
     if not isinstance(node, YScalar) or not isinstance(node.value, str):
         c.error(node.loc, f"`doc` must be a string, not {_kind(node)}")
         return ""
-    if len(node.value) > MAX_DOC:
-        c.error(node.loc, f"`doc` is {len(node.value)} characters; the limit is {MAX_DOC}")
-    if any(ord(ch) < 32 and ch not in "\n\t" for ch in node.value):
-        c.error(node.loc, "`doc` contains control characters")
-    return node.value.strip()
+    doc = node.value.strip()
+    if len(doc) > MAX_DOC:
+        c.error(node.loc, f"`doc` is {len(doc)} characters; the limit is {MAX_DOC}")
+        return ""
+    bad = control_character(node.value)
+    if bad is not None:
+        c.error(
+            node.position(bad),
+            f"`doc` contains the control character U+{ord(node.value[bad]):04X};"
+            " the generated module's docstring cannot hold it",
+        )
+    for line in doc.splitlines():
+        header = HEADER_LINE.match(line)
+        if header:
+            at = node.value.find(line)
+            c.error(
+                node.position(at) if at >= 0 else node.loc,
+                f"a `doc` line may not start with `{header.group()}`: the generated"
+                " module's header uses such lines (indent it, or reword it)",
+            )
+            break
+    return doc
 
 
 def _section(root: YMap, key: str, c: Collector) -> YMap | None:
@@ -193,12 +345,17 @@ def _section(root: YMap, key: str, c: Collector) -> YMap | None:
         c.error(node.loc, f"`{key}` must be a mapping of names, not {_kind(node)}")
         return None
     if len(node.entries) > MAX_ENTRIES:
-        c.error(node.loc, f"`{key}` has {len(node.entries)} entries; the limit is {MAX_ENTRIES}")
+        c.error(
+            node.loc,
+            f"`{key}` has {len(node.entries)} entries; the limit is {MAX_ENTRIES}",
+        )
         return None
     return node
 
 
-def _declarations(root: YMap, key: str, c: Collector, dims: dict[str, Location]) -> tuple[Declaration, ...]:
+def _declarations(
+    root: YMap, key: str, c: Collector, dims: dict[str, Location]
+) -> tuple[Declaration, ...]:
     section = _section(root, key, c)
     if section is None:
         return ()
@@ -213,38 +370,54 @@ def _declarations(root: YMap, key: str, c: Collector, dims: dict[str, Location])
 
 def _shape(node: YNode, c: Collector, dims: dict[str, Location]) -> Shape | None:
     if not isinstance(node, YSeq):
-        c.error(node.loc, f"a shape is a list of dims like `[N, n]` or `[]`, not {_kind(node)}")
+        c.error(
+            node.loc,
+            f"a shape is a list of dims like `[N, n]` or `[]`, not {_kind(node)}",
+        )
         return None
     if len(node.items) > MAX_RANK:
-        c.error(node.loc, f"shapes have rank 0, 1 or 2; this one has rank {len(node.items)}")
+        c.error(
+            node.loc,
+            f"shapes have rank 0, 1 or 2; this one has rank {len(node.items)}",
+        )
         return None
     shape: list[str | int] = []
     for item in node.items:
-        if not isinstance(item, YScalar):
-            c.error(item.loc, f"a dim is a name or a positive integer, not {_kind(item)}")
+        problem = _dim_problem(item)
+        if problem is not None:
+            c.error(item.loc, problem)
             return None
-        v = item.value
-        if type(v) is int:
-            if v < 1:
-                c.error(item.loc, f"a dim must be a positive integer, got {v}")
-                return None
-            shape.append(v)
-        elif isinstance(v, str) and _identifier_problem(v) is None:
-            dims.setdefault(v, item.loc)
-            shape.append(v)
-        else:
-            c.error(item.loc, f"a dim is a name or a positive integer, not {_kind(item)}")
-            return None
+        assert isinstance(item, YScalar) and isinstance(item.value, str | int)
+        if isinstance(item.value, str):
+            dims.setdefault(item.value, item.loc)
+        shape.append(item.value)
     return tuple(shape)
+
+
+def _dim_problem(item: YNode) -> str | None:
+    """Why `item` is not a dim (a positive integer or a name), or None."""
+    if not isinstance(item, YScalar):
+        return f"a dim is a name or a positive integer, not {_kind(item)}"
+    v = item.value
+    if type(v) is int:
+        return None if v >= 1 else f"a dim must be a positive integer, not {v}"
+    if isinstance(v, str):
+        problem = _identifier_problem(v)
+        return None if problem is None else f"dim `{show_text(v)}` {problem}"
+    return f"a dim is a name or a positive integer, not {_kind(item)}"
 
 
 def _entry_name(key: YScalar, section: str, c: Collector) -> str | None:
     if not isinstance(key.value, str):
-        c.error(key.loc, f"`{key.value}` in `{section}` is not a name")
+        c.error(
+            key.loc,
+            f"`{show_text(key_text(key))}` in `{section}` is not a name"
+            " (names are Python identifiers)",
+        )
         return None
     problem = _identifier_problem(key.value)
     if problem:
-        c.error(key.loc, f"`{key.value}` in `{section}` {problem}")
+        c.error(key.loc, f"`{show_text(key.value)}` in `{section}` {problem}")
         return None
     return key.value
 
@@ -254,10 +427,20 @@ def _expression(node: YNode, c: Collector, what: str) -> Expr | None:
         if not node.items:
             c.error(node.loc, f"`{what}` is an empty list")
             return None
+        if len(node.items) > MAX_VECTOR:
+            c.error(
+                node.loc,
+                f"`{what}` is a list of {len(node.items)} elements;"
+                f" the limit is {MAX_VECTOR}",
+            )
+            return None
         for item in node.items:
             if _expression(item, c, what) is None:
                 return None
         return node
+    if isinstance(node, YScalar) and node.value is None:
+        c.error(node.loc, f"`{what}` is empty; it needs an expression")
+        return None
     if isinstance(node, YScalar) and type(node.value) in (str, int, float):
         return node
     c.error(node.loc, f"`{what}` must be an expression, not {_kind(node)}")
@@ -296,41 +479,56 @@ def _number(node: YNode) -> float | None:
 
 
 def _optimizer(node: YNode | None, c: Collector, start: Location) -> Optimizer:
+    default = Optimizer("sgd", tuple(OPTIMIZERS["sgd"].items()), start)
     if node is None:
-        return Optimizer("sgd", tuple(OPTIMIZERS["sgd"].items()), start)
+        return default
     if isinstance(node, YScalar) and isinstance(node.value, str):
         node = YMap(((YScalar("rule", node.loc), node),), node.loc)  # `optimizer: adam`
     if not isinstance(node, YMap):
-        c.error(node.loc, f"`optimizer` must be a mapping like `{{rule: sgd, lr: 0.01}}`, not {_kind(node)}")
-        return Optimizer("sgd", tuple(OPTIMIZERS["sgd"].items()), start)
+        c.error(
+            node.loc,
+            "`optimizer` must be a mapping like `{rule: sgd, lr: 0.01}`,"
+            f" not {_kind(node)}",
+        )
+        return default
+    rules = ", ".join(OPTIMIZERS)
     rule_node = node.get("rule")
     rule = "sgd"
     if rule_node is not None:
         value = rule_node.value if isinstance(rule_node, YScalar) else None
-        if value not in OPTIMIZERS:
+        if isinstance(value, str) and value in OPTIMIZERS:
+            rule = value
+        elif isinstance(value, str):
             c.error(
                 rule_node.loc,
-                f"unknown optimizer rule `{value}`{did_you_mean(str(value), OPTIMIZERS)};"
-                f" the rules are {', '.join(OPTIMIZERS)}",
+                f"unknown optimizer rule `{show_text(value)}`"
+                f"{did_you_mean(value, OPTIMIZERS)}; the rules are {rules}",
             )
         else:
-            rule = str(value)
+            c.error(
+                rule_node.loc,
+                f"the optimizer `rule` is one of {rules}, not {_kind(rule_node)}",
+            )
     hyper = dict(OPTIMIZERS[rule])
     for key, value in node.entries:
-        k = str(key.value)
+        k = key_text(key)
         if k == "rule":
             continue
         if k not in hyper:
             known = ", ".join(OPTIMIZERS[rule])
-            c.error(key.loc, f"`{k}` is not a hyperparameter of `{rule}`{did_you_mean(k, hyper)} (it takes {known})")
+            c.error(
+                key.loc,
+                f"`{show_text(k)}` is not a hyperparameter of `{rule}`"
+                f"{did_you_mean(k, hyper)}; it takes {known}",
+            )
             continue
         number = _number(value)
         if number is None:
             c.error(value.loc, f"`{k}` must be a finite number, not {_kind(value)}")
         elif k in ("lr", "eps") and number <= 0:
-            c.error(value.loc, f"`{k}` must be positive, got {number:g}")
+            c.error(value.loc, f"`{k}` must be positive, not {number:g}")
         elif k.startswith("beta") and not 0 <= number < 1:
-            c.error(value.loc, f"`{k}` must be in [0, 1), got {number:g}")
+            c.error(value.loc, f"`{k}` must be in [0, 1), not {number:g}")
         else:
             hyper[k] = number
     return Optimizer(rule, tuple(hyper.items()), node.loc)
@@ -344,23 +542,45 @@ def _check_names(
     dims: dict[str, Location],
     c: Collector,
 ) -> None:
+    """Names must be unique and must not clash with what the generated code uses."""
+    generated: dict[str, str] = {}  # module-level name -> the output it is for
+    for o in outputs:
+        for made in sorted(naming.generated_for([o.name])):
+            other = generated.setdefault(made, o.name)
+            if other != o.name:
+                c.error(
+                    o.loc,
+                    f"outputs `{other}` and `{o.name}` would both generate `{made}`;"
+                    " rename one of them",
+                )
     seen: dict[str, Location] = {}
-    module_level = naming.generated_for(o.name for o in outputs)
     for entry in (*inputs, *params, *define, *outputs):
         name, loc = entry.name, entry.loc
         if name in seen:
             c.error(loc, f"`{name}` is already defined at line {seen[name].line}")
             continue
         seen[name] = loc
-        if name in naming.RESERVED:
-            c.error(loc, f"`{name}` is reserved: the generated module uses this name")
-        elif name in module_level:
-            c.error(loc, f"`{name}` clashes with a name generated for `outputs`")
+        problem = naming.clash(name)
+        if problem is not None:
+            c.error(loc, f"`{name}` {problem}")
+        elif name in generated:
+            c.error(
+                loc,
+                f"`{name}` clashes with the name generated for output"
+                f" `{generated[name]}`",
+            )
         elif name in dims:
             c.error(loc, f"`{name}` is also used as a dim (line {dims[name].line})")
     for dim, loc in dims.items():
-        if dim in naming.RESERVED:
-            c.error(loc, f"dim `{dim}` is reserved: the generated module uses this name")
+        problem = naming.clash(dim)
+        if problem is not None:
+            c.error(loc, f"dim `{dim}` {problem}")
+        elif dim in generated:
+            c.error(
+                loc,
+                f"dim `{dim}` clashes with the name generated for output"
+                f" `{generated[dim]}`",
+            )
 
 
 def spec_error(loc: Location, message: str) -> SpecError:

@@ -1,0 +1,610 @@
+"""Fuzzing the whole CLI with random, mutated and generated specs (hypothesis).
+
+Every input goes through `gradgen generate` in-process (typer's CliRunner), into a
+fresh folder. Whatever the input:
+
+* the exit code is 0 or 2 (3 would be an internal error: a gradgen bug), and no
+  traceback is printed;
+* nothing is written outside the output folder, and the output folder holds the
+  one module only on success;
+* on success the module imports without writing anything, and its gradients (and
+  its outputs' Jacobians) agree with central finite differences at a random point
+  (a point where the loss is not finite is skipped).
+
+The runs are bounded and reproducible for CI: `derandomize=True` makes hypothesis
+draw the same examples on every run, `database=None` keeps it from replaying
+earlier failures, and the example counts below add up to `FUZZ_EXAMPLES`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import itertools
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from gradgen.cli import app
+from gradgen.derive import depends_on_params
+from gradgen.model import build
+from gradgen.spec import Spec, read_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_TEXTS = [
+    p.read_text(encoding="utf-8") for p in sorted((ROOT / "examples").glob("*.yaml"))
+]
+
+# GRADGEN_FUZZ_SCALE=20 runs twenty times as many (and random ones, not the same
+# every run): for hunting bugs by hand, not for CI.
+SCALE = int(os.environ.get("GRADGEN_FUZZ_SCALE", "1"))
+EXAMPLES = {
+    k: v * SCALE
+    for k, v in {"bytes": 40, "text": 40, "mutated": 130, "grammar": 90}.items()
+}
+FUZZ_EXAMPLES = sum(EXAMPLES.values())
+
+DIM_SIZES = {"N": 4, "n": 3, "h": 2, "k": 2}
+MAX_FD_COORDINATES = 64
+_modules = itertools.count()
+
+# Bugs the fuzzer found outside the parser (in the derivation), each reproduced by
+# a strict xfail test at the end of this file; until they are fixed, an example
+# that hits one does not fail the fuzz run. When a fix lands, its xfail test fails
+# (it passes unexpectedly): delete the test and the exemption here.
+#
+# 1. A Jacobian multiplies by a negated mask, spelled `-t0` for a boolean array,
+#    which numpy refuses (TypeError).
+BOOLEAN_NEGATIVE = "The numpy boolean negative"
+# 2. Reverse mode loses the sum over broadcast axes when the adjoint reaching a
+#    broadcast operand is a scalar standing for a whole array: d/ds sum(x + s) is
+#    1, not len(x). Only `+` and `-` pass such an adjoint on unchanged, so a spec
+#    is exempt only if it broadcasts a param-dependent operand of `+` or `-`.
+LAZY_BROADCAST_BUG = True
+# 3. The derivative of a ** b with b not a constant is b * a ** b / a: 0 / 0 at
+#    a = 0 (nan in numpy, ZeroDivisionError for a Python float), where the true
+#    derivative is 0 for b > 1 (`relu(z) ** N`). Exempt: specs with such a power.
+POWER_AT_ZERO_BUG = True
+
+
+def has_a_variable_power(spec: Spec) -> bool:
+    return any(n.op == "pow" for n in build(spec).ops.graph.nodes)
+
+
+def broadcasts_a_param_in_a_sum(spec: Spec) -> bool:
+    model = build(spec)
+    live = depends_on_params(model.ops.graph.nodes)
+    return any(
+        n.op in ("add", "sub") and any(a in live and a.shape != n.shape for a in n.args)
+        for n in model.ops.graph.nodes
+    )
+
+
+def fuzz_settings(examples: int) -> Callable[[Any], Any]:
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=SCALE == 1,
+        database=None,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
+        ],
+    )
+
+
+# ------------------------------------------------------------------ running one
+
+
+@contextmanager
+def workspace() -> Iterator[Path]:
+    # The same folder every time: hypothesis tells failures apart by where they
+    # were raised, and that includes the generated module's path.
+    base = Path(tempfile.gettempdir()) / f"gradgen-fuzz-{os.getpid()}"
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir()
+    previous = Path.cwd()
+    try:
+        os.chdir(base)  # no pyproject.toml here: the spec alone decides
+        yield base
+    finally:
+        os.chdir(previous)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def files(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")}
+
+
+def run(spec_bytes: bytes) -> None:
+    """Generate from `spec_bytes` and check everything the module docstring says."""
+    with workspace() as base:
+        spec = base / "spec.yaml"
+        spec.write_bytes(spec_bytes)
+        result = CliRunner().invoke(
+            app, ["generate", "spec.yaml", "--out", "out"], catch_exceptions=True
+        )
+        output = result.stdout + result.stderr
+        assert result.exception is None or isinstance(result.exception, SystemExit), (
+            repr(result.exception),
+            spec_bytes,
+        )
+        assert result.exit_code in (0, 2), (result.exit_code, output, spec_bytes)
+        assert "Traceback" not in output and "internal error" not in output, output
+        made = files(base) - {"spec.yaml"}
+        if result.exit_code == 2:
+            assert made == set(), (made, output)
+            for line in result.stderr.splitlines():
+                assert re.match(
+                    r"^(spec\.yaml|gradgen|out/.*):\d+:\d+: error: ", line
+                ), line
+            return
+        modules = [m for m in made if m.startswith("out/") and m.endswith(".py")]
+        assert made == {"out", *modules} and len(modules) == 1, made
+        module_path = base / modules[0]
+        module = import_module(module_path)
+        assert files(base) - {"spec.yaml"} - {"out/__pycache__"} <= made | {
+            m for m in files(base) if m.startswith("out/__pycache__")
+        }
+        try:
+            check_derivatives(module, spec, seed=len(spec_bytes))
+        except TypeError as exc:
+            if BOOLEAN_NEGATIVE not in str(exc):
+                raise
+
+
+def import_module(path: Path) -> Any:
+    name = f"gradgen_fuzz_{next(_modules)}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[name]
+    return module
+
+
+# ------------------------------------------------------------------ derivatives
+
+
+def check_derivatives(module: Any, spec_path: Path, seed: int) -> None:
+    spec = read_spec(spec_path)
+    sizes = dict(DIM_SIZES)
+    spare = iter(range(2, 100))
+    values: dict[str, Any] = {}
+    rng = np.random.default_rng(seed)
+    for decl in (*spec.inputs, *spec.params):
+        shape = []
+        for d in decl.shape:
+            if isinstance(d, str):
+                sizes.setdefault(d, next(spare) % 4 + 2)
+            shape.append(sizes[d] if isinstance(d, str) else d)
+        if math.prod(shape) > 10_000:
+            return  # a dim written as a huge integer: nothing sensible to check
+        signs = rng.choice([-1.0, 1.0], size=shape)
+        value = signs * rng.uniform(0.3, 1.3, size=shape)
+        values[decl.name] = float(value) if not shape else value
+    checks: list[tuple[str, Callable[..., Any], Callable[..., Any]]] = []
+    if spec.loss is not None:
+        checks.append(("L", module.loss, module.gradients))
+    for o in spec.outputs:
+        jacobian = getattr(module, f"jacobian_{o.name}")
+        checks.append((o.name, getattr(module, o.name), jacobian))
+    for name, function, derivative in checks:
+        try:
+            value = np.asarray(call(function, values), dtype=float)
+        except OUTSIDE_THE_DOMAIN:
+            continue  # e.g. x ** 2.5 at a negative Python float: a complex number
+        if not np.all(np.isfinite(value)):
+            continue
+        try:
+            derivatives = call(derivative, values)
+        except ZeroDivisionError:
+            if POWER_AT_ZERO_BUG and has_a_variable_power(spec):
+                continue
+            raise
+        for p in derivatives._fields:
+            analytic = np.asarray(getattr(derivatives, p), dtype=float)
+            shape = (
+                np.shape(values[p])
+                if name == "L"
+                else value.shape + np.shape(values[p])
+            )
+            assert analytic.shape == shape, (name, p, analytic.shape, shape)
+            try:
+                compare(
+                    lambda v, f=function: np.asarray(call(f, v), dtype=float),
+                    values,
+                    p,
+                    analytic,
+                    f"d{name}/d{p}",
+                )
+            except AssertionError:
+                if not known_mismatch(spec, analytic, reverse=name == "L"):
+                    raise
+
+
+OUTSIDE_THE_DOMAIN = (TypeError, ZeroDivisionError, OverflowError, ValueError)
+
+
+def known_mismatch(spec: Spec, analytic: np.ndarray, reverse: bool) -> bool:
+    if reverse and LAZY_BROADCAST_BUG and broadcasts_a_param_in_a_sum(spec):
+        return True
+    nan = not np.all(np.isfinite(analytic))
+    return nan and POWER_AT_ZERO_BUG and has_a_variable_power(spec)
+
+
+def call(function: Callable[..., Any], values: dict[str, Any]) -> Any:
+    names = list(inspect.signature(function).parameters)
+    return function(*(values[n] for n in names))
+
+
+def compare(
+    f: Callable[[dict[str, Any]], Any],
+    values: dict[str, Any],
+    param: str,
+    analytic: np.ndarray,
+    what: str,
+) -> None:
+    """Central differences of f with respect to `param`, at two step sizes; the
+    analytic derivative must match one of them (a kink between the stencil points
+    spoils one step size, not both)."""
+    with np.errstate(all="ignore"):
+        try:
+            return _compare(f, values, param, analytic, what)
+        except OUTSIDE_THE_DOMAIN:
+            return  # a stencil point outside the domain: no finite difference
+
+
+def _compare(
+    f: Callable[[dict[str, Any]], Any],
+    values: dict[str, Any],
+    param: str,
+    analytic: np.ndarray,
+    what: str,
+) -> None:
+    base = np.asarray(f(values), dtype=float)
+    if not np.all(np.isfinite(base)) or np.max(np.abs(base), initial=0) > 1e8:
+        return
+    x0 = np.asarray(values[param], dtype=float)
+    if x0.size > MAX_FD_COORDINATES:
+        return
+    failures = []
+    for step in (1e-6, 1e-4):
+        numeric = np.zeros(base.shape + x0.shape)
+        for index in np.ndindex(x0.shape):
+            h = step * max(1.0, abs(x0[index]))
+            shifted = []
+            for sign in (1, -1):
+                x = x0.copy()
+                x[index] += sign * h
+                moved = dict(values)
+                moved[param] = float(x) if x.shape == () else x
+                shifted.append(np.asarray(f(moved), dtype=float))
+            numeric[(..., *index)] = (shifted[0] - shifted[1]) / (2 * h)
+        if not np.all(np.isfinite(numeric)):
+            return
+        expected = np.broadcast_to(analytic, numeric.shape)
+        scale = 1.0 + np.max(np.abs(numeric), initial=0)
+        if np.allclose(expected, numeric, rtol=1e-4, atol=1e-5 * scale):
+            return
+        failures.append(np.max(np.abs(expected - numeric)))
+    raise AssertionError(
+        f"{what}: analytic and finite differences differ by {failures}"
+    )
+
+
+# ------------------------------------------------------------------ (a) garbage
+
+
+@fuzz_settings(EXAMPLES["bytes"])
+@given(st.binary(max_size=400))
+def test_random_bytes(data: bytes) -> None:
+    run(data)
+
+
+@fuzz_settings(EXAMPLES["text"])
+@given(
+    st.text(
+        alphabet=st.sampled_from(
+            list("gradenpmslo: \n-[]{}#&*!|>'\"\\,.0123456789_xwN\t")
+        ),
+        max_size=300,
+    )
+)
+def test_random_yamlish_text(text: str) -> None:
+    run(text.encode("utf-8", "surrogatepass"))
+
+
+# ------------------------------------------------------------------ (b) mutations
+
+
+TOKEN = re.compile(
+    r"[A-Za-z_][A-Za-z_0-9]*|\d+(?:\.\d+)?(?:e-?\d+)?|\*\*|[^\sA-Za-z_0-9]"
+)
+IDENTIFIERS = [
+    *"xwNnTXyb",
+    "W1",
+    "relu",
+    "rleu",
+    "exp",
+    "log",
+    "sqrt",
+    "sum",
+    "mean",
+    "max",
+    "dot",
+    "axis",
+    "lambda",
+    "__import__",
+    "np",
+    "loss",
+    "Params",
+    "dL_dw",
+    "params",
+    "inputs",
+    "define",
+    "outputs",
+    "optimizer",
+    "adam",
+    "rule",
+    "lr",
+    "beta",
+]
+NUMBERS = ["0", "1", "2", "-1", "2.5", "0.5", "1e308", "99999999999", "1e-8"]
+SYMBOLS = [*"+-*/@()[]{},.:#&!|'\"", "**", ""]
+REPLACEMENTS = [*IDENTIFIERS, *NUMBERS, *SYMBOLS]
+
+
+def replacement_for(token: str) -> st.SearchStrategy[str]:
+    """Mostly a token of the same kind (the YAML then stays valid more often)."""
+    if token[0].isalpha() or token[0] == "_":
+        same = IDENTIFIERS
+    elif token[0].isdigit():
+        same = NUMBERS
+    else:
+        same = SYMBOLS
+    return st.sampled_from(same) | st.sampled_from(REPLACEMENTS)
+
+
+# Token edits most often: they keep the YAML valid and reach the expressions.
+MUTATIONS = (
+    ["value"] * 6
+    + ["token"] * 2
+    + ["insert"] * 2
+    + [
+        "delete",
+        "duplicate",
+        "swap",
+        "indent",
+        "truncate",
+    ]
+)
+
+
+@st.composite
+def mutated_example(draw: st.DrawFn) -> str:
+    text = draw(st.sampled_from(EXAMPLE_TEXTS))
+    for _ in range(draw(st.integers(1, 3))):
+        lines = text.split("\n")
+        kind = draw(st.sampled_from(MUTATIONS))
+        i = draw(st.integers(1, len(lines) - 1)) if len(lines) > 1 else 0
+        if kind == "delete":
+            del lines[i]
+        elif kind == "duplicate":
+            lines.insert(i, lines[i])
+        elif kind == "swap":
+            j = draw(st.integers(0, len(lines) - 1))
+            lines[i], lines[j] = lines[j], lines[i]
+        elif kind == "indent":
+            lines[i] = draw(st.sampled_from(["  ", " ", "\t", ""])) + (
+                lines[i][2:] if draw(st.booleans()) else lines[i]
+            )
+        elif kind == "truncate":
+            lines = "\n".join(lines)[: draw(st.integers(0, len(text)))].split("\n")
+        elif kind == "insert":
+            at = draw(st.integers(0, len(lines[i])))
+            lines[i] = (
+                lines[i][:at] + draw(st.sampled_from(REPLACEMENTS)) + lines[i][at:]
+            )
+        else:
+            # "value": a token of a value (an expression, most often), not of a key
+            # or a comment; "token": any token of the line.
+            line = lines[i]
+            start = line.find(": ") + 2 if kind == "value" else 0
+            end = line.find(" #") if " #" in line else len(line)
+            tokens = list(TOKEN.finditer(line, max(start, 0), end))
+            if kind == "value" and start < 2:
+                tokens = []
+            if tokens:
+                m = draw(st.sampled_from(tokens))
+                new = draw(replacement_for(m.group()))
+                lines[i] = lines[i][: m.start()] + new + lines[i][m.end() :]
+        text = "\n".join(lines)
+    return text
+
+
+@fuzz_settings(EXAMPLES["mutated"])
+@given(mutated_example())
+def test_mutated_examples(text: str) -> None:
+    run(text.encode("utf-8"))
+
+
+# ------------------------------------------------------------------ (c) grammar
+
+INPUTS = {"X": "[N, n]", "y": "[N]", "x": "[n]", "t": "[]"}
+PARAMS = {"w": "[n]", "s": "[]", "M": "[N, n]"}
+LEAVES = {
+    "s": ["s", "t", "0.5", "2", "N", "sum(x)", "mean(w)"],
+    "n": ["x", "w", "w", "M.T @ y"],
+    "N": ["y", "X @ w", "M @ x"],
+    "Nn": ["X", "M", "M"],
+}
+SMOOTH = ["exp", "sin", "cos", "tanh", "sigmoid", "square", "softplus"]
+KINKED = ["relu", "abs"]
+
+
+@st.composite
+def expression(
+    draw: st.DrawFn, shape: str, depth: int, leaves: dict[str, list[str]] = LEAVES
+) -> str:
+    """An expression of shape `shape` (s: scalar, n, N or Nn), mostly well typed;
+    now and then an operand of the wrong shape, to reach the error paths too."""
+    if draw(st.integers(0, 40)) == 0:
+        shape = draw(st.sampled_from(list(LEAVES)))
+    if depth <= 0 or draw(st.integers(0, 3)) == 0:
+        return draw(st.sampled_from(leaves[shape]))
+    sub = lambda s=shape: expression(s, depth - 1, leaves)  # noqa: E731
+    kind = draw(st.integers(0, 9))
+    if kind <= 1:
+        fn = draw(st.sampled_from(SMOOTH + KINKED))
+        return f"{fn}({draw(sub())})"
+    if kind <= 4:
+        op = draw(st.sampled_from(["+", "-", "*"]))
+        right = draw(sub("s" if draw(st.booleans()) else shape))
+        return f"({draw(sub())} {op} {right})"
+    if kind == 5:
+        return f"{draw(sub())} / (1 + square({draw(sub())}))"
+    if kind == 6:
+        k = draw(st.sampled_from(["2", "3", "-1", "0.5", "5", "17", "N"]))
+        if k in ("-1", "0.5"):
+            return f"(1 + square({draw(sub())})) ** {k}"
+        return f"({draw(sub())}) ** {k}"
+    if kind == 7:
+        fn = draw(st.sampled_from(["max", "min"]))
+        return f"{fn}({draw(sub())}, {draw(sub('s'))})"
+    if kind == 8:
+        if shape == "s":
+            red = draw(st.sampled_from(["sum", "mean"]))
+            return f"{red}({draw(sub(draw(st.sampled_from(['n', 'N', 'Nn']))))})"
+        if shape == "n":
+            return f"sum({draw(sub('Nn'))}, axis=0)"
+        if shape == "N":
+            return f"mean({draw(sub('Nn'))}, axis=1)"
+        return f"{draw(sub('N'))}" if draw(st.booleans()) else f"({draw(sub())}).T.T"
+    if shape == "s":
+        return f"dot({draw(sub('n'))}, {draw(sub('n'))})"
+    if shape == "N":
+        return f"({draw(sub('Nn'))}) @ {draw(sub('n'))}"
+    if shape == "n":
+        return f"({draw(sub('Nn'))}).T @ {draw(sub('N'))}"
+    return draw(sub())
+
+
+@st.composite
+def generated_spec(draw: st.DrawFn) -> str:
+    lines = ["gradgen: 1", "inputs:"]
+    lines += [f"  {k}: {v}" for k, v in INPUTS.items()]
+    lines.append("params:")
+    lines += [f"  {k}: {v}" for k, v in PARAMS.items()]
+    leaves = {shape: list(names) for shape, names in LEAVES.items()}
+    count = draw(st.integers(0, 3))
+    if count:
+        lines.append("define:")
+    for i in range(count):
+        shape = draw(st.sampled_from(list(leaves)))
+        lines.append(f"  d{i}: {draw(expression(shape, 3, leaves))}")
+        leaves[shape].append(f"d{i}")  # later entries may use it
+    reduce = draw(st.sampled_from(["sum", "mean"]))
+    body = draw(expression(draw(st.sampled_from(list(leaves))), 4, leaves))
+    lines.append(f"loss: {reduce}({body}) + sum(square(w)) + square(s) + sum(M)")
+    if draw(st.booleans()):
+        shape = draw(st.sampled_from(["s", "n", "N"]))
+        lines += ["outputs:", f"  o: {draw(expression(shape, 3, leaves))}"]
+    optimizer = ["sgd", "{rule: momentum, beta: 0.5}", "{rule: adam, lr: 0.1}"]
+    lines.append("optimizer: " + draw(st.sampled_from(optimizer)))
+    return "\n".join(lines) + "\n"
+
+
+@fuzz_settings(EXAMPLES["grammar"])
+@given(generated_spec())
+def test_generated_specs(text: str) -> None:
+    run(text.encode("utf-8"))
+
+
+def test_the_grammar_produces_valid_specs_often() -> None:
+    """The grammar is mostly well typed: most of its specs generate a module (so
+    the derivative checks above really run)."""
+    accepted = 0
+    total = 30
+    with workspace() as base:
+        for i, text in enumerate(_examples(generated_spec(), total)):
+            path = base / f"s{i}.yaml"
+            path.write_text(text)
+            result = CliRunner().invoke(app, ["generate", str(path), "--out", "out"])
+            accepted += result.exit_code == 0
+    assert accepted >= total // 2, accepted
+
+
+def _examples(strategy: st.SearchStrategy[str], count: int) -> list[str]:
+    found: list[str] = []
+
+    @settings(max_examples=count, derandomize=True, database=None, deadline=None)
+    @given(strategy)
+    def collect(text: str) -> None:
+        if len(found) < count:
+            found.append(text)
+
+    collect()
+    return found
+
+
+# ------------------------------------------------------------------ known bugs
+
+
+def generate_and_import(text: str) -> Any:
+    with workspace() as base:
+        (base / "spec.yaml").write_text(text)
+        result = CliRunner().invoke(app, ["generate", "spec.yaml", "--out", "out"])
+        assert result.exit_code == 0, result.stderr
+        return import_module(base / "out" / "spec.py")
+
+
+@pytest.mark.xfail(
+    strict=True, reason="known bug 1: boolean mask negated in a Jacobian"
+)
+def test_known_bug_negated_mask_in_a_jacobian() -> None:
+    module = generate_and_import(
+        "gradgen: 1\ninputs: {X: [N, n]}\nparams: {w: [n], b: []}\n"
+        "outputs: {o: relu(X @ w - b)}\n"
+    )
+    X, w = np.ones((4, 3)), np.ones(3)
+    assert np.allclose(module.jacobian_o(X, w, 0.5).b, -np.ones(4))
+
+
+@pytest.mark.xfail(
+    strict=True, reason="known bug 2: broadcast sum lost in reverse mode"
+)
+def test_known_bug_lazy_adjoint_of_a_broadcast_operand() -> None:
+    module = generate_and_import(
+        "gradgen: 1\ninputs: {x: [n]}\nparams: {s: [], w: [n]}\n"
+        "loss: sum(x + s) + sum(x + w)\n"
+    )
+    grads = module.gradients(np.ones(3), 0.5, np.ones(3))
+    assert grads.s == 3.0  # d/ds sum(x + s) = len(x); the module says 1
+
+
+@pytest.mark.xfail(strict=True, reason="known bug 3: 0 / 0 in d(a ** b)/da at a = 0")
+def test_known_bug_variable_power_at_zero() -> None:
+    module = generate_and_import(
+        "gradgen: 1\nparams: {w: [n]}\nloss: sum(relu(w) ** n)\n"
+    )
+    with np.errstate(all="ignore"):
+        grads = module.gradients(np.array([-1.0, 1.0, 2.0]))
+    assert np.allclose(grads.w, [0.0, 3.0, 12.0])
