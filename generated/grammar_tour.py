@@ -24,7 +24,7 @@ Regenerate with `gradgen generate`; `gradgen check` fails while this file is sta
 gradgen-version: 0.1.0
 spec: ../examples/grammar_tour.yaml
 spec-sha256: 95f44d4952aa211a009dfb95fdb564acca1cf7c24e5b204ec2e86c68921c616f
-body-sha256: ddd55ce34fe912be2f167e1ac2937f70e4be628f5c9249a3a12bdbd93b050e98
+body-sha256: d50f824ea57c82fff96fc77ef5a52b914d9e759dc10d224b15e1633105bec477
 """
 
 from typing import NamedTuple
@@ -204,14 +204,14 @@ def jacobian_activation(
     """The Jacobians of `activation`: shape [N, k] + each param's shape."""
     k = np.shape(W)[1]
     Z = X @ W + c
-    t0 = np.minimum(Z, 0) != 0
-    t1 = np.maximum(0, Z) != 0
-    t2 = np.eye(k)
-    t3 = np.einsum("ip,jq->ijpq", X, t2)
-    t4 = t2[None]
+    t0 = np.eye(k)
+    t1 = np.einsum("ip,jq->ijpq", X, t0)
+    t2 = (np.maximum(0, Z) != 0).astype(float)
+    t3 = (np.minimum(Z, 0) != 0).astype(float)
+    t4 = t0[None]
     return ActivationJacobian(
-        W=t3 * t1[..., None, None] + 0.1 * (t3 * t0[..., None, None]),
-        c=t4 * t1[..., None] + 0.1 * (t4 * t0[..., None]),
+        W=t1 * t2[..., None, None] + 0.1 * (t1 * t3[..., None, None]),
+        c=t4 * t2[..., None] + 0.1 * (t4 * t3[..., None]),
     )
 
 

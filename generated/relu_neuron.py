@@ -16,7 +16,7 @@ Regenerate with `gradgen generate`; `gradgen check` fails while this file is sta
 gradgen-version: 0.1.0
 spec: ../examples/relu_neuron.yaml
 spec-sha256: 13c44e6eeee1a69a117039719489234068023a3f6febd8c2162e272814fa5c5c
-body-sha256: dcd6075dd1659cd6ebba7de719955c6b2efd3d195a35171d1538a634b38b503b
+body-sha256: 7b3aad6eaf720787b8043e4e61467a732f5b6cbd36234fd4dece9afd8ed3fa80
 """
 
 from typing import NamedTuple
@@ -108,5 +108,5 @@ def prediction(X: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
 def jacobian_prediction(X: np.ndarray, w: np.ndarray, b: float) -> PredictionJacobian:
     """The Jacobians of `prediction`: shape [N] + each param's shape."""
     z = X @ w + b
-    t0 = z > 0
-    return PredictionJacobian(w=X * t0[..., None], b=t0.astype(float))
+    t0 = (z > 0).astype(float)
+    return PredictionJacobian(w=X * t0[..., None], b=t0)

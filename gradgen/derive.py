@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from .graph import LEAVES, Node, ancestors
 from .ops import Ops
 from .rules import RULES
-from .shapes import broadcasts_to
 
 
 @dataclass(frozen=True)
@@ -62,29 +61,43 @@ def total(ops: Ops, terms: list[Node]) -> Node:
     return out
 
 
-def unbroadcast(ops: Ops, g: Node, target: Node) -> Node:
-    """Reduce an adjoint to the shape of the operand it belongs to.
+def unbroadcast(ops: Ops, g: Node, arg: Node, out: Node) -> Node:
+    """The adjoint of a broadcast operand: the contribution `g`, which stands for an
+    array of `out`'s shape, summed over the axes along which numpy repeated `arg`.
 
     Where the operand was broadcast (a bias row added to every sample, a scalar
-    added to a vector), numpy repeated it; each repetition contributed, so the
-    adjoint is summed over the broadcast axes. An adjoint smaller than the operand
-    (a scalar standing for a constant array) is left for numpy to broadcast.
+    added to a vector) every repetition contributed, so they add up (MATH.md:
+    d(x + z)/dz = 1 summed). `g` may itself be "lazy", smaller than `out` (a scalar
+    standing for a constant array): along such an axis the sum is `g` times the
+    axis length, and no array is built for it.
     """
-    shape = target.shape
-    if g.shape == shape or broadcasts_to(g.shape, shape):
-        return g
-    extra = g.rank - target.rank
-    axes = tuple(range(extra)) if extra > 0 else ()
-    if axes:
-        g = ops.sum_axes(g, axes)
-    if g.shape != shape and not broadcasts_to(g.shape, shape):
-        keep = tuple(
-            i
-            for i, (dg, dt) in enumerate(zip(g.shape, shape, strict=True))
-            if dt == 1 != dg
-        )
-        g = ops.make("sum_keep", g, attrs=(keep,), shape=shape)
+    lead = out.rank - arg.rank
+    summed: list[int] = []  # axes of g to sum over
+    factor = ops.const(1.0)  # product of the lengths of lazy axes
+    g_lead = g.rank - out.rank  # g's axes are aligned with out's from the right
+    for axis, d in enumerate(out.shape):
+        repeated = axis < lead or (arg.shape[axis - lead] == 1 and d != 1)
+        if not repeated:
+            continue
+        g_axis = axis + g_lead
+        if g_axis >= 0 and g.shape[g_axis] != 1:
+            summed.append(g_axis)
+        else:
+            factor = ops.mul(factor, ops.dimension(d))
+    keep = tuple(a for a in summed if a - g_lead >= lead)  # arg's own size-1 axes
+    drop = tuple(a for a in summed if a - g_lead < lead)
+    if keep:
+        g = ops.make("sum_keep", g, attrs=(keep,), shape=_kept(g.shape, keep))
+    if drop:
+        g = ops.sum_axes(g, drop)
+    g = ops.mul(factor, g)
+    while g.rank > arg.rank and g.shape[0] == 1:  # leftover size-1 leading axes
+        g = ops.index(g, 0)
     return g
+
+
+def _kept(shape: tuple[object, ...], axes: tuple[int, ...]) -> tuple:  # type: ignore[type-arg]
+    return tuple(1 if i in axes else d for i, d in enumerate(shape))
 
 
 def gradients(ops: Ops, loss: Node, params: list[Node]) -> Derivation:
@@ -109,7 +122,8 @@ def gradients(ops: Ops, loss: Node, params: list[Node]) -> Derivation:
                 c = vjp(ops, node, g, i)
                 if c is None:
                     continue
-                c = unbroadcast(ops, c, arg)
+                if RULES[node.op].broadcasts:
+                    c = unbroadcast(ops, c, arg, node)
                 partials.append((i, c))
                 pending.setdefault(arg, []).append(c)
         steps.append(Step(node, g, tuple(contributions), tuple(partials)))

@@ -62,6 +62,7 @@ class Rule:
     jvp: Jvp | None = None
     elementwise: tuple[sp.Expr, sp.Expr | None, sp.Expr | None] | None = None
     user: bool = False  # callable by name from a spec expression
+    broadcasts: bool = False  # operands broadcast to the output's shape (numpy rules)
 
 
 # --- shape rules ------------------------------------------------------------------
@@ -176,9 +177,10 @@ def powc_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
 
 def pow_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
     a, b = out.args
-    if i == 0:  # d(a^b)/da = b a^(b-1) = b out / a
-        return ops.mul(g, ops.div(ops.mul(b, out), a))
-    return ops.mul(g, ops.mul(out, ops.call("log", a)))  # d(a^b)/db = out ln a
+    if i == 0:  # d(a^b)/da = b a^(b-1), finite at a = 0 for b >= 1
+        return ops.mul(g, ops.mul(b, ops.pow(a, ops.sub(b, ops.const(1.0)))))
+    # d(a^b)/db = a^b ln a = xlogy(out, a): 0 where out is 0 (a = 0), not 0 * -inf
+    return ops.mul(g, ops.make("xlogy", out, a, shape=out.shape))
 
 
 def extremum_vjp() -> Vjp:
@@ -278,8 +280,13 @@ def diagonal_jvp(vjp: Vjp) -> Jvp:
 def diagonal(
     arity: int, shape: ShapeRule, spelling: Spelling, vjp: Vjp, user: bool = False
 ) -> Rule:
-    """An element-wise op (diagonal Jacobian): forward mode follows from its vjp."""
-    return Rule(arity, shape, spelling, vjp, diagonal_jvp(vjp), user=user)
+    """An element-wise op (diagonal Jacobian): forward mode follows from its vjp.
+
+    Its vjp returns contributions shaped like the output; `derive.unbroadcast`
+    sums them back to each operand's shape."""
+    return Rule(
+        arity, shape, spelling, vjp, diagonal_jvp(vjp), user=user, broadcasts=arity > 1
+    )
 
 
 # Tangents of a matmul are contracted with einsum; "..." stands for the param's axes.
@@ -514,6 +521,7 @@ RULES: dict[str, Rule] = {
     "gt": Rule(2, None, Spelling("({0} > {1})", ATOM, _CMP)),
     "eq": Rule(2, None, Spelling("({0} == {1})", ATOM, _CMP)),
     "ne": Rule(2, None, Spelling("({0} != {1})", ATOM, _CMP)),
+    "xlogy": Rule(2, None, Spelling("_xlogy({0}, {1})", helper="xlogy")),
     "as_float": Rule(1, None, Spelling("{0}.astype(float)", ATOM, (ATOM,))),
     "index": Rule(
         1, None, Spelling("{0}[{i}]", ATOM, (ATOM,), fields=lambda i: {"i": str(i)})

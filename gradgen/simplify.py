@@ -91,10 +91,10 @@ def _mul(
 ) -> Node | None:
     a, b = args
     for one, other in ((a, b), (b, a)):
-        if _is(one, 1) and other.shape == shape:
-            return other
-        if _is(one, -1) and other.shape == shape:
-            return ops.neg(other)
+        if (_is(one, 1) or _is(one, -1)) and other.shape == shape:
+            if other.op in MASKS:  # a bare mask would be a boolean array
+                other = ops.make("as_float", other, shape=shape)
+            return other if _is(one, 1) else ops.neg(other)
     for ratio, other in ((a, b), (b, a)):
         if ratio.op == "div" and _is(ratio.args[0], 1):
             return ops.div(other, ratio.args[1])  # (1/d) * x = x / d

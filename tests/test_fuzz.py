@@ -33,15 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from gradgen.cli import app
-from gradgen.derive import depends_on_params
-from gradgen.model import build
-from gradgen.spec import Spec, read_spec
+from gradgen.spec import read_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_TEXTS = [
@@ -60,37 +57,6 @@ FUZZ_EXAMPLES = sum(EXAMPLES.values())
 DIM_SIZES = {"N": 4, "n": 3, "h": 2, "k": 2}
 MAX_FD_COORDINATES = 64
 _modules = itertools.count()
-
-# Bugs the fuzzer found outside the parser (in the derivation), each reproduced by
-# a strict xfail test at the end of this file; until they are fixed, an example
-# that hits one does not fail the fuzz run. When a fix lands, its xfail test fails
-# (it passes unexpectedly): delete the test and the exemption here.
-#
-# 1. A Jacobian multiplies by a negated mask, spelled `-t0` for a boolean array,
-#    which numpy refuses (TypeError).
-BOOLEAN_NEGATIVE = "The numpy boolean negative"
-# 2. Reverse mode loses the sum over broadcast axes when the adjoint reaching a
-#    broadcast operand is a scalar standing for a whole array: d/ds sum(x + s) is
-#    1, not len(x). Only `+` and `-` pass such an adjoint on unchanged, so a spec
-#    is exempt only if it broadcasts a param-dependent operand of `+` or `-`.
-LAZY_BROADCAST_BUG = True
-# 3. The derivative of a ** b with b not a constant is b * a ** b / a: 0 / 0 at
-#    a = 0 (nan in numpy, ZeroDivisionError for a Python float), where the true
-#    derivative is 0 for b > 1 (`relu(z) ** N`). Exempt: specs with such a power.
-POWER_AT_ZERO_BUG = True
-
-
-def has_a_variable_power(spec: Spec) -> bool:
-    return any(n.op == "pow" for n in build(spec).ops.graph.nodes)
-
-
-def broadcasts_a_param_in_a_sum(spec: Spec) -> bool:
-    model = build(spec)
-    live = depends_on_params(model.ops.graph.nodes)
-    return any(
-        n.op in ("add", "sub") and any(a in live and a.shape != n.shape for a in n.args)
-        for n in model.ops.graph.nodes
-    )
 
 
 def fuzz_settings(examples: int) -> Callable[[Any], Any]:
@@ -160,11 +126,7 @@ def run(spec_bytes: bytes) -> None:
         assert files(base) - {"spec.yaml"} - {"out/__pycache__"} <= made | {
             m for m in files(base) if m.startswith("out/__pycache__")
         }
-        try:
-            check_derivatives(module, spec, seed=len(spec_bytes))
-        except TypeError as exc:
-            if BOOLEAN_NEGATIVE not in str(exc):
-                raise
+        check_derivatives(module, spec, seed=len(spec_bytes))
 
 
 def import_module(path: Path) -> Any:
@@ -213,12 +175,7 @@ def check_derivatives(module: Any, spec_path: Path, seed: int) -> None:
             continue  # e.g. x ** 2.5 at a negative Python float: a complex number
         if not np.all(np.isfinite(value)):
             continue
-        try:
-            derivatives = call(derivative, values)
-        except ZeroDivisionError:
-            if POWER_AT_ZERO_BUG and has_a_variable_power(spec):
-                continue
-            raise
+        derivatives = call(derivative, values)
         for p in derivatives._fields:
             analytic = np.asarray(getattr(derivatives, p), dtype=float)
             shape = (
@@ -227,27 +184,16 @@ def check_derivatives(module: Any, spec_path: Path, seed: int) -> None:
                 else value.shape + np.shape(values[p])
             )
             assert analytic.shape == shape, (name, p, analytic.shape, shape)
-            try:
-                compare(
-                    lambda v, f=function: np.asarray(call(f, v), dtype=float),
-                    values,
-                    p,
-                    analytic,
-                    f"d{name}/d{p}",
-                )
-            except AssertionError:
-                if not known_mismatch(spec, analytic, reverse=name == "L"):
-                    raise
+            compare(
+                lambda v, f=function: np.asarray(call(f, v), dtype=float),
+                values,
+                p,
+                analytic,
+                f"d{name}/d{p}",
+            )
 
 
 OUTSIDE_THE_DOMAIN = (TypeError, ZeroDivisionError, OverflowError, ValueError)
-
-
-def known_mismatch(spec: Spec, analytic: np.ndarray, reverse: bool) -> bool:
-    if reverse and LAZY_BROADCAST_BUG and broadcasts_a_param_in_a_sum(spec):
-        return True
-    nan = not np.all(np.isfinite(analytic))
-    return nan and POWER_AT_ZERO_BUG and has_a_variable_power(spec)
 
 
 def call(function: Callable[..., Any], values: dict[str, Any]) -> Any:
@@ -565,7 +511,8 @@ def _examples(strategy: st.SearchStrategy[str], count: int) -> list[str]:
     return found
 
 
-# ------------------------------------------------------------------ known bugs
+# ------------------------------------------------------------------ bugs it found
+# Three derivation bugs the fuzzer found, fixed; each keeps a regression test.
 
 
 def generate_and_import(text: str) -> Any:
@@ -576,10 +523,7 @@ def generate_and_import(text: str) -> Any:
         return import_module(base / "out" / "spec.py")
 
 
-@pytest.mark.xfail(
-    strict=True, reason="known bug 1: boolean mask negated in a Jacobian"
-)
-def test_known_bug_negated_mask_in_a_jacobian() -> None:
+def test_a_negated_mask_in_a_jacobian_is_a_float_array() -> None:
     module = generate_and_import(
         "gradgen: 1\ninputs: {X: [N, n]}\nparams: {w: [n], b: []}\n"
         "outputs: {o: relu(X @ w - b)}\n"
@@ -588,23 +532,20 @@ def test_known_bug_negated_mask_in_a_jacobian() -> None:
     assert np.allclose(module.jacobian_o(X, w, 0.5).b, -np.ones(4))
 
 
-@pytest.mark.xfail(
-    strict=True, reason="known bug 2: broadcast sum lost in reverse mode"
-)
-def test_known_bug_lazy_adjoint_of_a_broadcast_operand() -> None:
+def test_the_adjoint_of_a_broadcast_operand_sums_every_repetition() -> None:
     module = generate_and_import(
         "gradgen: 1\ninputs: {x: [n]}\nparams: {s: [], w: [n]}\n"
         "loss: sum(x + s) + sum(x + w)\n"
     )
     grads = module.gradients(np.ones(3), 0.5, np.ones(3))
-    assert grads.s == 3.0  # d/ds sum(x + s) = len(x); the module says 1
+    assert grads.s == 3.0  # d/ds sum(x + s) = len(x), not 1
+    assert np.array_equal(grads.w, np.ones(3))
 
 
-@pytest.mark.xfail(strict=True, reason="known bug 3: 0 / 0 in d(a ** b)/da at a = 0")
-def test_known_bug_variable_power_at_zero() -> None:
+def test_a_variable_power_has_a_finite_derivative_at_a_zero_base() -> None:
     module = generate_and_import(
         "gradgen: 1\nparams: {w: [n]}\nloss: sum(relu(w) ** n)\n"
     )
-    with np.errstate(all="ignore"):
+    with np.errstate(all="raise"):
         grads = module.gradients(np.array([-1.0, 1.0, 2.0]))
     assert np.allclose(grads.w, [0.0, 3.0, 12.0])
