@@ -604,3 +604,22 @@ def test_python_m_and_fast_check_import_nothing_heavy(project: Path) -> None:
         "up to date gen/relu_neuron.py",
     ]
     assert probe.stderr.splitlines()[-1] == "0 -", probe.stderr
+
+
+def test_a_long_spec_is_still_recognised_as_generated(project: Path) -> None:
+    """The header sits right under the first docstring line, so a long doc and many
+    `define` entries never push it out of the lines `write.read_header` reads."""
+    doc = "\n".join(f"  line {i} of a long description." for i in range(60))
+    define = "\n".join(f"  d{i}: w * {i + 1}" for i in range(60))
+    spec = project / "specs" / "long.yaml"
+    spec.write_text(
+        f"gradgen: 1\ndoc: |\n{doc}\nparams: {{w: [n]}}\ndefine:\n{define}\n"
+        "loss: sum(d59 * d0)\n",
+        encoding="utf-8",
+    )
+    assert gradgen("generate", spec).exit_code == 0
+    assert write.read_header((project / "gen" / "long.py").read_text()) is not None
+    edit(spec, "sum(d59 * d0)", "sum(d59 * d1)")
+    again = gradgen("generate", spec)
+    assert again.exit_code == 0, again.stderr
+    assert again.stdout.strip() == f"wrote {Path('gen') / 'long.py'}"
