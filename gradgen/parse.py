@@ -66,7 +66,7 @@ _ARITY: dict[str, int] = {name: 1 for name in FUNCTIONS} | {
     "min": 2,
     "dot": 2,
 }
-_REDUCTIONS = frozenset({"sum", "mean"})
+_REDUCTIONS = frozenset({"sum", "mean", "logsumexp"})
 _FUNCTION_LIST = ", ".join(sorted(FUNCTIONS))
 
 _COMPARISONS: dict[type[ast.cmpop], str] = {
@@ -470,7 +470,11 @@ class Parser:
         for kw in node.keywords:
             if kw.arg != "axis" or name not in _REDUCTIONS:
                 shown = "**" if kw.arg is None else kw.arg
-                only = " (only `axis`, for sum and mean)" if kw.arg != "axis" else ""
+                only = (
+                    " (only `axis`, for sum, mean and logsumexp)"
+                    if kw.arg != "axis"
+                    else ""
+                )
                 raise ExpressionError(
                     f"`{name}` takes no keyword argument `{shown}`{only}", self._at(kw)
                 )

@@ -500,6 +500,7 @@ RULES: dict[str, Rule] = {
         ),
         logsumexp_vjp,
         logsumexp_jvp,
+        user=True,
     ),
     "matmul": Rule(
         2,

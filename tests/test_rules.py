@@ -49,6 +49,8 @@ CASES = {
     "transpose": "W.T @ x",
     "stack": "[s * s, sum(x), s]",
     "mean_all": "mean(W) + x",
+    "logsumexp": "logsumexp(A * x, axis=1)",
+    "logsumexp_all": "logsumexp(W) * x + logsumexp(x, axis=0)",
 }
 
 
