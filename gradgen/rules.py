@@ -382,6 +382,25 @@ def stack_jvp(ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node) -> Node
     return ops.stack(parts)
 
 
+def reduction(function: str, vjp: Vjp, jvp: Jvp, helper: str | None = None) -> Rule:
+    """A reduction over all elements, or along `axis=0|1` (its one attribute)."""
+    name = function.removeprefix("np.").lstrip("_")
+    return Rule(
+        1,
+        lambda s, a: shapes.reduce(s[0], a[0], name),  # type: ignore[arg-type]
+        Spelling(
+            function + "({0}{axis})",
+            ATOM,
+            (0,),
+            helper=helper,
+            fields=lambda axis: {"axis": axis_arg(axis)},
+        ),
+        vjp,
+        jvp,
+        user=True,
+    )
+
+
 # --- the table ----------------------------------------------------------------------
 
 
@@ -461,47 +480,10 @@ RULES: dict[str, Rule] = {
         sp.log(1 + sp.exp(X)), "np.logaddexp(0, {0})", stable=SIGMOID(X)
     ),
     # reductions and linear algebra
-    "sum": Rule(
-        1,
-        lambda s, a: shapes.reduce(s[0], a[0], "sum"),  # type: ignore[arg-type]
-        Spelling(
-            "np.sum({0}{axis})",
-            ATOM,
-            (0,),
-            fields=lambda axis: {"axis": axis_arg(axis)},
-        ),
-        sum_vjp,
-        sum_jvp,
-        user=True,
-    ),
-    "mean": Rule(
-        1,
-        lambda s, a: shapes.reduce(s[0], a[0], "mean"),  # type: ignore[arg-type]
-        Spelling(
-            "np.mean({0}{axis})",
-            ATOM,
-            (0,),
-            fields=lambda axis: {"axis": axis_arg(axis)},
-        ),
-        mean_vjp,
-        mean_jvp,
-        user=True,
-    ),
+    "sum": reduction("np.sum", sum_vjp, sum_jvp),  # grad sum(x) = 1^T
+    "mean": reduction("np.mean", mean_vjp, mean_jvp),  # mean = sum / count
     # logsumexp(x) = log(sum(exp(x))), through a helper that factors out the maximum
-    "logsumexp": Rule(
-        1,
-        lambda s, a: shapes.reduce(s[0], a[0], "logsumexp"),  # type: ignore[arg-type]
-        Spelling(
-            "_logsumexp({0}{axis})",
-            ATOM,
-            (0,),
-            helper="logsumexp",
-            fields=lambda axis: {"axis": axis_arg(axis)},
-        ),
-        logsumexp_vjp,
-        logsumexp_jvp,
-        user=True,
-    ),
+    "logsumexp": reduction("_logsumexp", logsumexp_vjp, logsumexp_jvp, "logsumexp"),
     "matmul": Rule(
         2,
         lambda s, _: shapes.matmul(s[0], s[1]),
