@@ -157,7 +157,7 @@ def validate(
     params_node = root.get("params")
     if params_node is None and "params" not in misspelt:
         c.error(start, "the spec has no `params`: nothing to differentiate")
-    elif _is_empty(params_node):
+    elif params_node is not None and _is_empty(params_node):
         c.error(params_node.loc, "`params` is empty: nothing to differentiate")
     optimizer = _optimizer(root.get("optimizer"), c, start)
     _check_names(inputs, params, define, outputs, dims, c)
@@ -202,9 +202,10 @@ def _check_expressions(root: YMap, spec: Spec, c: Collector) -> None:
     """
     from .model import expression_diagnostics  # model.py imports this module
 
-    sections = [root.get(k) for k in ("inputs", "params")]
+    declarations = [root.get(k) for k in ("inputs", "params")]
     if any(
-        s is not None and not (isinstance(s, YMap) or _is_empty(s)) for s in sections
+        s is not None and not (isinstance(s, YMap) or _is_empty(s))
+        for s in declarations
     ):
         return
     # Names under a misspelt key (`parms:`) were meant as declarations too.
@@ -215,7 +216,13 @@ def _check_expressions(root: YMap, spec: Spec, c: Collector) -> None:
         for section in sections
         for k, _ in _entries(root.get(section) or YMap((), spec.loc))
     }
-    kept = {e.name for e in (*spec.inputs, *spec.params, *spec.define, *spec.outputs)}
+    entries: tuple[Declaration | Definition, ...] = (
+        *spec.inputs,
+        *spec.params,
+        *spec.define,
+        *spec.outputs,
+    )
+    kept = {e.name for e in entries}
     for d in expression_diagnostics(spec, declared - kept):
         c.diagnostics.append(d)
 
@@ -510,7 +517,7 @@ def _optimizer(node: YNode | None, c: Collector, start: Location) -> Optimizer:
                 f"the optimizer `rule` is one of {rules}, not {_kind(rule_node)}",
             )
     hyper = dict(OPTIMIZERS[rule])
-    for key, value in node.entries:
+    for key, given in node.entries:
         k = key_text(key)
         if k == "rule":
             continue
@@ -522,13 +529,13 @@ def _optimizer(node: YNode | None, c: Collector, start: Location) -> Optimizer:
                 f"{did_you_mean(k, hyper)}; it takes {known}",
             )
             continue
-        number = _number(value)
+        number = _number(given)
         if number is None:
-            c.error(value.loc, f"`{k}` must be a finite number, not {_kind(value)}")
+            c.error(given.loc, f"`{k}` must be a finite number, not {_kind(given)}")
         elif k in ("lr", "eps") and number <= 0:
-            c.error(value.loc, f"`{k}` must be positive, not {number:g}")
+            c.error(given.loc, f"`{k}` must be positive, not {number:g}")
         elif k.startswith("beta") and not 0 <= number < 1:
-            c.error(value.loc, f"`{k}` must be in [0, 1), not {number:g}")
+            c.error(given.loc, f"`{k}` must be in [0, 1), not {number:g}")
         else:
             hyper[k] = number
     return Optimizer(rule, tuple(hyper.items()), node.loc)
@@ -554,7 +561,13 @@ def _check_names(
                     " rename one of them",
                 )
     seen: dict[str, Location] = {}
-    for entry in (*inputs, *params, *define, *outputs):
+    entries: tuple[Declaration | Definition, ...] = (
+        *inputs,
+        *params,
+        *define,
+        *outputs,
+    )
+    for entry in entries:
         name, loc = entry.name, entry.loc
         if name in seen:
             c.error(loc, f"`{name}` is already defined at line {seen[name].line}")
