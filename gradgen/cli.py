@@ -34,6 +34,7 @@ import typer
 from . import __version__, write
 from .config import Config, SpecOverride, load_config
 from .errors import Diagnostic, Location, SpecError
+from .load import YMap, YScalar, load_yaml, read_spec_bytes
 
 if TYPE_CHECKING:
     from .pipeline import Generated
@@ -340,18 +341,16 @@ def _up_to_date_target(job: Job) -> Path | None:
         verdict = write.fast_verdict(
             target,
             version=__version__,
-            spec_sha256=write.spec_digest(job.spec.read_bytes(), job.name),
+            spec_sha256=write.spec_digest(read_spec_bytes(job.spec), job.name),
             spec=write.relative_spec(job.spec, job.out_dir),
         )
-    except OSError:
+    except (OSError, SpecError):
         return None
     return target if verdict is write.Verdict.UP_TO_DATE else None
 
 
 def _declared_name(spec: Path) -> str | None:
     """The module name a spec declares, read cheaply; None when unsure (then derive)."""
-    from .load import YMap, YScalar, load_yaml
-
     try:
         root = load_yaml(spec)
     except SpecError:

@@ -595,8 +595,9 @@ def load_yaml_text(text: str | bytes, path: str) -> YNode:
     return _Composer(source, path).load()
 
 
-def load_yaml(path: pathlib.Path, display_path: str | None = None) -> YNode:
-    """Read and parse the spec at `path`; locations use `display_path` if given."""
+def read_spec_bytes(path: pathlib.Path, display_path: str | None = None) -> bytes:
+    """The bytes of the spec at `path`, reading no more than the size limit allows
+    (so a huge file, or /dev/zero, is refused without being read)."""
     shown = display_path if display_path is not None else str(path)
     try:
         with path.open("rb") as handle:
@@ -611,4 +612,10 @@ def load_yaml(path: pathlib.Path, display_path: str | None = None) -> YNode:
         raise SpecError(
             [Diagnostic(Location(shown), f"cannot read the spec: {reason}")]
         ) from None
-    return load_yaml_text(data, shown)
+    return data
+
+
+def load_yaml(path: pathlib.Path, display_path: str | None = None) -> YNode:
+    """Read and parse the spec at `path`; locations use `display_path` if given."""
+    shown = display_path if display_path is not None else str(path)
+    return load_yaml_text(read_spec_bytes(path, shown), shown)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import __version__, derive, explain, write
 from .formatting import format_python
+from .load import read_spec_bytes
 from .model import build
 from .render import render_module
 from .spec import read_spec
@@ -39,9 +40,10 @@ def generate(
     display: str | None = None,
     dump: str | None = None,
 ) -> Generated:
-    spec_bytes = spec_path.read_bytes() if spec_path.is_file() else b""
-    digest = spec_digest(spec_bytes, name)
-    spec = read_spec(spec_path, display, name)
+    shown = display or str(spec_path)
+    data = read_spec_bytes(spec_path, shown)  # read once: hashed and parsed alike
+    digest = spec_digest(data, name)
+    spec = read_spec(spec_path, shown, name, data)
     target = out_dir / f"{spec.name}.py"
     if dump == "spec":
         return Generated(spec_path, spec.name, target, explain.spec_text(spec), digest)

@@ -26,7 +26,8 @@ from .load import (
     YSeq,
     control_character,
     key_text,
-    load_yaml,
+    load_yaml_text,
+    read_spec_bytes,
     show_text,
 )
 
@@ -104,10 +105,18 @@ class Spec:
     loc: Location
 
 
-def read_spec(path: Path, display: str | None = None, name: str | None = None) -> Spec:
-    """Load and validate a spec file; `name` overrides the module name."""
+def read_spec(
+    path: Path,
+    display: str | None = None,
+    name: str | None = None,
+    data: bytes | None = None,
+) -> Spec:
+    """Load and validate a spec file; `name` overrides the module name; `data`, the
+    file's bytes when the caller has already read them."""
     shown = display or str(path)
-    return validate(load_yaml(path, shown), shown, path.stem, name)
+    if data is None:
+        data = read_spec_bytes(path, shown)
+    return validate(load_yaml_text(data, shown), shown, path.stem, name)
 
 
 def validate(
