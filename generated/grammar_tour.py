@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/grammar_tour.yaml
 spec-sha256: 95f44d4952aa211a009dfb95fdb564acca1cf7c24e5b204ec2e86c68921c616f
-body-sha256: 880499d20b8d8f4e0ed681763a84ceb63f98f87ced51f773f05e482ac1e18616
+body-sha256: b53b7985b5bba1aef2a593319a99d28f72b0c4f0d8f7acc6c4a88b60741c031e
 
 Exercises the rest of the expression grammar in one smooth-enough loss: a bias row, a leaky ReLU built from max(0, z) and min(z, 0), abs, square, sqrt, exp, log, cos, tanh, sigmoid, unary minus, division, .T, dot, sum(..., axis=0), mean(..., axis=1), a dim used as a number, a scalar input and a scalar param broadcast over arrays. Every argument stays inside its domain (sqrt(square(.) + 1), log(1 + exp(.))). Trained with momentum with a non-default beta. The outputs depend on only some of the params and inputs.
 
@@ -206,8 +206,8 @@ def jacobian_activation(
     Z = X @ W + c
     t0 = np.eye(k)
     t1 = np.einsum("ip,jq->ijpq", X, t0)
-    t2 = (np.maximum(0, Z) != 0).astype(float)
-    t3 = (np.minimum(Z, 0) != 0).astype(float)
+    t2 = np.asarray(np.maximum(0, Z) != 0, dtype=float)
+    t3 = np.asarray(np.minimum(Z, 0) != 0, dtype=float)
     t4 = t0[None]
     return ActivationJacobian(
         W=t1 * t2[..., None, None] + 0.1 * (t1 * t3[..., None, None]),

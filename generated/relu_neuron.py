@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/relu_neuron.yaml
 spec-sha256: 13c44e6eeee1a69a117039719489234068023a3f6febd8c2162e272814fa5c5c
-body-sha256: bfb143ca8441a564cbd490a600d6966473ce8bdd0b438384f742b946098d16e0
+body-sha256: c9b3e37e25e1719d63d08747611001dc8f024f80393709e2492c9e82faaea026
 
 One ReLU neuron fitted by mean squared error.
 
@@ -108,5 +108,5 @@ def prediction(X: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
 def jacobian_prediction(X: np.ndarray, w: np.ndarray, b: float) -> PredictionJacobian:
     """The Jacobians of `prediction`: shape [N] + each param's shape."""
     z = X @ w + b
-    t0 = (z > 0).astype(float)
+    t0 = np.asarray(z > 0, dtype=float)
     return PredictionJacobian(w=X * t0[..., None], b=t0)

@@ -15,12 +15,12 @@ import jinja2
 
 from . import naming
 from .derive import Derivation, jacobian
-from .graph import Node
+from .graph import Node, leaves_of
 from .model import Model
 from .printer import Body, print_body
 from .rules import number
 from .shapes import show
-from .simplify import lower_powers
+from .simplify import lower_powers, owned
 from .write import PLACEHOLDER
 
 
@@ -96,20 +96,22 @@ def render_module(
     helpers: set[str] = set()
     if derivation is not None and model.loss is not None:
         forward = _body(model, [model.loss], all_args, {})
-        gradient_names = {
-            g: naming.gradient(p) for p, g in derivation.gradients.items()
-        }
-        adjoint_names = {
-            adj: naming.gradient(model.names[node])
-            for node, adj in derivation.adjoints.items()
-            if node in model.names
-        }
-        backward = _body(
-            model,
-            [model.loss, *derivation.gradients.values()],
-            all_args,
-            {**adjoint_names, **gradient_names},
-        )
+        # dL_dw for each param's gradient, then dL_dz for the spec's other named
+        # variables; a node keeps the first name it gets (the spec's own first).
+        names: dict[Node, str] = {}
+        for p, g in derivation.gradients.items():
+            names.setdefault(g, naming.gradient(p))
+        for node, adjoint in derivation.adjoints.items():
+            if node in model.names:
+                names.setdefault(adjoint, naming.gradient(model.names[node]))
+        gradients: list[Node] = []
+        for i, g in enumerate(derivation.gradients.values()):
+            # two params with the same gradient still get two arrays
+            twin = g in gradients
+            gradients.append(
+                model.ops.make("copy", g, attrs=(i,), shape=g.shape) if twin else g
+            )
+        backward = _body(model, [model.loss, *gradients], all_args, names)
         loss_value, *grads = backward.results
         functions += [
             Function(
@@ -132,9 +134,10 @@ def render_module(
         helpers |= forward.helpers | backward.helpers
     outputs: list[Output] = []
     for out_name, node in model.outputs.items():
-        args = model.arguments_of([node])
-        deps = [p for p in model.params if p in args]
-        value = _body(model, [node], args, {})
+        args = model.arguments_of([node])  # may add an array only to read a dim
+        depends = leaves_of([node], "param")
+        deps = [p for p in model.params if p in depends]
+        value = _body(model, [owned(model.ops, node)], args, {})
         jac = _body(
             model, [jacobian(model.ops, node, model.params[p]) for p in deps], args, {}
         )
@@ -199,7 +202,8 @@ def _body(
     model: Model, results: list[Node], args: list[str], names: dict[Node, str]
 ) -> Body:
     preferred = {n: name for n, name in model.names.items() if name not in args}
-    preferred.update(names)
+    for n, name in names.items():
+        preferred.setdefault(n, name)  # never rename a variable the spec named
     lowered = lower_powers(model.ops, results)
     renamed = {lowered[n]: name for n, name in preferred.items() if n in lowered}
     return print_body(

@@ -247,13 +247,11 @@ def logsumexp_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
 
 
 def stack_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+    # [e1, ..., ek]: element i receives g[i]; a g broadcast along the vector (a
+    # scalar, or size 1) gives every element the same value
     if g.rank == 0:
         return g
-    return ops.index(g, i)  # [e1, ..., ek]: element i receives g[i]
-
-
-def index_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node | None:
-    return None  # only built by derivatives, never differentiated
+    return ops.index(g, 0 if g.shape[0] == 1 else i)
 
 
 # --- forward-mode (Jacobian) rules ----------------------------------------------------
@@ -501,11 +499,11 @@ RULES: dict[str, Rule] = {
     "stack": Rule(-1, None, Spelling("np.array([{args}])"), stack_vjp, stack_jvp),
     # plumbing built only by derivative rules, never differentiated; shapes given by Ops
     "sign": Rule(1, same, Spelling("np.sign({0})", ATOM, (0,))),
-    "gt": Rule(2, None, Spelling("({0} > {1})", ATOM, _CMP)),
-    "eq": Rule(2, None, Spelling("({0} == {1})", ATOM, _CMP)),
-    "ne": Rule(2, None, Spelling("({0} != {1})", ATOM, _CMP)),
+    "gt": Rule(2, None, Spelling("{0} > {1}", CMP, _CMP)),
+    "eq": Rule(2, None, Spelling("{0} == {1}", CMP, _CMP)),
+    "ne": Rule(2, None, Spelling("{0} != {1}", CMP, _CMP)),
     "xlogy": Rule(2, None, Spelling("_xlogy({0}, {1})", helper="xlogy")),
-    "as_float": Rule(1, None, Spelling("{0}.astype(float)", ATOM, (ATOM,))),
+    "as_float": Rule(1, None, Spelling("np.asarray({0}, dtype=float)")),
     "index": Rule(
         1, None, Spelling("{0}[{i}]", ATOM, (ATOM,), fields=lambda i: {"i": str(i)})
     ),
@@ -521,6 +519,7 @@ RULES: dict[str, Rule] = {
     ),
     "outer": Rule(2, None, Spelling("np.outer({0}, {1})")),
     "fill": Rule(2, None, Spelling("np.full({1}, {0}, dtype=float)")),
+    "copy": Rule(1, None, Spelling("np.array({0}, dtype=float)")),
     "shape": Rule(
         -1,
         None,

@@ -141,6 +141,8 @@ def _powc(
     k = float(attrs[0])  # type: ignore[arg-type]
     if k == 1:
         return a
+    if k == 0:  # a**0 = 1, with a's shape; its derivative is 0 (not 0 * a**-1)
+        return ops.const(1.0) if a.rank == 0 else ops.fill(ops.const(1.0), a)
     if k == 0.5:
         return ops.call("sqrt", a)
     if k.is_integer() and -MAX_PRODUCT_POWER <= k <= -1:
@@ -233,14 +235,39 @@ def _reshape_noop(
     return a if attrs[0] == 0 or a.rank == 0 else None
 
 
+#: Ops whose numpy result can be a view of their first operand's memory.
+VIEWS = frozenset(
+    {"transpose", "swap01", "index", "expand_dims", "tfill", "lift", "trail", "reshape"}
+)
+
+
+def borrowed(node: Node) -> bool:
+    """True if the value is (a view of) an array the caller passed in."""
+    while node.op in VIEWS:
+        node = node.args[0]
+    return node.op in ("input", "param")
+
+
+def constant(node: Node) -> bool:
+    """True if the value is built from literals and dims only (a Python number)."""
+    return not any(n.op in ("input", "param") for n in ancestors([node]))
+
+
+def owned(ops: Ops, node: Node) -> Node:
+    """The value as a fresh float array that the caller may keep and modify: never
+    the caller's own array (or a view of it) nor a Python int."""
+    if borrowed(node) or constant(node):
+        return ops.make("copy", node, shape=node.shape)
+    return node
+
+
 def _exact(
     ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
 ) -> Node | None:
     """A fresh result array (`fill`, `tfull`) of a shape the value already has: the
-    value itself, unless it is the caller's array (never handed back by reference)
-    or a constant (returned as a float array, not a Python int)."""
+    value itself, if it is a fresh float array already (see `owned`)."""
     a = args[0]
-    if a.shape != shape or a.op in ("input", "param", "const"):
+    if a.shape != shape or borrowed(a) or constant(a):
         return None
     return ops.make("as_float", a, shape=shape) if a.op in MASKS else a
 
