@@ -507,10 +507,8 @@ def generate_command(
             raise typer.Exit(FAILED)
         for plan in plans:
             run.job = plan.job
-            if plan.generated is None:
-                report.line(f"unchanged {_display(plan.target)}", detail=True)
-            else:
-                _write(plan.generated, force, report)
+            assert plan.generated is not None  # generate always derives
+            _write(plan.generated, force, report)
         run.job = None
         raise typer.Exit(FAILED if report.errors else OK)
 

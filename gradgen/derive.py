@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from .graph import LEAVES, Node, ancestors
 from .ops import Ops
-from .rules import RULES
+from .rules import RULES, total
 
 
 @dataclass(frozen=True)
@@ -52,13 +52,6 @@ def depends_on_params(nodes: list[Node]) -> set[Node]:
         if n.op == "param" or any(a in live for a in n.args):
             live.add(n)
     return live
-
-
-def total(ops: Ops, terms: list[Node]) -> Node:
-    out = terms[0]
-    for t in terms[1:]:
-        out = ops.add(out, t)
-    return out
 
 
 def unbroadcast(ops: Ops, g: Node, arg: Node, out: Node) -> Node:
@@ -110,7 +103,8 @@ def gradients(ops: Ops, loss: Node, params: list[Node]) -> Derivation:
         contributions = pending.pop(node, None)
         if not contributions or node not in live:
             continue
-        g = total(ops, contributions)
+        g = total(ops, *contributions)
+        assert g is not None
         adjoints[node] = g
         partials: list[tuple[int, Node]] = []
         if node.op not in LEAVES:

@@ -117,10 +117,3 @@ class Temporaries:
             if name not in self.taken:
                 self.taken.add(name)
                 return name
-
-    def claim(self, name: str) -> str:
-        """`name`, or `name_`, `name__`... if it is taken."""
-        while name in self.taken:
-            name += "_"
-        self.taken.add(name)
-        return name

@@ -28,13 +28,13 @@ from .errors import Location, did_you_mean
 from .graph import Node
 from .load import control_character
 from .ops import Ops
-from .rules import FUNCTIONS, number
+from .rules import FUNCTIONS, RULES, number
 from .shapes import ShapeError, show
 
 MAX_LENGTH = 10_000  # characters in one expression
 MAX_DEPTH = 64  # nesting of parentheses, calls, unary and right-hand operands
 MAX_EXPONENT = 1000  # |k| in x ** k for a constant k
-MAX_VECTOR = 1000  # elements of a vector literal `[a, b, ...]`
+MAX_VECTOR = 1000  # elements of a vector literal `[a, b, ...]` (or a YAML list)
 
 _BINOPS: dict[type[ast.operator], str] = {
     ast.Add: "add",
@@ -60,14 +60,11 @@ _SYMBOLS: dict[type[ast.operator], str] = {
     ast.BitAnd: "&",
 }
 
-#: Calls with their allowed operand counts (the axis keyword aside).
-_ARITY: dict[str, int] = {name: 1 for name in FUNCTIONS} | {
-    "max": 2,
-    "min": 2,
-    "dot": 2,
-}
-_REDUCTIONS = frozenset({"sum", "mean", "logsumexp"})
+#: Calls with their operand counts (the axis keyword aside), from the rule table.
+_ARITY: dict[str, int] = {name: RULES[op].arity for name, op in FUNCTIONS.items()}
+_REDUCTIONS = frozenset(name for name, op in FUNCTIONS.items() if RULES[op].axis)
 _FUNCTION_LIST = ", ".join(sorted(FUNCTIONS))
+_AXIS_LIST = ", ".join(sorted(_REDUCTIONS))
 
 _COMPARISONS: dict[type[ast.cmpop], str] = {
     ast.Eq: "==",

@@ -63,6 +63,7 @@ class Rule:
     elementwise: tuple[sp.Expr, sp.Expr | None, sp.Expr | None] | None = None
     user: bool = False  # callable by name from a spec expression
     broadcasts: bool = False  # operands broadcast to the output's shape (numpy rules)
+    axis: bool = False  # takes an optional `axis=0|1` (its one attribute)
 
 
 # --- shape rules ------------------------------------------------------------------
@@ -74,10 +75,6 @@ def same(shapes_: tuple[Shape, ...], _: tuple[object, ...]) -> Shape:
 
 def broadcast_shape(op: str) -> ShapeRule:
     return lambda s, _: shapes.broadcast(s[0], s[1], op)
-
-
-def first_shape(s: tuple[Shape, ...], _: tuple[object, ...]) -> Shape:
-    return s[0]
 
 
 # --- helpers shared by the rules ----------------------------------------------------
@@ -396,6 +393,7 @@ def reduction(function: str, vjp: Vjp, jvp: Jvp, helper: str | None = None) -> R
         vjp,
         jvp,
         user=True,
+        axis=True,
     )
 
 

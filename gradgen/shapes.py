@@ -36,14 +36,6 @@ def broadcast(a: Shape, b: Shape, op: str) -> Shape:
     return tuple(reversed(out))  # type: ignore[arg-type]
 
 
-def broadcasts_to(small: Shape, big: Shape) -> bool:
-    """True when `small` stretches to `big` without changing `big`."""
-    try:
-        return broadcast(small, big, "") == big
-    except ShapeError:
-        return False
-
-
 def matmul(a: Shape, b: Shape) -> Shape:
     """numpy `@` for ranks 1 and 2: [m,k]@[k,n]=[m,n], [m,k]@[k]=[m], [k]@[k,n]=[n], [k]@[k]=[]."""
     if not a or not b or len(a) > 2 or len(b) > 2:

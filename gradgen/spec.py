@@ -30,6 +30,7 @@ from .load import (
     read_spec_bytes,
     show_text,
 )
+from .parse import MAX_VECTOR
 
 FORMAT_VERSION = 1
 TOP_LEVEL = (
@@ -45,7 +46,6 @@ TOP_LEVEL = (
 )
 MAX_RANK = 2
 MAX_ENTRIES = 1000  # names in one section
-MAX_VECTOR = 1000  # elements of a vector written as a YAML list
 MAX_DOC = 10_000  # characters
 MAX_MODULE_NAME = 100  # characters; the file name adds `.py`
 #: Modules a generated module could hide from its importer (or from itself).
@@ -170,25 +170,13 @@ def validate(
         c.error(params_node.loc, "`params` is empty: nothing to differentiate")
     optimizer = _optimizer(root.get("optimizer"), c, start)
     _check_names(inputs, params, define, outputs, dims, c)
-    if c:
-        spec = Spec(
-            path,
-            name,
-            doc,
-            inputs,
-            params,
-            define,
-            loss,
-            outputs,
-            optimizer,
-            dims,
-            start,
-        )
-        _check_expressions(root, spec, c)
-    c.raise_if_any()
-    return Spec(
+    spec = Spec(
         path, name, doc, inputs, params, define, loss, outputs, optimizer, dims, start
     )
+    if c:  # report the expressions' problems together with the spec's
+        _check_expressions(root, spec, c)
+    c.raise_if_any()
+    return spec
 
 
 def _is_empty(node: YNode) -> bool:

@@ -10,7 +10,8 @@ import pytest
 from gradgen.errors import SpecError
 from gradgen.load import load_yaml_text
 from gradgen.model import build
-from gradgen.spec import MAX_VECTOR, Spec, read_spec, validate
+from gradgen.parse import MAX_VECTOR
+from gradgen.spec import Spec, read_spec, validate
 
 GOOD = "gradgen: 1\ninputs:\n  x: [n]\nparams:\n  w: [n]\nloss: sum(x * w)\n"
 
