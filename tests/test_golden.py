@@ -46,3 +46,13 @@ def test_generated_is_black_clean() -> None:
         text=True,
     )
     assert run.returncode == 0, run.stderr
+
+
+def test_readme_shows_the_real_generated_code() -> None:
+    """The README's excerpt of generated/relu_neuron.py is the file's own text."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    excerpt = readme.split("```python\ndef loss_and_gradients(", 1)[1].split("```", 1)[
+        0
+    ]
+    module = (GENERATED / "relu_neuron.py").read_text(encoding="utf-8")
+    assert "def loss_and_gradients(" + excerpt in module
