@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/softmax_regression.yaml
 spec-sha256: 3932443e86754dedc4f5d5e1a24f85ce7c0157185913d7fae88b3a74cda25f77
-body-sha256: 389b50c82bc00862ba769a91c8cfc512bc55ab6fff439ec6bfd3897571b7ff69
+body-sha256: 620e28dec9fa48aefddfd602cb522478ec96536b22f7be32c935eeefce8dbbb7
 
 Multinomial logistic regression: softmax cross-entropy over k classes, written the textbook way as log(sum(exp(Z))) - sum(Y * Z). gradgen recognises the log-sum-exp and emits a stable form, so logits in the thousands stay finite, and the gradient comes out as (softmax(Z) - Y) / N.
 
@@ -142,7 +142,5 @@ def jacobian_log_normaliser(
     k = np.shape(W)[1]
     Z = X @ W + b
     t0 = np.exp(Z - _logsumexp(Z, axis=1)[:, None])
-    t1 = np.eye(k)
-    t2 = np.sum(np.einsum("ip,jq->ijpq", X, t1) * t0[..., None, None], axis=1)
-    t3 = np.sum(np.broadcast_to(t1[None], (N, k, k)) * t0[..., None], axis=1)
-    return LogNormaliserJacobian(W=t2, b=t3)
+    t1 = np.sum(np.broadcast_to(np.eye(k)[None], (N, k, k)) * t0[..., None], axis=1)
+    return LogNormaliserJacobian(W=np.einsum("ij,ik->ijk", X, t0), b=t1)

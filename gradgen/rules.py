@@ -563,10 +563,10 @@ RULES: dict[str, Rule] = {
     "eye": Rule(1, None, Spelling("np.eye({0})")),
     "reshape": Rule(2, None, Spelling("{0}.reshape({1})", ATOM, (ATOM, 0))),
     "einsum": Rule(
-        2,
+        -1,
         None,
         Spelling(
-            'np.einsum("{subscripts}", {0}, {1})', fields=lambda s: {"subscripts": s}
+            'np.einsum("{subscripts}", {args})', fields=lambda s: {"subscripts": s}
         ),
     ),
     "swap01": Rule(1, None, Spelling("np.swapaxes({0}, 0, 1)")),

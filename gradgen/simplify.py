@@ -23,6 +23,7 @@ import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from . import factor
 from .graph import Node, Shape, ancestors
 
 if TYPE_CHECKING:
@@ -106,6 +107,11 @@ def _mul(
         return ops.neg(ops.mul(a, b.args[0]))
     if b.is_const and not a.is_const:
         return ops.mul(b, a)  # constants first: 2 * x, as people write it
+    for tangent, other in ((a, b), (b, a)):
+        if other.op == "trail":  # a factored Jacobian times an element-wise factor
+            made = factor.times_elementwise(ops, tangent, other.args[0], shape)
+            if made is not None:
+                return made
     return None
 
 
@@ -295,7 +301,21 @@ def _transpose(
 def _sum_axes(
     ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
 ) -> Node | None:
-    return args[0] if attrs[0] == () else None
+    if attrs[0] == ():
+        return args[0]
+    if args[0].op == "einsum":  # a factored Jacobian: the axis leaves the output
+        return factor.drop(ops, args[0], attrs[0], shape)  # type: ignore[arg-type]
+    return None
+
+
+def _einsum(
+    ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+) -> Node | None:
+    """A matmul tangent of a factored Jacobian joins its product."""
+    (subscripts,) = attrs
+    if "..." not in str(subscripts) or not any(a.op == "einsum" for a in args):
+        return None
+    return factor.contract(ops, str(subscripts), args, shape)
 
 
 _REWRITES: dict[
@@ -315,4 +335,5 @@ _REWRITES: dict[
     "tfull": _exact,
     "sum_axes": _sum_axes,
     "transpose": _transpose,
+    "einsum": _einsum,
 }

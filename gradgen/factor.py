@@ -1,0 +1,165 @@
+"""Factored tangents: Jacobians kept as einsum products, identity factors eliminated.
+
+Forward mode carries, for a param W of shape [n, h], tangents with W's axes appended.
+The tangent of Z = X @ W is T[i, j, p, q] = X[i, p] delta(j, q): written out it is an
+[N, h, n, h] array, h times larger than needed, and pushing it through the next
+layer's `@ W2` would contract an identity. Kept as the einsum `ip,jq->ijpq` of X and
+eye(h), it stays a product of small factors:
+
+* an element-wise factor f (same shape as the value) joins the product:
+  T * f[..., None, None] is `ip,jq,ij->ijpq`;
+* a contraction joins too: T @ W2 over j is `ip,jq,ij,jk->ikpq`;
+* a sum over a value axis drops that label from the output;
+* and an identity whose label is summed over is eliminated by renaming
+  (sum_j delta(j, q) g[j] = g[q]): `ip,iq,qk->ikpq`, exactly what one writes by hand.
+
+The product is printed as one `np.einsum`; no identity or oversized array is built.
+Only einsums with explicit labels take part; anything else uses the value as is.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import TYPE_CHECKING
+
+from .graph import Node, Shape
+
+if TYPE_CHECKING:
+    from .ops import Ops
+
+Factors = list[tuple[Node, str]]  # (operand, its labels)
+
+
+def explicit(node: Node) -> tuple[Factors, str] | None:
+    """The factors and output labels of a product node, or None."""
+    if node.op == "einsum":
+        (subscripts,) = node.attrs
+        assert isinstance(subscripts, str)
+        if "..." in subscripts:
+            return None
+        inputs, output = subscripts.split("->")
+        return list(zip(node.args, inputs.split(","), strict=True)), output
+    if node.op == "eye":
+        return [(node, "ab")], "ab"
+    return None
+
+
+def _fresh(used: set[str]) -> str:
+    for letter in string.ascii_letters:
+        if letter not in used:
+            used.add(letter)
+            return letter
+    raise ValueError("an einsum with more than 52 labels")
+
+
+def _rename(factors: Factors, output: str, old: str, new: str) -> tuple[Factors, str]:
+    return [(n, s.replace(old, new)) for n, s in factors], output.replace(old, new)
+
+
+def product(ops: Ops, factors: Factors, output: str, shape: Shape) -> Node:
+    """The einsum of the factors, identities over summed labels eliminated."""
+    changed = True
+    while changed:
+        changed = False
+        for k, (node, labels) in enumerate(factors):
+            if node.op != "eye" or len(factors) == 1:
+                continue
+            a, b = labels[0], labels[1]
+            others = [s for j, (_, s) in enumerate(factors) if j != k]
+            for gone, kept in ((a, b), (b, a)):
+                if gone not in output and any(gone in s for s in others):
+                    rest = factors[:k] + factors[k + 1 :]
+                    factors, output = _rename(rest, output, gone, kept)
+                    changed = True
+                    break
+            if changed:
+                break
+    factors, output = _canonical(factors, output)
+    spec = ",".join(s for _, s in factors) + "->" + output
+    return ops.make("einsum", *(n for n, _ in factors), attrs=(spec,), shape=shape)
+
+
+_READABLE = "ijklmnpqrstuvwxyzabcdefgh" + string.ascii_uppercase
+
+
+def _canonical(factors: Factors, output: str) -> tuple[Factors, str]:
+    """Labels renamed i, j, k, ... in order of appearance, output first: the same
+    product always prints the same, whatever labels the merging used."""
+    order: list[str] = []
+    for c in output + "".join(s for _, s in factors):
+        if c not in order:
+            order.append(c)
+    table = str.maketrans({c: _READABLE[i] for i, c in enumerate(order)})
+    return [(n, s.translate(table)) for n, s in factors], output.translate(table)
+
+
+def relabel(ops: Ops, node: Node, used: set[str]) -> tuple[Factors, str] | None:
+    """`explicit(node)` with its labels renamed apart from `used` (which grows)."""
+    found = explicit(node)
+    if found is None:
+        return None
+    factors, output = found
+    mapping: dict[str, str] = {}
+    for label in sorted({c for _, s in factors for c in s} | set(output)):
+        mapping[label] = _fresh(used)
+    table = str.maketrans(mapping)
+    return [(n, s.translate(table)) for n, s in factors], output.translate(table)
+
+
+def times_elementwise(ops: Ops, tangent: Node, f: Node, shape: Shape) -> Node | None:
+    """tangent * f[..., None...] as one product, f covering the value axes.
+
+    `tangent` is a product, or a product lifted by leading size-1 axes (the
+    tangent of a bias row added to a matrix); the lifted axes come from f."""
+    lead = 0
+    if tangent.op == "lift" and explicit(tangent.args[0]) is not None:
+        (lead,) = tangent.attrs  # type: ignore[assignment]
+        tangent = tangent.args[0]
+    elif tangent.op != "einsum":
+        return None
+    if tangent.shape != shape[lead:] or f.shape != shape[: f.rank] or f.rank < lead:
+        return None
+    used: set[str] = set()
+    found = relabel(ops, tangent, used)
+    if found is None:
+        return None
+    factors, output = found
+    output = "".join(_fresh(used) for _ in range(lead)) + output
+    return product(ops, [*factors, (f, output[: f.rank])], output, shape)
+
+
+def contract(
+    ops: Ops, subscripts: str, operands: tuple[Node, ...], shape: Shape
+) -> Node | None:
+    """An einsum with "..." (a matmul tangent), one operand a product: one product."""
+    inputs, out = subscripts.split("->")
+    parts = inputs.split(",")
+    used: set[str] = set("".join(parts).replace(".", "")) | set(out.replace(".", ""))
+    for k, (node, part) in enumerate(zip(operands, parts, strict=True)):
+        if "..." not in part:
+            continue
+        found = relabel(ops, node, used)
+        if found is None:
+            return None
+        inner, inner_out = found
+        named = part.replace("...", "")
+        ellipsis = inner_out[len(named) :]
+        mapping = dict(zip(named, inner_out[: len(named)], strict=True))
+        factors: Factors = list(inner)
+        for j, (other, other_part) in enumerate(zip(operands, parts, strict=True)):
+            if j != k:
+                factors.append((other, "".join(mapping.get(c, c) for c in other_part)))
+        output = "".join(mapping.get(c, c) for c in out.replace("...", "")) + ellipsis
+        return product(ops, factors, output, shape)
+    return None
+
+
+def drop(ops: Ops, node: Node, axes: tuple[int, ...], shape: Shape) -> Node | None:
+    """The sum of a product over some output axes: those labels leave the output."""
+    used: set[str] = set()
+    found = relabel(ops, node, used)
+    if found is None:
+        return None
+    factors, output = found
+    kept = "".join(c for i, c in enumerate(output) if i not in axes)
+    return product(ops, factors, kept, shape)
