@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/mlp.yaml
 spec-sha256: f19e146670e5d447051eeba444e07245803d9b14e1b414c7ebd7e6c049a0839f
-body-sha256: cb946f5734976793ba4f1b1870b5617064ba42688ca8232fae7dd81c5e14ee64
+body-sha256: 3d7654625a8b8dce23fdde7efaeb05bf4be3e3bbe2519c717a1eb3b2f628de86
 
 A two-layer perceptron: a tanh hidden layer and a linear output layer, with bias rows broadcast over the batch, fitted by mean squared error. Matrix-matrix products give the adjoints X^T G and G W^T. The prediction output has a rank-4 Jacobian with respect to the weight matrices.
 
@@ -143,11 +143,11 @@ def jacobian_prediction(
     N = np.shape(X)[0]
     k = np.shape(W2)[1]
     H = np.tanh(X @ W1 + b1)
-    t0 = 1 - H**2
+    t0 = np.einsum("ik,kj->ijk", 1 - H**2, W2)
     t1 = np.eye(k)
     return PredictionJacobian(
-        W1=np.einsum("ik,il,lj->ijkl", X, t0, W2),
-        b1=np.einsum("ik,kj->ijk", t0, W2),
+        W1=np.einsum("ik,ijl->ijkl", X, t0),
+        b1=t0,
         W2=np.einsum("ip,jq->ijpq", H, t1),
         b2=np.full((N, k, k), t1[None], dtype=float),
     )

@@ -163,3 +163,55 @@ def drop(ops: Ops, node: Node, axes: tuple[int, ...], shape: Shape) -> Node | No
     factors, output = found
     kept = "".join(c for i, c in enumerate(output) if i not in axes)
     return product(ops, factors, kept, shape)
+
+
+def pairwise(ops: Ops, node: Node) -> Node | None:
+    """A product of three or more factors as nested two-factor einsums, joining
+    first the pair with the fewest labels (preferring a pair the graph already
+    computes, such as a bias Jacobian), so that the large output is built in one
+    pass: numpy's einsum loops naively over every label of a multi-operand
+    product. Used when lowering, after differentiation."""
+    found = explicit(node)
+    if found is None or node.op != "einsum" or len(found[0]) < 3:
+        return None
+    factors, output = found
+    size: dict[str, object] = {}
+    for n, labels in factors:
+        size.update(zip(labels, n.shape, strict=True))
+    while len(factors) > 2:
+        best: tuple[int, int, int, int] | None = None
+        for i in range(len(factors)):
+            for j in range(i + 1, len(factors)):
+                rest = [f for k, f in enumerate(factors) if k not in (i, j)]
+                spec, labels = _pair(factors[i], factors[j], rest, output)
+                operands = (factors[i][0], factors[j][0])
+                known = ops.graph.find("einsum", operands, (spec,)) is not None
+                key = (len(labels), 0 if known else 1, i, j)
+                if best is None or key < best:
+                    best = key
+        assert best is not None
+        i, j = best[2], best[3]
+        rest = [f for k, f in enumerate(factors) if k not in (i, j)]
+        spec, labels = _pair(factors[i], factors[j], rest, output)
+        shape = tuple(size[c] for c in labels)
+        made = ops.make(
+            "einsum", factors[i][0], factors[j][0], attrs=(spec,), shape=shape  # type: ignore[arg-type]
+        )
+        factors = [*rest, (made, labels)]
+    (a, la), (b, lb) = factors
+    return ops.make("einsum", a, b, attrs=(f"{la},{lb}->{output}",), shape=node.shape)
+
+
+def _pair(
+    first: tuple[Node, str], second: tuple[Node, str], rest: Factors, output: str
+) -> tuple[str, str]:
+    """The einsum joining two factors, keeping the labels the rest still needs:
+    its spec in canonical labels (so equal products are one node), and its output
+    labels in the caller's naming."""
+    (a, la), (b, lb) = first, second
+    needed = set(output) | {c for _, s in rest for c in s}
+    joined = [c for c in output if c in la + lb]
+    joined += [c for c in dict.fromkeys(la + lb) if c not in joined and c in needed]
+    labels = "".join(joined)
+    ((_, ca), (_, cb)), canonical_output = _canonical([(a, la), (b, lb)], labels)
+    return f"{ca},{cb}->{canonical_output}", labels

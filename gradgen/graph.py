@@ -77,6 +77,12 @@ class Graph:
         self._interned[key] = made
         return made
 
+    def find(
+        self, op: str, args: Iterable[Node], attrs: tuple[Hashable, ...]
+    ) -> Node | None:
+        """The node op(args) if the graph already has it."""
+        return self._interned.get((op, tuple(a.id for a in args), attrs))
+
 
 def ancestors(roots: Iterable[Node]) -> list[Node]:
     """Every node the roots depend on (roots included), in topological (id) order."""

@@ -165,7 +165,8 @@ def lower_powers(ops: Ops, roots: list[Node]) -> dict[Node, Node]:
 
     * a**k for integer 3 <= k <= 16 as products;
     * the sum (or mean) of the squares of a vector as a dot product, x @ x, which
-      needs no temporary array.
+      needs no temporary array;
+    * a product of three or more einsum factors as nested pairs (`factor.pairwise`).
 
     Returns old node -> new node for every node the roots need.
     """
@@ -187,6 +188,10 @@ def _lower(ops: Ops, node: Node, args: tuple[Node, ...]) -> Node | None:
         k = float(node.attrs[0])  # type: ignore[arg-type]
         if k.is_integer() and 3 <= k <= MAX_PRODUCT_POWER:
             return _power_by_squaring(ops, args[0], int(k))
+    if node.op == "einsum":
+        return factor.pairwise(
+            ops, ops.make("einsum", *args, attrs=node.attrs, shape=node.shape)
+        )
     if node.op in ("sum", "mean") and node.attrs == (None,):
         (a,) = args
         if a.rank == 1 and (a.op == "square" or (a.op == "powc" and a.attrs == (2.0,))):
