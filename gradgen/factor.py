@@ -74,6 +74,8 @@ def product(ops: Ops, factors: Factors, output: str, shape: Shape) -> Node:
                     break
             if changed:
                 break
+    if len(factors) == 1 and factors[0][1] == output:
+        return factors[0][0]  # nothing left to multiply or sum
     factors, output = _canonical(factors, output)
     spec = ",".join(s for _, s in factors) + "->" + output
     return ops.make("einsum", *(n for n, _ in factors), attrs=(spec,), shape=shape)

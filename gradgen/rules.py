@@ -364,7 +364,8 @@ def logsumexp_jvp(
     softmax = logsumexp_vjp(ops, out, ops.const(1.0), 0)
     (axis,) = out.attrs
     axes: tuple[int, ...] = tuple(range(x.rank)) if axis is None else (int(axis),)  # type: ignore[call-overload]
-    return ops.sum_axes(ops.mul(ops.tfill(t, x, p), tail(ops, softmax, p)), axes)
+    # the softmax has x's full shape, so the product is exact before the sum
+    return ops.sum_axes(ops.tfill(ops.mul(t, tail(ops, softmax, p)), x, p), axes)
 
 
 def stack_jvp(ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node) -> Node | None:

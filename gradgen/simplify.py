@@ -254,7 +254,7 @@ VIEWS = frozenset(
 
 def borrowed(node: Node) -> bool:
     """True if the value is (a view of) an array the caller passed in."""
-    while node.op in VIEWS:
+    while node.op in VIEWS or (node.op == "einsum" and len(node.args) == 1):
         node = node.args[0]
     return node.op in ("input", "param")
 
@@ -308,8 +308,13 @@ def _sum_axes(
 ) -> Node | None:
     if attrs[0] == ():
         return args[0]
-    if args[0].op == "einsum":  # a factored Jacobian: the axis leaves the output
-        return factor.drop(ops, args[0], attrs[0], shape)  # type: ignore[arg-type]
+    a = args[0]
+    if a.op == "einsum":  # a factored Jacobian: the axis leaves the output
+        return factor.drop(ops, a, attrs[0], shape)  # type: ignore[arg-type]
+    if a.op == "mul" and "einsum" in (a.args[0].op, a.args[1].op):
+        scale, product = a.args if a.args[1].op == "einsum" else a.args[::-1]
+        if scale.rank == 0:  # sum(s * T) = s * sum(T) for a scalar s
+            return ops.mul(scale, ops.sum_axes(product, attrs[0]))  # type: ignore[arg-type]
     return None
 
 

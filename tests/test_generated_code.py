@@ -159,3 +159,12 @@ def test_softmax_cross_entropy_is_finite_for_huge_logits() -> None:
     softmax = np.exp(Z - expected_lse[:, None])
     assert np.allclose(grads.W, X.T @ (softmax - Y) / 3, rtol=1e-12, atol=1e-300)
     assert np.all(np.isfinite(grads.b))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.stem)
+def test_no_identity_of_a_matrix_param_is_built(path: Path) -> None:
+    """Jacobians w.r.t. a matrix W [n, h] never build the [n, h, n, h] identity:
+    the seed is eliminated inside the einsum products (gradgen/factor.py)."""
+    code = path.read_text(encoding="utf-8")
+    assert not re.search(r"np\.eye\([^()]*\*", code)
+    assert ".reshape((" not in code
