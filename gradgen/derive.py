@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .graph import LEAVES, Node, ancestors
+from .graph import LEAVES, Node, Shape, ancestors
 from .ops import Ops
 from .rules import RULES, total
 
@@ -89,7 +89,8 @@ def unbroadcast(ops: Ops, g: Node, arg: Node, out: Node) -> Node:
     return g
 
 
-def _kept(shape: tuple[object, ...], axes: tuple[int, ...]) -> tuple:  # type: ignore[type-arg]
+def _kept(shape: Shape, axes: tuple[int, ...]) -> Shape:
+    """The shape after summing `axes` with keepdims."""
     return tuple(1 if i in axes else d for i, d in enumerate(shape))
 
 
