@@ -273,7 +273,7 @@ def _version(root: YMap, c: Collector, start: Location, misspelt: bool) -> None:
 def _identifier_problem(name: str) -> str | None:
     if not name.isidentifier() or not name.isascii():
         return "is not a Python identifier"
-    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+    if keyword.iskeyword(name):  # soft keywords (match, case) are fine names
         return "is a Python keyword"
     if name.startswith("_"):
         return "starts with `_`, which gradgen reserves for its own names"

@@ -115,7 +115,6 @@ def test_missing_version() -> None:
         ("a.b", "is not a Python identifier"),
         ("naïve", "is not a Python identifier"),
         ("class", "is a Python keyword"),
-        ("match", "is a Python keyword"),
         ("_private", "starts with `_`, which gradgen reserves for its own names"),
         ("os", "would shadow the standard library module `os`"),
         ("numpy", "would shadow the installed package `numpy`"),
@@ -128,6 +127,12 @@ def test_bad_module_names(name: str, problem: str) -> None:
     found = errors(f"name: '{name}'\n" + GOOD)
     shown = name if len(name) <= 40 else name[:40] + "..."
     assert found == [f"1:7: module name `{shown}` {problem}"]
+
+
+def test_soft_keywords_are_ordinary_names() -> None:
+    """`match` and `case` are keywords only inside a match statement."""
+    assert spec_of("name: match\n" + GOOD, None, "model").name == "match"
+    assert spec_of(GOOD, None, "case").name == "case"
 
 
 def test_module_name_from_the_file_or_an_override() -> None:
