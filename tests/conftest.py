@@ -186,17 +186,33 @@ def load_generated(name: str, spec_path: Path | None = None) -> ModuleType:
             f"run `gradgen {source}` to generate it from its spec",
             pytrace=False,
         )
-    module_name = f"gradgen_generated_{name}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
+    return import_file(path, f"gradgen_generated_{name}", keep=True)
+
+
+def import_file(path: Path, name: str, *, keep: bool = False) -> ModuleType:
+    """Import a module from its file path under `name`. It sits in sys.modules while
+    it runs (NamedTuple looks its module up) and, unless `keep`, is removed after."""
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None, path
     module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # NamedTuple/dataclass machinery looks it up
+    sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
     except BaseException:
-        del sys.modules[module_name]
+        del sys.modules[name]
         raise
+    if not keep:
+        del sys.modules[name]
     return module
+
+
+def generate_and_import(spec: Path, out: Path) -> tuple[ModuleType, str]:
+    """Generate the module for `spec` into `out`, write it, and import it."""
+    from gradgen import pipeline
+
+    g = pipeline.generate(spec, out)
+    g.target.write_text(g.text, encoding="utf-8")
+    return import_file(g.target, f"gradgen_test_{out.name}_{g.name}"), g.text
 
 
 def positional_names(fn: Callable[..., Any]) -> list[str]:

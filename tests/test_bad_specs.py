@@ -17,7 +17,6 @@ module that imports without running anything but its definitions.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import import_file
 from typer.testing import CliRunner
 
 from gradgen.cli import app
@@ -190,18 +190,6 @@ def test_oversized_spec_is_refused_quickly(tmp_path: Path, at_root: None) -> Non
 # ------------------------------------------------------------------ good hostile
 
 
-def import_by_path(path: Path, name: str) -> object:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[name]
-    return module
-
-
 def test_doc_injection_generates_an_inert_module(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -215,7 +203,7 @@ def test_doc_injection_generates_an_inert_module(
     assert (code, stderr) == (0, ""), stdout + stderr
     assert tree(tmp_path) == ["out", "out/doc_injection.py"]
     monkeypatch.chdir(tmp_path)  # anything the import might write would land here
-    module = import_by_path(out / "doc_injection.py", "doc_injection_module")
+    module = import_file(out / "doc_injection.py", "doc_injection_module")
     assert tree(tmp_path) == ["out", "out/doc_injection.py"]
     doc = module.__doc__
     assert isinstance(doc, str)

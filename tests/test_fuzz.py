@@ -18,14 +18,12 @@ earlier failures, and the example counts below add up to `FUZZ_EXAMPLES`.
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import itertools
 import math
 import os
 import re
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from conftest import import_file
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -130,16 +129,7 @@ def run(spec_bytes: bytes) -> None:
 
 
 def import_module(path: Path) -> Any:
-    name = f"gradgen_fuzz_{next(_modules)}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[name]
-    return module
+    return import_file(path, f"gradgen_fuzz_{next(_modules)}")
 
 
 # ------------------------------------------------------------------ derivatives

@@ -16,11 +16,10 @@ from conftest import (
     Example,
     discover_examples,
     example_id,
+    generate_and_import,
     load_generated,
     random_point,
 )
-
-from gradgen import pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = sorted((ROOT / "generated").glob("*.py"))
@@ -103,15 +102,7 @@ def stable_module(tmp_path: Path):
         "loss: -mean(y * log(sigmoid(z)) + (1 - y) * log(1 - sigmoid(z)))\n"
         "outputs: {probability: p, soft: log(1 + exp(z))}\n"
     )
-    g = pipeline.generate(spec, tmp_path)
-    g.target.write_text(g.text)
-    import importlib.util
-
-    s = importlib.util.spec_from_file_location("stable", g.target)
-    assert s and s.loader
-    module = importlib.util.module_from_spec(s)
-    s.loader.exec_module(module)
-    return module, g.text
+    return generate_and_import(spec, tmp_path)
 
 
 def test_cross_entropy_is_finite_where_the_true_value_is(tmp_path: Path) -> None:

@@ -5,15 +5,13 @@ against finite differences or against the contract it broke."""
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
-
-from gradgen import pipeline
+from conftest import generate_and_import
 
 _count = itertools.count()
 
@@ -21,13 +19,7 @@ _count = itertools.count()
 def module_from(tmp_path: Path, text: str) -> tuple[ModuleType, str]:
     spec = tmp_path / f"regression_{next(_count)}.yaml"
     spec.write_text("gradgen: 1\n" + text, encoding="utf-8")
-    g = pipeline.generate(spec, tmp_path)
-    g.target.write_text(g.text, encoding="utf-8")
-    loaded = importlib.util.spec_from_file_location(g.target.stem, g.target)
-    assert loaded and loaded.loader
-    module = importlib.util.module_from_spec(loaded)
-    loaded.loader.exec_module(module)
-    return module, g.text
+    return generate_and_import(spec, tmp_path)
 
 
 def central(f, x: np.ndarray, h: float = 1e-6) -> np.ndarray:

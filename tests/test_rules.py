@@ -4,7 +4,6 @@ in both modes (reverse: gradients; forward: Jacobians)."""
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 from pathlib import Path
 from types import ModuleType
@@ -12,6 +11,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 import sympy as sp
+from conftest import generate_and_import
 
 from gradgen import pipeline, scalar
 from gradgen.rules import FUNCTIONS, RULES
@@ -68,12 +68,7 @@ def load(tmp_path: Path, expr: str) -> ModuleType:
         "loss: sum(f * f) / 2 + sum(y) * 0 + s * s\n"
         "outputs: {out: f}\n"
     )
-    g = pipeline.generate(spec, tmp_path)
-    g.target.write_text(g.text)
-    s = importlib.util.spec_from_file_location("rule_case", g.target)
-    assert s and s.loader
-    module = importlib.util.module_from_spec(s)
-    s.loader.exec_module(module)
+    module, _ = generate_and_import(spec, tmp_path)
     return module
 
 
