@@ -570,27 +570,27 @@ def _check_names(
             c.error(loc, f"`{name}` is already defined at line {seen[name].line}")
             continue
         seen[name] = loc
-        problem = naming.clash(name)
-        if problem is not None:
-            c.error(loc, f"`{name}` {problem}")
-        elif name in generated:
-            c.error(
-                loc,
-                f"`{name}` clashes with the name generated for output"
-                f" `{generated[name]}`",
-            )
-        elif name in dims:
+        if not _clashes(name, f"`{name}`", loc, generated, c) and name in dims:
             c.error(loc, f"`{name}` is also used as a dim (line {dims[name].line})")
     for dim, loc in dims.items():
-        problem = naming.clash(dim)
-        if problem is not None:
-            c.error(loc, f"dim `{dim}` {problem}")
-        elif dim in generated:
-            c.error(
-                loc,
-                f"dim `{dim}` clashes with the name generated for output"
-                f" `{generated[dim]}`",
-            )
+        _clashes(dim, f"dim `{dim}`", loc, generated, c)
+
+
+def _clashes(
+    name: str, shown: str, loc: Location, generated: dict[str, str], c: Collector
+) -> bool:
+    """Report `name` if the generated module already uses it; True if it did."""
+    problem = naming.clash(name)
+    if problem is not None:
+        c.error(loc, f"{shown} {problem}")
+    elif name in generated:
+        c.error(
+            loc,
+            f"{shown} clashes with the name generated for output `{generated[name]}`",
+        )
+    else:
+        return False
+    return True
 
 
 def spec_error(loc: Location, message: str) -> SpecError:
