@@ -16,6 +16,7 @@ import jinja2
 from . import naming
 from .derive import Derivation, jacobian
 from .graph import Node, leaves_of
+from .load import YNode, YScalar, YSeq
 from .model import Model
 from .printer import Body, print_body
 from .rules import number
@@ -230,10 +231,10 @@ def _summary(model: Model) -> list[str]:
     return lines
 
 
-def _expr_text(expr: object) -> str:
-    from .load import YScalar
-
+def _expr_text(expr: YNode) -> str:
+    """An expression as written in the spec, on one line."""
     if isinstance(expr, YScalar):
         v = expr.value
         return " ".join(str(v).split()) if isinstance(v, str) else repr(v)
-    return "[" + ", ".join(_expr_text(i) for i in expr.items) + "]"  # type: ignore[attr-defined]
+    assert isinstance(expr, YSeq)  # a YAML list: the vector literal
+    return "[" + ", ".join(_expr_text(i) for i in expr.items) + "]"
