@@ -18,9 +18,10 @@ from .load import read_spec_bytes
 from .model import build
 from .render import render_module
 from .spec import read_spec
+from .stages import Stage
 from .write import relative_spec, spec_digest
 
-STAGES = ("spec", "graph", "derivation", "rendered", "module")
+STAGES = tuple(stage.value for stage in Stage)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,19 @@
+"""The pipeline's stages, by name: what `gradgen generate --dump STAGE` can print.
+
+A module of its own, importing nothing, so that the CLI can offer the choice without
+importing the pipeline (and sympy) behind it.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Stage(str, Enum):
+    """A stage of `pipeline.generate`, in the order the pipeline runs them."""
+
+    SPEC = "spec"
+    GRAPH = "graph"
+    DERIVATION = "derivation"
+    RENDERED = "rendered"
+    MODULE = "module"
