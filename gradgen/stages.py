@@ -6,10 +6,10 @@ importing the pipeline (and sympy) behind it.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Stage(str, Enum):
+class Stage(StrEnum):
     """A stage of `pipeline.generate`, in the order the pipeline runs them."""
 
     SPEC = "spec"
