@@ -10,23 +10,25 @@ out = "generated/nets"      # output folder for this spec
 name = "mlp_v2"             # module name for this spec
 ```
 
-Problems are reported as one `SpecError` located in the pyproject.toml, at the
-line (and column) of the offending key where it can be found.
+Problems are reported as one `SpecError` in the pyproject.toml, each naming the
+offending key by its path, as black does: ``[tool.gradgen.overrides."x.yaml"].out``
+(a TOML syntax error, found before any key, keeps tomllib's line and column).
 """
 
 from __future__ import annotations
 
+import json
 import keyword
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
 from gradgen.errors import Collector, Diagnostic, Location, SpecError, did_you_mean
 
-__all__ = ["Config", "SpecOverride", "find_pyproject", "load_config"]
+__all__ = ["Config", "KeyLocation", "SpecOverride", "find_pyproject", "load_config"]
 
 PYPROJECT = "pyproject.toml"
 _KEYS = ("specs", "out", "overrides")
@@ -36,6 +38,28 @@ _TOML_POSITION = re.compile(
     r"\s*\((?:at line (?P<line>\d+), column (?P<col>\d+)|at end of document)\)$"
 )
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True, order=True)
+class KeyLocation(Location):
+    """A key of the pyproject.toml, named by its path instead of a line and column:
+    ``pyproject.toml:[tool.gradgen.overrides."x.yaml"].out``."""
+
+    keys: tuple[str, ...] = ()
+
+    @property
+    def key_path(self) -> str:
+        """The key in its table: ``[tool.gradgen].out``; ``[tool]`` for ("tool",)."""
+        *table, key = [_toml_key(k) for k in self.keys] or [""]
+        return f"[{'.'.join(table)}].{key}" if table else f"[{key}]"
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.key_path}"
+
+
+def _toml_key(key: str) -> str:
+    """`key` as written in TOML: bare if it can be, else a quoted basic string."""
+    return key if _BARE_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -101,23 +125,23 @@ def load_config(start: Path) -> Config | None:
         return None
     table = tool["gradgen"]
     errors = Collector()
-    locate = _Locator(where, text)
     if not isinstance(table, dict):
-        errors.error(locate(_TABLE), "`tool.gradgen` must be a table")
+        errors.error(KeyLocation(where, keys=_TABLE), "`tool.gradgen` must be a table")
         errors.raise_if_any()
 
     root = pyproject.parent
     for key in table:
         if key not in _KEYS:
             errors.error(
-                locate((*_TABLE, key)),
+                KeyLocation(where, keys=(*_TABLE, key)),
                 f"unknown key `{key}` in [tool.gradgen]{did_you_mean(key, _KEYS)}",
             )
-    specs = _specs(table.get("specs", []), locate, root, errors)
+    specs = _specs(table.get("specs", []), where, root, errors)
     out = root / "generated"
     if "out" in table:
-        out = _path(table["out"], "out", locate((*_TABLE, "out")), root, errors) or out
-    overrides = _overrides(table.get("overrides", {}), locate, root, errors)
+        at = KeyLocation(where, keys=(*_TABLE, "out"))
+        out = _path(table["out"], "out", at, root, errors) or out
+    overrides = _overrides(table.get("overrides", {}), where, root, errors)
     errors.raise_if_any()
     return Config(
         root=root,
@@ -128,11 +152,9 @@ def load_config(start: Path) -> Config | None:
     )
 
 
-def _specs(
-    raw: object, locate: _Locator, root: Path, errors: Collector
-) -> tuple[Path, ...]:
+def _specs(raw: object, where: str, root: Path, errors: Collector) -> tuple[Path, ...]:
     """The `specs` setting: a path string or a list of them, resolved, deduplicated."""
-    location = locate((*_TABLE, "specs"))
+    location = KeyLocation(where, keys=(*_TABLE, "specs"))
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, list):
@@ -155,12 +177,12 @@ def _specs(
 
 
 def _overrides(
-    raw: object, locate: _Locator, root: Path, errors: Collector
+    raw: object, where: str, root: Path, errors: Collector
 ) -> dict[Path, SpecOverride]:
     """The `overrides` table, keyed by resolved spec path."""
     if not isinstance(raw, dict):
         errors.error(
-            locate((*_TABLE, "overrides")),
+            KeyLocation(where, keys=(*_TABLE, "overrides")),
             "`overrides` must be a table of tables keyed by spec path, "
             f"not {_kind(raw)}",
         )
@@ -168,14 +190,14 @@ def _overrides(
     overrides: dict[Path, SpecOverride] = {}
     seen: dict[Path, str] = {}
     for spec_key, options in raw.items():
-        keys = (*_TABLE, "overrides", spec_key)
-        override = _override(spec_key, options, keys, locate, root, errors)
+        at = KeyLocation(where, keys=(*_TABLE, "overrides", spec_key))
+        override = _override(spec_key, options, at, root, errors)
         if override is None:
             continue
         spec_path = (root / spec_key).resolve()
         if spec_path in seen:
             errors.error(
-                locate(keys),
+                at,
                 f"overrides `{seen[spec_path]}` and `{spec_key}` name the same "
                 f"spec ({spec_path})",
             )
@@ -188,18 +210,17 @@ def _overrides(
 def _override(
     spec_key: str,
     options: object,
-    keys: tuple[str, ...],
-    locate: _Locator,
+    at: KeyLocation,
     root: Path,
     errors: Collector,
 ) -> SpecOverride | None:
     """One override entry, validated; None (with errors recorded) when invalid."""
     if not spec_key.strip():
-        errors.error(locate(keys), "override keys must be non-empty spec paths")
+        errors.error(at, "override keys must be non-empty spec paths")
         return None
     if not isinstance(options, dict):
         errors.error(
-            locate(keys),
+            at,
             f"override for `{spec_key}` must be a table "
             f'([tool.gradgen.overrides."{spec_key}"]), not {_kind(options)}',
         )
@@ -208,25 +229,30 @@ def _override(
     for key in options:
         if key not in _OVERRIDE_KEYS:
             errors.error(
-                locate((*keys, key)),
+                _inner(at, key),
                 f"unknown key `{key}` in override for `{spec_key}`"
                 f"{did_you_mean(key, _OVERRIDE_KEYS)}",
             )
             valid = False
     out = None
     if "out" in options:
-        out = _path(options["out"], "out", locate((*keys, "out")), root, errors)
+        out = _path(options["out"], "out", _inner(at, "out"), root, errors)
         valid = valid and out is not None
     name = options.get("name")
     if name is not None and not (
         isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name)
     ):
         errors.error(
-            locate((*keys, "name")),
+            _inner(at, "name"),
             f"`name` must be a valid Python module name, not {_show(name)}",
         )
         valid = False
     return SpecOverride(out=out, name=name) if valid else None
+
+
+def _inner(table: KeyLocation, key: str) -> KeyLocation:
+    """The location of `key` inside the table at `table`."""
+    return KeyLocation(table.path, keys=(*table.keys, key))
 
 
 def _path(
@@ -280,56 +306,3 @@ def _toml_error(where: str, text: str, exc: tomllib.TOMLDecodeError) -> Diagnost
         else:
             line = max(1, text.count("\n") + (0 if text.endswith("\n") else 1))
     return _diag(where, line, col, f"invalid TOML: {message}")
-
-
-class _Locator:
-    """Finds the position of a (possibly nested) key in the TOML source text.
-
-    A best-effort textual search: each key of the path is searched for after the
-    previous one, as a bare or quoted key in a table header, a dotted key, an
-    assignment or an inline table. Falls back to the last key found, else line 1.
-    """
-
-    def __init__(self, where: str, text: str) -> None:
-        self.where = where
-        self.text = text
-
-    def __call__(self, keys: Sequence[str]) -> Location:
-        position = 0
-        found: int | None = None
-        for key in keys:
-            hit = self._find(key, position)
-            if hit is None:
-                hit = self._find(key, 0)
-            if hit is None:
-                break
-            found, position = hit
-        if found is None:
-            return Location(self.where, 1, 1)
-        line = self.text.count("\n", 0, found) + 1
-        col = found - (self.text.rfind("\n", 0, found) + 1) + 1
-        return Location(self.where, line, col)
-
-    def _find(self, key: str, start: int) -> tuple[int, int] | None:
-        """(start, end) of the first plausible occurrence of `key` from `start`."""
-        forms = [re.escape(f'"{key}"'), re.escape(f"'{key}'")]
-        if _BARE_KEY.fullmatch(key):
-            forms.append(re.escape(key))
-        pattern = re.compile(
-            rf"(?<![\w\"'-])(?:{'|'.join(forms)})(?![\w-])[ \t]*(?P<after>[=.\]])"
-        )
-        for match in pattern.finditer(self.text, start):
-            line_start = self.text.rfind("\n", 0, match.start()) + 1
-            before = self.text[line_start : match.start()]
-            if "#" in before:
-                continue  # (probably) in a comment
-            stripped = before.strip()
-            is_header = stripped.startswith("[") and (
-                stripped in ("[", "[[") or stripped.endswith(".")
-            )
-            if match["after"] == "]" and not is_header:
-                continue  # an array element, not a table header
-            if stripped and stripped[-1] not in "[.{," and not stripped.startswith("["):
-                continue  # a value, not a key
-            return match.start(), match.end() - 1
-        return None

@@ -412,7 +412,8 @@ def test_bad_config_exits_2(project: Path) -> None:
     result = gradgen("check")
     assert result.exit_code == 2
     assert result.stderr == (
-        f"{(project / 'pyproject.toml').resolve()}:3:1: error: unknown key `outs`"
+        f"{(project / 'pyproject.toml').resolve()}:[tool.gradgen].outs: error:"
+        " unknown key `outs`"
         " in [tool.gradgen] (did you mean `out`?)\n"
     )
 

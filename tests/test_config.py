@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from gradgen.config import Config, SpecOverride, find_pyproject, load_config
+from gradgen.config import (
+    Config,
+    KeyLocation,
+    SpecOverride,
+    find_pyproject,
+    load_config,
+)
 from gradgen.errors import Location, SpecError
 
 
@@ -22,11 +28,6 @@ def errors_of(start: Path) -> list[tuple[Location, str]]:
     with pytest.raises(SpecError) as info:
         load_config(start)
     return [(d.location, d.message) for d in info.value.diagnostics]
-
-
-def line_of(pyproject: Path, needle: str) -> int:
-    lines = pyproject.read_text().splitlines()
-    return next(i for i, line in enumerate(lines, 1) if needle in line)
 
 
 FULL = """\
@@ -193,25 +194,35 @@ def test_invalid_utf8_is_an_error(tmp_path: Path) -> None:
     assert "cannot read pyproject.toml" in message
 
 
+def keyed_errors(start: Path) -> list[tuple[str, str]]:
+    """(key path, message) of each error, checking that every one names its key."""
+    errors = errors_of(start)
+    assert all(isinstance(loc, KeyLocation) for loc, _ in errors)
+    return [(loc.key_path, msg) for loc, msg in errors if isinstance(loc, KeyLocation)]
+
+
 def test_unknown_key_with_suggestion(tmp_path: Path) -> None:
     pyproject = project(tmp_path, FULL.replace('out = "build', 'outt = "build'))
     [(location, message)] = errors_of(tmp_path)
     assert message == "unknown key `outt` in [tool.gradgen] (did you mean `out`?)"
-    assert location == Location(str(pyproject.resolve()), line_of(pyproject, "outt"), 1)
+    where = str(pyproject.resolve())
+    assert location == KeyLocation(where, keys=("tool", "gradgen", "outt"))
+    assert str(location) == f"{where}:[tool.gradgen].outt"
 
 
-def test_unknown_override_key_is_located_in_its_own_table(tmp_path: Path) -> None:
+def test_unknown_override_key_is_named_in_its_own_table(tmp_path: Path) -> None:
     toml = FULL.replace('name = "relu"', 'nmae = "relu"')
-    pyproject = project(tmp_path, toml)
-    [(location, message)] = errors_of(tmp_path)
-    assert message == (
-        "unknown key `nmae` in override for `examples/relu.yaml` "
-        "(did you mean `name`?)"
-    )
-    assert location.line == line_of(pyproject, "nmae")
+    project(tmp_path, toml)
+    assert keyed_errors(tmp_path) == [
+        (
+            '[tool.gradgen.overrides."examples/relu.yaml"].nmae',
+            "unknown key `nmae` in override for `examples/relu.yaml` "
+            "(did you mean `name`?)",
+        )
+    ]
 
 
-def test_wrong_types_are_located(tmp_path: Path) -> None:
+def test_wrong_types_name_their_keys(tmp_path: Path) -> None:
     pyproject = project(
         tmp_path,
         "[tool.black]\nout = 1\n\n"
@@ -220,100 +231,124 @@ def test_wrong_types_are_located(tmp_path: Path) -> None:
         "specs = 3\n"
         "out = false\n",
     )
-    errors = errors_of(tmp_path)
-    assert [(loc.line, msg) for loc, msg in errors] == [
-        (6, "`specs` must be a list of paths (strings), not an integer"),
-        (7, "`out` must be a non-empty path string, not a boolean (False)"),
+    assert keyed_errors(tmp_path) == [
+        (
+            "[tool.gradgen].out",
+            "`out` must be a non-empty path string, not a boolean (False)",
+        ),
+        (
+            "[tool.gradgen].specs",
+            "`specs` must be a list of paths (strings), not an integer",
+        ),
     ]
-    assert all(loc.path == str(pyproject.resolve()) for loc, _ in errors)
+    assert all(loc.path == str(pyproject.resolve()) for loc, _ in errors_of(tmp_path))
 
 
 def test_bad_spec_entries(tmp_path: Path) -> None:
     project(tmp_path, '[tool.gradgen]\nspecs = [\n  "ok",\n  1,\n  "",\n]\n')
-    errors = errors_of(tmp_path)
-    assert [(loc.line, msg) for loc, msg in errors] == [
-        (2, "`specs` entries must be non-empty strings, not a string ('')"),
-        (2, "`specs` entries must be non-empty strings, not an integer (1)"),
+    assert keyed_errors(tmp_path) == [
+        (
+            "[tool.gradgen].specs",
+            "`specs` entries must be non-empty strings, not a string ('')",
+        ),
+        (
+            "[tool.gradgen].specs",
+            "`specs` entries must be non-empty strings, not an integer (1)",
+        ),
     ]
 
 
 def test_override_that_is_not_a_table(tmp_path: Path) -> None:
-    pyproject = project(
+    project(
         tmp_path,
         '[tool.gradgen]\nspecs = ["examples/mlp.yaml"]\n\n'
         '[tool.gradgen.overrides]\n"examples/mlp.yaml" = "mlp_v2"\n',
     )
-    [(location, message)] = errors_of(tmp_path)
+    [(key, message)] = keyed_errors(tmp_path)
     assert message.startswith("override for `examples/mlp.yaml` must be a table")
-    assert location.line == line_of(pyproject, '"examples/mlp.yaml" =')
+    assert key == '[tool.gradgen.overrides]."examples/mlp.yaml"'
 
 
 def test_overrides_that_is_not_a_table(tmp_path: Path) -> None:
     project(tmp_path, '[tool.gradgen]\nspecs = []\noverrides = ["x"]\n')
-    [(location, message)] = errors_of(tmp_path)
-    assert location.line == 3
+    [(key, message)] = keyed_errors(tmp_path)
+    assert key == "[tool.gradgen].overrides"
     assert message.endswith("not an array")
 
 
 def test_bad_override_values(tmp_path: Path) -> None:
-    pyproject = project(
+    project(
         tmp_path,
         '[tool.gradgen.overrides."a.yaml"]\nname = "class"\nout = 3\n\n'
         '[tool.gradgen.overrides."b.yaml"]\nname = "my-module"\n',
     )
-    errors = errors_of(tmp_path)
-    assert [(loc.line, msg) for loc, msg in errors] == [
-        (2, "`name` must be a valid Python module name, not a string ('class')"),
-        (3, "`out` must be a non-empty path string, not an integer (3)"),
+    assert keyed_errors(tmp_path) == [
         (
-            line_of(pyproject, "my-module"),
+            '[tool.gradgen.overrides."a.yaml"].name',
+            "`name` must be a valid Python module name, not a string ('class')",
+        ),
+        (
+            '[tool.gradgen.overrides."a.yaml"].out',
+            "`out` must be a non-empty path string, not an integer (3)",
+        ),
+        (
+            '[tool.gradgen.overrides."b.yaml"].name',
             "`name` must be a valid Python module name, not a string ('my-module')",
         ),
     ]
 
 
 def test_two_overrides_for_the_same_spec(tmp_path: Path) -> None:
-    pyproject = project(
+    project(
         tmp_path,
         '[tool.gradgen.overrides."a.yaml"]\nname = "a"\n'
         '[tool.gradgen.overrides."./a.yaml"]\nname = "b"\n',
     )
-    [(location, message)] = errors_of(tmp_path)
+    [(key, message)] = keyed_errors(tmp_path)
     assert message.startswith("overrides `a.yaml` and `./a.yaml` name the same spec")
-    assert location == Location(str(pyproject.resolve()), 3, 25)
+    assert key == '[tool.gradgen.overrides]."./a.yaml"'
 
 
 def test_gradgen_not_a_table(tmp_path: Path) -> None:
     project(tmp_path, '[project]\nname = "x"\n[tool]\ngradgen = "yes"\n')
-    [(location, message)] = errors_of(tmp_path)
-    assert message == "`tool.gradgen` must be a table"
-    assert location.line == 4
+    assert keyed_errors(tmp_path) == [
+        ("[tool].gradgen", "`tool.gradgen` must be a table")
+    ]
 
 
 def test_all_errors_reported_together(tmp_path: Path) -> None:
-    project(
+    pyproject = project(
         tmp_path,
         '[tool.gradgen]\nspec = ["a"]\nout = 1\n'
         '[tool.gradgen.overrides."a.yaml"]\nnam = "x"\n',
     )
     with pytest.raises(SpecError) as info:
         load_config(tmp_path)
-    text = str(info.value)
-    assert (
-        "2:1: error: unknown key `spec` in [tool.gradgen] (did you mean `specs`?)"
-        in (text)
-    )
-    assert "3:1: error: `out` must be" in text
-    assert "5:1: error: unknown key `nam`" in text
-    assert len(info.value.diagnostics) == 3
+    where = pyproject.resolve()
+    assert str(info.value).splitlines() == [
+        f"{where}:[tool.gradgen].out: error: `out` must be a non-empty path string,"
+        " not an integer (1)",
+        f'{where}:[tool.gradgen.overrides."a.yaml"].nam: error: unknown key `nam`'
+        " in override for `a.yaml` (did you mean `name`?)",
+        f"{where}:[tool.gradgen].spec: error: unknown key `spec` in [tool.gradgen]"
+        " (did you mean `specs`?)",
+    ]
 
 
-def test_error_in_inline_table_is_located_at_the_key(tmp_path: Path) -> None:
+def test_error_in_inline_table_names_the_key(tmp_path: Path) -> None:
     project(
         tmp_path,
         '[tool]\ngradgen.specs = ["a.yaml"]\n'
         'gradgen.overrides."a.yaml" = { out = "o", nmae = "a2" }\n',
     )
-    [(location, message)] = errors_of(tmp_path)
+    [(key, message)] = keyed_errors(tmp_path)
     assert message.startswith("unknown key `nmae` in override for `a.yaml`")
-    assert (location.line, location.col) == (3, 43)
+    assert key == '[tool.gradgen.overrides."a.yaml"].nmae'
+
+
+def test_keys_that_need_quotes_are_quoted() -> None:
+    location = KeyLocation("p", keys=("tool", "gradgen", "overrides", 'a "b".yaml'))
+    assert location.key_path == r'[tool.gradgen.overrides]."a \"b\".yaml"'
+    assert KeyLocation("p", keys=("tool", "gradgen", "out-dir")).key_path == (
+        "[tool.gradgen].out-dir"
+    )
