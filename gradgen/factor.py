@@ -108,18 +108,31 @@ def relabel(ops: Ops, node: Node, used: set[str]) -> tuple[Factors, str] | None:
     return [(n, s.translate(table)) for n, s in factors], output.translate(table)
 
 
-def times_elementwise(ops: Ops, tangent: Node, f: Node, shape: Shape) -> Node | None:
+def times_elementwise(
+    ops: Ops, tangent: Node, f: Node, shape: Shape, param_rank: int
+) -> Node | None:
     """tangent * f[..., None...] as one product, f covering the value axes.
 
-    `tangent` is a product, or a product lifted by leading size-1 axes (the
-    tangent of a bias row added to a matrix); the lifted axes come from f."""
+    `shape` is the value's shape followed by the param's (`param_rank` axes). f
+    lines up with the value axes from the right, as numpy broadcasts it: its labels
+    are those of the value axes it covers, found by position, never by dim name (a
+    [D] vector times a [D, D] value scales its columns). `tangent` is a product, or
+    a product lifted by leading size-1 axes (the tangent of a bias row added to a
+    matrix); the lifted axes come from f, which must then cover every value axis."""
     lead = 0
     if tangent.op == "lift" and explicit(tangent.args[0]) is not None:
         (lead,) = tangent.attrs  # type: ignore[assignment]
         tangent = tangent.args[0]
     elif tangent.op != "einsum":
         return None
-    if tangent.shape != shape[lead:] or f.shape != shape[: f.rank] or f.rank < lead:
+    value_rank = len(shape) - param_rank
+    start = value_rank - f.rank  # the first value axis f covers
+    if (
+        tangent.shape != shape[lead:]
+        or start < 0
+        or (lead and start)
+        or f.shape != shape[start:value_rank]
+    ):
         return None
     used: set[str] = set()
     found = relabel(ops, tangent, used)
@@ -127,7 +140,7 @@ def times_elementwise(ops: Ops, tangent: Node, f: Node, shape: Shape) -> Node | 
         return None
     factors, output = found
     output = "".join(_fresh(used) for _ in range(lead)) + output
-    return product(ops, [*factors, (f, output[: f.rank])], output, shape)
+    return product(ops, [*factors, (f, output[start:value_rank])], output, shape)
 
 
 def contract(

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import Location, did_you_mean
-from .graph import Node
+from .graph import Node, ancestors
 from .load import control_character
 from .ops import Ops
 from .rules import FUNCTIONS, RULES, number
@@ -78,7 +78,6 @@ _COMPARISONS: dict[type[ast.cmpop], str] = {
     ast.In: "in",
     ast.NotIn: "not",
 }
-_UNKNOWN = object()
 _COMPREHENSION = "comprehensions (`... for ... in ...`) are not allowed in expressions"
 _REFUSED: dict[type[ast.AST], str] = {
     ast.Lambda: "lambdas are not allowed in expressions",
@@ -134,7 +133,6 @@ class Parser:
         self.text = ""
         self._start = 0  # where the parsed text starts (leading blanks skipped)
         self._line_starts: list[int] = [0]
-        self._degrees: dict[int, int | None] = {}
 
     def parse(self, text: str) -> Node:
         if len(text) > MAX_LENGTH:
@@ -299,18 +297,8 @@ class Parser:
     def _power(self, base: Node, exponent: Node, where: int) -> Node:
         """`base ** exponent`; constant powers are computed, and constant exponents
         are bounded, so the generated code never holds a power that explodes."""
-        degree = self._integer_degree(base)
-        if not exponent.is_const:
-            if degree is not None and self._integer_degree(exponent) is not None:
-                raise ExpressionError(
-                    "a power of whole numbers (dims and integer constants) needs a"
-                    " constant exponent: the generated code computes it exactly,"
-                    " with Python integers",
-                    where,
-                )
-            return self.ops.pow(base, exponent)
-        k = exponent.value
-        if base.is_const:
+        if base.is_const and exponent.is_const:
+            k = exponent.value
             shown = f"`{number(base.value)} ** {number(k)}`"
             try:
                 value = math.pow(base.value, k)
@@ -323,48 +311,22 @@ class Parser:
                     f"{shown} has no finite real value", where
                 ) from None
             return self.ops.const(value)
-        if abs(k) > MAX_EXPONENT:
+        if exponent.is_const and abs(exponent.value) > MAX_EXPONENT:
             raise ExpressionError(
-                f"the exponent {number(k)} is too large"
+                f"the exponent {number(exponent.value)} is too large"
                 f" (the limit is {MAX_EXPONENT} in absolute value)",
                 where,
             )
-        if degree is not None and k > 0 and degree * k > MAX_EXPONENT:
-            raise ExpressionError(
-                f"this power of dims has degree {number(degree * k)}; the limit is"
-                f" {MAX_EXPONENT} (the generated code computes it exactly, with"
-                " Python integers)",
-                where,
-            )
+        if _whole(base) or (base.is_const and _whole(exponent)):
+            base = self.ops.make("float", base)  # a power of whole numbers: a float
         return self.ops.pow(base, exponent)
 
-    def _integer_degree(self, node: Node) -> int | None:
-        """The degree of `node` as a polynomial in the dims if the generated code
-        computes it with Python integers (dims are ints there, and so are
-        whole-number constants), else None. Bounding it bounds the size of those
-        integers: `(N ** 1000) ** 1000` would not finish."""
-        known = self._degrees.get(node.id, _UNKNOWN)
-        if known is not _UNKNOWN:
-            return known  # type: ignore[return-value]
-        degree: int | None = None
-        if node.op == "dim":
-            degree = 1
-        elif node.op == "const":
-            degree = 0 if node.value.is_integer() and abs(node.value) < 1e15 else None
-        elif node.op in ("add", "sub", "mul", "neg", "powc"):
-            parts = [self._integer_degree(a) for a in node.args]
-            if all(p is not None for p in parts):
-                whole = [p for p in parts if p is not None]
-                if node.op == "mul":
-                    degree = sum(whole)
-                elif node.op != "powc":
-                    degree = max(whole)
-                else:
-                    k = float(node.attrs[0])  # type: ignore[arg-type]
-                    if k.is_integer() and k >= 0:
-                        degree = whole[0] * int(k)
-        self._degrees[node.id] = degree
-        return degree
+    def _as_float(self, node: Node) -> Node:
+        """A dim used as a number is a Python int in the generated code, exact under
+        `+ - *`. Where a computation can leave the integers (a power, a function),
+        it becomes a float first: `2 ** D`, `2 ** -square(D)` and `D ** D` are
+        floats, never an int64 that overflows or refuses a negative exponent."""
+        return self.ops.make("float", node) if _whole(node) else node
 
     def _Attribute(self, node: ast.Attribute, depth: int) -> Node:
         where = self._token_after(node.value, ".")
@@ -419,7 +381,7 @@ class Parser:
                     self._at(e),
                 )
         self.ops.loc = self.locate(self._at(node))
-        return self.ops.stack(items)
+        return self.ops.stack([self._as_float(item) for item in items])
 
     def _Call(self, node: ast.Call, depth: int) -> Node:
         func = node.func
@@ -452,7 +414,7 @@ class Parser:
                 f" got {len(node.args)}",
                 self._at(node),
             )
-        args = [self._node(a, depth + 1) for a in node.args]
+        args = [self._as_float(self._node(a, depth + 1)) for a in node.args]
         self.ops.loc = self.locate(self._at(node))
         op = FUNCTIONS[name]
         try:
@@ -560,3 +522,17 @@ def _literal_problem(value: object) -> str:
         return "complex numbers are not allowed in expressions"
     shown = "..." if value is Ellipsis else repr(value)
     return f"`{shown}` is not allowed in expressions"
+
+
+_INTEGER_OPS = frozenset({"dim", "const", "add", "sub", "mul", "neg"})
+
+
+def _whole(node: Node) -> bool:
+    """True if the generated code computes `node` with Python integers: a dim, or
+    dims and whole-number constants under `+ - *`, with a dim among them."""
+    if node.is_const:
+        return False
+    seen = ancestors([node])
+    return all(
+        n.op in _INTEGER_OPS and (not n.is_const or n.value.is_integer()) for n in seen
+    )

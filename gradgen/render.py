@@ -21,7 +21,7 @@ from .model import Model
 from .printer import Body, print_body
 from .rules import number
 from .shapes import show
-from .simplify import lower_powers, owned
+from .simplify import fresh, lower_powers
 from .write import PLACEHOLDER
 
 
@@ -105,13 +105,8 @@ def render_module(
         for node, adjoint in derivation.adjoints.items():
             if node in model.names:
                 names.setdefault(adjoint, naming.gradient(model.names[node]))
-        gradients: list[Node] = []
-        for i, g in enumerate(derivation.gradients.values()):
-            # two params with the same gradient still get two arrays
-            twin = g in gradients
-            gradients.append(
-                model.ops.make("copy", g, attrs=(i,), shape=g.shape) if twin else g
-            )
+        # two params with the same gradient still get two arrays
+        gradients = fresh(model.ops, list(derivation.gradients.values()))
         backward = _body(model, [model.loss, *gradients], all_args, names)
         loss_value, *grads = backward.results
         functions += [
@@ -138,9 +133,14 @@ def render_module(
         args = model.arguments_of([node])  # may add an array only to read a dim
         depends = leaves_of([node], "param")
         deps = [p for p in model.params if p in depends]
-        value = _body(model, [owned(model.ops, node)], args, {})
+        value = _body(model, fresh(model.ops, [node]), args, {})
         jac = _body(
-            model, [jacobian(model.ops, node, model.params[p]) for p in deps], args, {}
+            model,
+            fresh(
+                model.ops, [jacobian(model.ops, node, model.params[p]) for p in deps]
+            ),
+            args,
+            {},
         )
         helpers |= value.helpers | jac.helpers
         shape = show(node.shape)

@@ -503,6 +503,8 @@ RULES: dict[str, Rule] = {
     "ne": Rule(2, None, Spelling("{0} != {1}", CMP, _CMP)),
     "xlogy": Rule(2, None, Spelling("_xlogy({0}, {1})", helper="xlogy")),
     "as_float": Rule(1, None, Spelling("np.asarray({0}, dtype=float)")),
+    # a dim used as a number, made a float where the integers could overflow
+    "float": Rule(1, same, Spelling("np.float64({0})")),
     "index": Rule(
         1, None, Spelling("{0}[{i}]", ATOM, (ATOM,), fields=lambda i: {"i": str(i)})
     ),

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import factor
-from .graph import Node, Shape, ancestors
+from .graph import LEAVES, Node, Shape, ancestors
 
 if TYPE_CHECKING:
     from .ops import Ops
@@ -109,7 +109,10 @@ def _mul(
         return ops.mul(b, a)  # constants first: 2 * x, as people write it
     for tangent, other in ((a, b), (b, a)):
         if other.op == "trail":  # a factored Jacobian times an element-wise factor
-            made = factor.times_elementwise(ops, tangent, other.args[0], shape)
+            (param_rank,) = other.attrs
+            made = factor.times_elementwise(
+                ops, tangent, other.args[0], shape, int(param_rank)  # type: ignore[call-overload]
+            )
             if made is not None:
                 return made
     return None
@@ -252,24 +255,42 @@ VIEWS = frozenset(
 )
 
 
-def borrowed(node: Node) -> bool:
-    """True if the value is (a view of) an array the caller passed in."""
+def base(node: Node) -> Node:
+    """The node whose memory the value lives in: itself, or what it is a view of."""
     while node.op in VIEWS or (node.op == "einsum" and len(node.args) == 1):
         node = node.args[0]
-    return node.op in ("input", "param")
+    return node
+
+
+def borrowed(node: Node) -> bool:
+    """True if the value is (a view of) an array the caller passed in."""
+    return base(node).op in ("input", "param")
 
 
 def constant(node: Node) -> bool:
-    """True if the value is built from literals and dims only (a Python number)."""
+    """True if the value is built from literals and dims only."""
     return not any(n.op in ("input", "param") for n in ancestors([node]))
 
 
-def owned(ops: Ops, node: Node) -> Node:
-    """The value as a fresh float array that the caller may keep and modify: never
-    the caller's own array (or a view of it) nor a Python int."""
-    if borrowed(node) or constant(node):
-        return ops.make("copy", node, shape=node.shape)
-    return node
+def owned(node: Node) -> bool:
+    """True if the value is a float array of its own: not (a view of) a leaf (the
+    caller's array, a literal, a dim) and not a number computed from literals and
+    dims alone, which the printed code holds as a Python number."""
+    return base(node).op not in LEAVES and not (node.rank == 0 and constant(node))
+
+
+def fresh(ops: Ops, results: list[Node]) -> list[Node]:
+    """The results as fresh float arrays that the caller may keep and modify: never
+    the caller's own array (or a view of it), nor a Python number, nor an array
+    another result also returns (or a view of it); a copy wherever needed."""
+    made: list[Node] = []
+    taken: set[Node] = set()  # the memory of the results so far
+    for i, node in enumerate(results):
+        if not owned(node) or base(node) in taken:
+            node = ops.make("copy", node, attrs=(i,), shape=node.shape)
+        taken.add(base(node))
+        made.append(node)
+    return made
 
 
 def _exact(
@@ -278,7 +299,7 @@ def _exact(
     """A fresh result array (`fill`, `tfull`) of a shape the value already has: the
     value itself, if it is a fresh float array already (see `owned`)."""
     a = args[0]
-    if a.shape != shape or borrowed(a) or constant(a):
+    if a.shape != shape or not owned(a):
         return None
     return ops.make("as_float", a, shape=shape) if a.op in MASKS else a
 

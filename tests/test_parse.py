@@ -12,7 +12,7 @@ import time
 import pytest
 
 from gradgen.errors import Location
-from gradgen.graph import Node
+from gradgen.graph import Node, ancestors
 from gradgen.ops import Ops
 from gradgen.parse import (
     MAX_DEPTH,
@@ -291,16 +291,29 @@ def test_huge_literal() -> None:
     assert quickly("w * " + "9" * 5000)[0].startswith("invalid expression: Exceeds")
 
 
-def test_powers_of_dims_are_bounded() -> None:
-    """Dims are Python ints in the generated code: a tower of powers would be
-    computed exactly and never finish."""
-    message, at = quickly("b * (N ** 1000) ** 1000")
-    assert message.startswith("this power of dims has degree 1000000; the limit is")
-    assert at.startswith("** 1000")
-    assert quickly("b * 2 ** N")[0].startswith(
-        "a power of whole numbers (dims and integer constants) needs a constant"
-    )
-    assert parse("b * N ** 3 + w ** N + (N / 2) ** N").shape == ("n",)
+def test_powers_of_dims_are_floats() -> None:
+    """Dims are Python ints in the generated code. A power of whole numbers, or a
+    function of one, is taken in float: `2 ** N` and `2 ** -square(N)` are floats
+    (never an int64 that overflows or refuses a negative exponent), and a tower
+    of powers neither hangs nor is refused (issue 7)."""
+    for text in (
+        "b * (N ** 1000) ** 1000",
+        "b * 2 ** N",
+        "b * 2.5 ** N",
+        "b * N ** N",
+        "b * 2 ** -N",
+        "b * 2 ** -square(N)",
+        "b * abs(N - n)",
+        "b * sum([N, 2])",
+    ):
+        started = time.perf_counter()
+        floats = [n for n in ancestors([parse(text)]) if n.op == "float"]
+        assert floats, text
+        assert all(f.args[0].op != "float" for f in floats)
+        assert time.perf_counter() - started < 5, text
+    # + - * of dims stay exact Python integers; anything else of a float is a float
+    for text in ("b * (N * n + 2 - N)", "b * N / n", "w ** N", "b * exp(-w) ** N"):
+        assert not any(n.op == "float" for n in ancestors([parse(text)])), text
 
 
 def test_deep_parentheses() -> None:
