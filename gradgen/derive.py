@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .graph import LEAVES, Node, Shape, ancestors
+from .graph import LEAVES, Node, Shape, ancestors, leaves_of
+from .model import Model
 from .ops import Ops
 from .rules import RULES, total
 
@@ -39,10 +40,38 @@ class Step:
 
 @dataclass(frozen=True)
 class Derivation:
+    """Reverse mode from the loss: the gradients, and how they were found."""
+
     loss: Node
     gradients: dict[str, Node]  # param name -> dL/dparam, exactly the param's shape
     adjoints: dict[Node, Node]  # every differentiated node -> its adjoint
     steps: tuple[Step, ...]  # in the order they were taken (reverse topological)
+
+
+@dataclass(frozen=True)
+class Derivatives:
+    """Everything the module needs differentiated: the loss's gradients (reverse
+    mode) and each output's Jacobians (forward mode), one per param it depends on."""
+
+    gradients: Derivation | None  # None: the spec has no loss
+    jacobians: dict[str, dict[str, Node]]  # output -> param -> d output / d param
+
+
+def derive(model: Model) -> Derivatives:
+    """Differentiate the model: the chain rule's steps 2 to 4, for every result."""
+    params = list(model.params.values())
+    gradients_ = (
+        None if model.loss is None else gradients(model.ops, model.loss, params)
+    )
+    jacobians = {
+        name: {
+            p.name: jacobian(model.ops, node, p)
+            for p in params
+            if p.name in leaves_of([node], "param")
+        }
+        for name, node in model.outputs.items()
+    }
+    return Derivatives(gradients_, jacobians)
 
 
 def depends_on_params(nodes: list[Node]) -> set[Node]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from .derive import Derivation
 from .graph import LEAVES, Node, ancestors
+from .lower import Program
 from .model import Model
-from .printer import spell
+from .printer import Body, spell
 from .rules import ATOM
 from .shapes import show
 from .spec import Spec
@@ -102,4 +103,15 @@ def derivation_text(model: Model, derivation: Derivation | None) -> str:
     lines.append("")
     for p, g in derivation.gradients.items():
         lines.append(f"  dL/d{p} = {full[g][0]}")
+    return "\n".join(lines) + "\n"
+
+
+def lowered_text(program: Program, bodies: dict[str, Body]) -> str:
+    """The module's functions after lowering, as the numpy statements they print."""
+    lines: list[str] = []
+    for kernel in program.kernels():
+        body = bodies[kernel.name]
+        lines.append(f"{kernel.name}({', '.join(kernel.args)}):")
+        lines += [f"    {line}" for line in body.lines]
+        lines.append(f"    -> {', '.join(body.results)}")
     return "\n".join(lines) + "\n"

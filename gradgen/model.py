@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import ast
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .errors import Collector, Diagnostic
+from .errors import Collector
 from .graph import Node, ancestors, leaves_of
 from .load import YScalar
 from .ops import Ops
 from .parse import MAX_LENGTH, ExpressionError, Parser, syntax_tree
 from .shapes import ShapeError, show
-from .spec import Definition, Expr, Spec
+from .spec import Definition, Expr, Spec, Validated
 
 #: Operations in one spec's graph, before differentiation. The examples have under
 #: a hundred; generating takes about half a millisecond per operation (most of it
@@ -72,24 +71,19 @@ class Model:
         return node.shape
 
 
-def build(spec: Spec) -> Model:
-    """The graph of a valid spec; raises `SpecError` with every problem found."""
+def build(checked: Validated) -> Model:
+    """The graph of a validated spec. Raises `SpecError` with every problem found:
+    the spec's own (`checked.diagnostics`) and its expressions', together."""
     c = Collector()
-    model = _Builder(spec, c, skipped=frozenset()).build()
+    c.diagnostics += checked.diagnostics
+    if checked.spec is None:
+        c.raise_if_any()
+    assert checked.spec is not None
+    if checked.diagnostics and checked.unchecked is None:
+        c.raise_if_any()  # the names in scope are unknown: no expression is checked
+    model = _Builder(checked.spec, c, checked.unchecked or frozenset()).build()
     c.raise_if_any()
     return model
-
-
-def expression_diagnostics(spec: Spec, skipped: Iterable[str]) -> list[Diagnostic]:
-    """The problems in the expressions of a spec that has problems of its own.
-
-    `spec` holds what was valid; `skipped` names the entries that were declared but
-    are not in it (an invalid shape, say): expressions that use them are not
-    checked. Lets a user see a bad dim and a misspelt function in one run.
-    """
-    c = Collector()
-    _Builder(spec, c, frozenset(skipped)).build()
-    return c.diagnostics
 
 
 class _Builder:

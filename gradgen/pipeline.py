@@ -1,10 +1,23 @@
 """The whole pipeline, top to bottom, in one function.
 
-spec (YAML -> Spec) -> graph (expressions -> nodes, shapes checked) -> derivation
-(reverse mode; forward mode for Jacobians) -> printing + rendering (numpy text in
-Jinja templates) -> formatting (black) -> sealing (hashes in the header). Writing
-files is `write.py`'s job, driven by the CLI. `dump` names a stage whose result is
-returned as text, for debugging (`gradgen generate --dump STAGE`).
+Each stage is a module named for it, and a stage imports only the stages above it:
+
+    read      load.read_spec_bytes   the spec file's bytes, within the size limit
+    YAML      load.load_yaml_text    bytes -> located YAML nodes
+    spec      spec.validate          located nodes -> a `Spec` and its problems
+    graph     model.build            expressions -> one hash-consed graph (chain rule
+                                     step 1: intermediate variables), shapes checked
+    derive    derive.derive          reverse mode for the loss's gradients, forward
+                                     mode for the outputs' Jacobians (steps 2-4)
+    lower     lower.lower            the module's functions: fast spellings, fresh
+                                     results, names
+    print     printer.print_program  graph -> numpy statements
+    render    render.render_module   the printed program in the Jinja templates
+    format    formatting             black
+    seal      write.seal             the header's hashes
+
+Writing files is `write.py`'s job, driven by the CLI. `dump` names a stage whose
+result is returned as text instead (`gradgen generate --dump STAGE`).
 """
 
 from __future__ import annotations
@@ -12,14 +25,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, derive, explain, write
+from . import __version__, explain, write
+from .derive import derive
 from .formatting import format_python
-from .load import read_spec_bytes
+from .load import load_yaml_text, read_spec_bytes
+from .lower import lower
 from .model import build
+from .printer import print_program
 from .render import render_module
-from .spec import read_spec
+from .spec import validate
 from .stages import Stage
-from .write import relative_spec, spec_digest
 
 STAGES = tuple(stage.value for stage in Stage)
 
@@ -39,41 +54,39 @@ def generate(
     *,
     name: str | None = None,
     display: str | None = None,
-    dump: str | None = None,
+    dump: Stage | str | None = None,
 ) -> Generated:
     shown = display or str(spec_path)
+    stage = None if dump is None else Stage(dump)
+
+    def result(text: str) -> Generated:
+        return Generated(spec_path, model.spec.name, target, text, digest)
+
     data = read_spec_bytes(spec_path, shown)  # read once: hashed and parsed alike
-    digest = spec_digest(data, name)
-    spec = read_spec(spec_path, shown, name, data)
-    target = out_dir / f"{spec.name}.py"
-    if dump == "spec":
-        return Generated(spec_path, spec.name, target, explain.spec_text(spec), digest)
-    model = build(spec)
-    if dump == "graph":
-        return Generated(
-            spec_path, spec.name, target, explain.graph_text(model), digest
-        )
-    derivation = (
-        derive.gradients(model.ops, model.loss, list(model.params.values()))
-        if model.loss is not None
-        else None
-    )
-    if dump == "derivation":
-        return Generated(
-            spec_path,
-            spec.name,
-            target,
-            explain.derivation_text(model, derivation),
-            digest,
-        )
+    digest = write.spec_digest(data, name)
+    checked = validate(load_yaml_text(data, shown), shown, spec_path.stem, name)
+    model = build(checked)  # raises the spec's and its expressions' problems
+    target = out_dir / f"{model.spec.name}.py"
+    if stage is Stage.SPEC:
+        return result(explain.spec_text(model.spec))
+    if stage is Stage.GRAPH:
+        return result(explain.graph_text(model))
+    derivatives = derive(model)
+    if stage is Stage.DERIVATION:
+        return result(explain.derivation_text(model, derivatives.gradients))
+    program = lower(model, derivatives)
+    bodies = print_program(program)
+    if stage is Stage.LOWERED:
+        return result(explain.lowered_text(program, bodies))
     rendered = render_module(
         model,
-        derivation,
+        program,
+        bodies,
         version=__version__,
-        spec_rel=relative_spec(spec_path, out_dir),
+        spec_rel=write.relative_spec(spec_path, out_dir),
         spec_sha256=digest,
+        placeholder=write.PLACEHOLDER,
     )
-    if dump == "rendered":
-        return Generated(spec_path, spec.name, target, rendered, digest)
-    text = write.seal(format_python(rendered))
-    return Generated(spec_path, spec.name, target, text, digest)
+    if stage is Stage.RENDERED:
+        return result(rendered)
+    return result(write.seal(format_python(rendered)))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from . import naming
 from .graph import Node, ancestors
+from .lower import Program
 from .rules import ATOM, RULES, UNARY, number
 
 INLINE_LIMIT = 60  # characters: longer subexpressions get a line of their own
@@ -26,6 +27,14 @@ class Body:
     lines: tuple[str, ...]  # statements, in evaluation order
     results: tuple[str, ...]  # one expression per requested result
     helpers: frozenset[str]  # module-level helpers the code calls (e.g. "sigmoid")
+
+
+def print_program(program: Program) -> dict[str, Body]:
+    """Every function of the program printed, by name."""
+    return {
+        k.name: print_body(list(k.results), k.names, list(k.args), k.dims)
+        for k in program.kernels()
+    }
 
 
 def print_body(

@@ -1,28 +1,26 @@
 """The Jinja environment, and the context handed to the templates.
 
-Every decision is taken here, in Python: which functions the module has, their
-arguments, their bodies (from `printer.py`), the helpers they call. The templates
-only lay that text out. Rendering is strict (`StrictUndefined`): a missing field is
+The program arrives lowered (`lower.py`) and printed (`printer.py`); rendering only
+turns it into template context, in Python: the functions' signatures, docstrings,
+return expressions and the helpers they call. The templates only lay that text out. Rendering is strict (`StrictUndefined`): a missing field is
 an error, never an empty string.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 
 import jinja2
 
 from . import naming
-from .derive import Derivation, jacobian
-from .graph import Node, leaves_of
 from .load import YNode, YScalar, YSeq
+from .lower import Program
 from .model import Model
-from .printer import Body, print_body
+from .printer import Body
 from .rules import number
 from .shapes import show
-from .simplify import fresh, lower_powers
-from .write import PLACEHOLDER
 
 
 @dataclass(frozen=True)
@@ -77,37 +75,31 @@ def docstring_text(text: str) -> str:
 
 def render_module(
     model: Model,
-    derivation: Derivation | None,
+    program: Program,
+    bodies: Mapping[str, Body],
     *,
     version: str,
     spec_rel: str,
     spec_sha256: str,
+    placeholder: str,
 ) -> str:
+    """The module's text from the lowered `program` and its printed `bodies` (by
+    kernel name); `placeholder` stands where sealing will write the body digest."""
     spec = model.spec
     annotations = {
         n: ("float" if node.rank == 0 else "np.ndarray")
         for n, node in {**model.inputs, **model.params}.items()
     }
 
-    def arguments(names: list[str]) -> tuple[Argument, ...]:
+    def arguments(names: Sequence[str]) -> tuple[Argument, ...]:
         return tuple(Argument(n, annotations[n]) for n in names)
 
     all_args = [*model.inputs, *model.params]
     functions: list[Function] = []
     helpers: set[str] = set()
-    if derivation is not None and model.loss is not None:
-        forward = _body(model, [model.loss], all_args, {})
-        # dL_dw for each param's gradient, then dL_dz for the spec's other named
-        # variables; a node keeps the first name it gets (the spec's own first).
-        names: dict[Node, str] = {}
-        for p, g in derivation.gradients.items():
-            names.setdefault(g, naming.gradient(p))
-        for node, adjoint in derivation.adjoints.items():
-            if node in model.names:
-                names.setdefault(adjoint, naming.gradient(model.names[node]))
-        # two params with the same gradient still get two arrays
-        gradients = fresh(model.ops, list(derivation.gradients.values()))
-        backward = _body(model, [model.loss, *gradients], all_args, names)
+    if program.loss is not None and program.loss_and_gradients is not None:
+        forward = bodies[program.loss.name]
+        backward = bodies[program.loss_and_gradients.name]
         loss_value, *grads = backward.results
         functions += [
             Function(
@@ -129,51 +121,41 @@ def render_module(
         ]
         helpers |= forward.helpers | backward.helpers
     outputs: list[Output] = []
-    for out_name, node in model.outputs.items():
-        args = model.arguments_of([node])  # may add an array only to read a dim
-        depends = leaves_of([node], "param")
-        deps = [p for p in model.params if p in depends]
-        value = _body(model, fresh(model.ops, [node]), args, {})
-        jac = _body(
-            model,
-            fresh(
-                model.ops, [jacobian(model.ops, node, model.params[p]) for p in deps]
-            ),
-            args,
-            {},
-        )
+    for out in program.outputs:
+        node = model.outputs[out.name]
+        value, jac = bodies[out.value.name], bodies[out.jacobian.name]
         helpers |= value.helpers | jac.helpers
         shape = show(node.shape)
-        type_name = naming.jacobian_type(out_name)
+        type_name = naming.jacobian_type(out.name)
         outputs.append(
             Output(
-                out_name,
+                out.name,
                 shape,
                 Function(
-                    out_name,
-                    arguments(args),
+                    out.name,
+                    arguments(out.value.args),
                     "np.ndarray" if node.rank else "float",
-                    f"The output `{out_name}`, shape {shape}.",
+                    f"The output `{out.name}`, shape {shape}.",
                     value,
                     value.results[0] if node.rank else f"float({value.results[0]})",
                 ),
                 Function(
-                    naming.jacobian_function(out_name),
-                    arguments(args),
+                    out.jacobian.name,
+                    arguments(out.jacobian.args),
                     type_name,
-                    f"The Jacobians of `{out_name}`: shape {shape} + each param's shape.",
+                    f"The Jacobians of `{out.name}`: shape {shape} + each param's shape.",
                     jac,
-                    _call(type_name, deps, list(jac.results)),
+                    _call(type_name, list(out.params), list(jac.results)),
                 ),
                 type_name,
-                tuple(deps),
+                out.params,
             )
         )
     context = {
         "version": version,
         "spec_rel": spec_rel,
         "spec_sha256": spec_sha256,
-        "placeholder": PLACEHOLDER,
+        "placeholder": placeholder,
         "doc": spec.doc,
         "summary": _summary(model),
         "inputs": list(model.inputs),
@@ -181,7 +163,7 @@ def render_module(
         "data_args": arguments(list(model.inputs)),
         "all_args": arguments(all_args),
         "param_shapes": {p: show(n.shape) for p, n in model.params.items()},
-        "has_loss": derivation is not None,
+        "has_loss": program.loss is not None,
         "functions": functions,
         "outputs": outputs,
         "helpers": sorted(helpers),
@@ -196,19 +178,6 @@ def _call(callee: str, fields: list[str], values: list[str]) -> str:
         f"{callee}("
         + ", ".join(f"{k}={v}" for k, v in zip(fields, values, strict=True))
         + ")"
-    )
-
-
-def _body(
-    model: Model, results: list[Node], args: list[str], names: dict[Node, str]
-) -> Body:
-    preferred = {n: name for n, name in model.names.items() if name not in args}
-    for n, name in names.items():
-        preferred.setdefault(n, name)  # never rename a variable the spec named
-    lowered = lower_powers(model.ops, results)
-    renamed = {lowered[n]: name for n, name in preferred.items() if n in lowered}
-    return print_body(
-        [lowered[r] for r in results], renamed, args, model.dim_sources(args)
     )
 
 

@@ -154,69 +154,9 @@ def _powc(
         return ops.const(1.0) if a.rank == 0 else ops.fill(ops.const(1.0), a)
     if k == 0.5:
         return ops.call("sqrt", a)
-    if k.is_integer() and -MAX_PRODUCT_POWER <= k <= -1:
+    if k.is_integer() and -16 <= k <= -1:  # 1 / a**k, a product when lowered
         return ops.div(ops.const(1.0), ops.powc(a, -k))
     return None
-
-
-MAX_PRODUCT_POWER = 16  # x**16 is 4 multiplications
-
-
-def lower_powers(ops: Ops, roots: list[Node]) -> dict[Node, Node]:
-    """Fast spellings, chosen after differentiation (so that derivatives are taken
-    of `a**k` itself: 3*x**2, not the sum of three product-rule terms):
-
-    * a**k for integer 3 <= k <= 16 as products;
-    * the sum (or mean) of the squares of a vector as a dot product, x @ x, which
-      needs no temporary array;
-    * a product of three or more einsum factors as nested pairs (`factor.pairwise`).
-
-    Returns old node -> new node for every node the roots need.
-    """
-    new: dict[Node, Node] = {}
-    for node in ancestors(roots):
-        args = tuple(new[a] for a in node.args)
-        lowered = _lower(ops, node, args)
-        if lowered is not None:
-            new[node] = lowered
-        elif args == node.args:
-            new[node] = node
-        else:
-            new[node] = ops.make(node.op, *args, attrs=node.attrs, shape=node.shape)
-    return new
-
-
-def _lower(ops: Ops, node: Node, args: tuple[Node, ...]) -> Node | None:
-    if node.op == "powc":
-        k = float(node.attrs[0])  # type: ignore[arg-type]
-        if k.is_integer() and 3 <= k <= MAX_PRODUCT_POWER:
-            return _power_by_squaring(ops, args[0], int(k))
-    if node.op == "einsum":
-        return factor.pairwise(
-            ops, ops.make("einsum", *args, attrs=node.attrs, shape=node.shape)
-        )
-    if node.op in ("sum", "mean") and node.attrs == (None,):
-        (a,) = args
-        if a.rank == 1 and (a.op == "square" or (a.op == "powc" and a.attrs == (2.0,))):
-            x = a.args[0]
-            dot = ops.matmul(x, x)
-            return dot if node.op == "sum" else ops.div(dot, ops.count(x, None))
-    return None
-
-
-def _power_by_squaring(ops: Ops, a: Node, k: int) -> Node:
-    """a**k as products, squaring as it goes: a**8 = ((a*a)**2)**2 is three
-    multiplications; the graph shares the squares, so each is computed once."""
-    result: Node | None = None
-    square = a
-    while True:
-        if k & 1:
-            result = square if result is None else ops.mul(square, result)
-        k >>= 1
-        if not k:
-            assert result is not None
-            return result
-        square = ops.mul(square, square)
 
 
 def _log(
@@ -277,20 +217,6 @@ def owned(node: Node) -> bool:
     caller's array, a literal, a dim) and not a number computed from literals and
     dims alone, which the printed code holds as a Python number."""
     return base(node).op not in LEAVES and not (node.rank == 0 and constant(node))
-
-
-def fresh(ops: Ops, results: list[Node]) -> list[Node]:
-    """The results as fresh float arrays that the caller may keep and modify: never
-    the caller's own array (or a view of it), nor a Python number, nor an array
-    another result also returns (or a view of it); a copy wherever needed."""
-    made: list[Node] = []
-    taken: set[Node] = set()  # the memory of the results so far
-    for i, node in enumerate(results):
-        if not owned(node) or base(node) in taken:
-            node = ops.make("copy", node, attrs=(i,), shape=node.shape)
-        taken.add(base(node))
-        made.append(node)
-    return made
 
 
 def _exact(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import naming
-from .errors import Collector, Location, SpecError, did_you_mean
+from .errors import Collector, Diagnostic, Location, SpecError, did_you_mean
 from .graph import Shape
 from .load import (
     YMap,
@@ -105,23 +105,43 @@ class Spec:
     loc: Location
 
 
+@dataclass(frozen=True)
+class Validated:
+    """A spec as far as it is valid, and the problems found in it.
+
+    Expressions are checked by the next stage (`model.build`), which reports their
+    problems together with these: a user sees a bad dim and a misspelt function in
+    one run.
+    """
+
+    spec: Spec | None  # the valid parts; None: the file is not even a mapping
+    diagnostics: tuple[Diagnostic, ...]
+    #: declared entries that failed validation: expressions that use them are not
+    #: checked (their problem is reported already); None: no expression can be
+    unchecked: frozenset[str] | None
+
+
 def read_spec(
     path: Path,
     display: str | None = None,
     name: str | None = None,
     data: bytes | None = None,
 ) -> Spec:
-    """Load and validate a spec file; `name` overrides the module name; `data`, the
-    file's bytes when the caller has already read them."""
+    """Load and validate a spec file, for tools that read its declarations; raises
+    `SpecError` with the spec's problems (its expressions are `model.build`'s).
+    `name` overrides the module name; `data`, the file's bytes if already read."""
     shown = display or str(path)
     if data is None:
         data = read_spec_bytes(path, shown)
-    return validate(load_yaml_text(data, shown), shown, path.stem, name)
+    checked = validate(load_yaml_text(data, shown), shown, path.stem, name)
+    if checked.diagnostics or checked.spec is None:
+        raise SpecError(list(checked.diagnostics))
+    return checked.spec
 
 
 def validate(
     root: YNode, path: str, stem: str, name_override: str | None = None
-) -> Spec:
+) -> Validated:
     c = Collector()
     start = Location(path, 1, 1)
     if not isinstance(root, YMap):
@@ -129,8 +149,7 @@ def validate(
             root.loc,
             f"a spec is a mapping of keys ({', '.join(TOP_LEVEL)}), not {_kind(root)}",
         )
-        c.raise_if_any()
-        raise AssertionError  # unreachable
+        return Validated(None, tuple(c.diagnostics), None)
     misspelt: set[str] = set()  # keys that an unknown key probably meant
     for key, _ in root.entries:
         text = key_text(key)
@@ -173,10 +192,8 @@ def validate(
     spec = Spec(
         path, name, doc, inputs, params, define, loss, outputs, optimizer, dims, start
     )
-    if c:  # report the expressions' problems together with the spec's
-        _check_expressions(root, spec, c)
-    c.raise_if_any()
-    return spec
+    unchecked = _unchecked(root, spec) if c else frozenset()
+    return Validated(spec, tuple(c.diagnostics), unchecked)
 
 
 def _is_empty(node: YNode) -> bool:
@@ -190,21 +207,16 @@ def _entries(node: YNode) -> tuple[tuple[YScalar, YNode], ...]:
     return node.entries if isinstance(node, YMap) else ()
 
 
-def _check_expressions(root: YMap, spec: Spec, c: Collector) -> None:
-    """Report the problems inside expressions too, though the spec has others.
-
-    Skipped when the names in scope are unknown (`inputs` or `params` is not a
-    mapping); entries that failed validation are left out of the check, and so is
-    every expression that uses one of them.
-    """
-    from .model import expression_diagnostics  # model.py imports this module
-
+def _unchecked(root: YMap, spec: Spec) -> frozenset[str] | None:
+    """The entries declared but left out of `spec` (they failed validation), whose
+    users' expressions cannot be checked; None when the names in scope are unknown
+    (`inputs` or `params` is not a mapping)."""
     declarations = [root.get(k) for k in ("inputs", "params")]
     if any(
         s is not None and not (isinstance(s, YMap) or _is_empty(s))
         for s in declarations
     ):
-        return
+        return None
     # Names under a misspelt key (`parms:`) were meant as declarations too.
     sections = ["inputs", "params", "define", "outputs"]
     sections += [k for k in root.keys() if k not in TOP_LEVEL]
@@ -219,9 +231,7 @@ def _check_expressions(root: YMap, spec: Spec, c: Collector) -> None:
         *spec.define,
         *spec.outputs,
     )
-    kept = {e.name for e in entries}
-    for d in expression_diagnostics(spec, declared - kept):
-        c.diagnostics.append(d)
+    return frozenset(declared - {e.name for e in entries})
 
 
 # -- sections --------------------------------------------------------------------------

@@ -15,5 +15,6 @@ class Stage(StrEnum):
     SPEC = "spec"
     GRAPH = "graph"
     DERIVATION = "derivation"
+    LOWERED = "lowered"
     RENDERED = "rendered"
     MODULE = "module"

@@ -11,19 +11,24 @@ from gradgen.errors import SpecError
 from gradgen.load import load_yaml_text
 from gradgen.model import build
 from gradgen.parse import MAX_VECTOR
-from gradgen.spec import Spec, read_spec, validate
+from gradgen.spec import Spec, Validated, read_spec, validate
 
 GOOD = "gradgen: 1\ninputs:\n  x: [n]\nparams:\n  w: [n]\nloss: sum(x * w)\n"
 
 
-def spec_of(text: str, name: str | None = None, stem: str = "model") -> Spec:
+def checked(text: str, name: str | None = None, stem: str = "model") -> Validated:
     return validate(load_yaml_text(text, "s.yaml"), "s.yaml", stem, name)
+
+
+def spec_of(text: str, name: str | None = None, stem: str = "model") -> Spec:
+    """The spec of a valid text (its expressions too)."""
+    return build(checked(text, name, stem)).spec
 
 
 def errors(text: str, name: str | None = None, stem: str = "model") -> list[str]:
     """`line:col: message` of every problem, through the model too."""
     with pytest.raises(SpecError) as info:
-        build(spec_of(text, name, stem))
+        build(checked(text, name, stem))
     return [
         f"{d.location.line}:{d.location.col}: {d.message}"
         for d in info.value.diagnostics
@@ -41,7 +46,7 @@ def test_a_good_spec() -> None:
     assert [(d.name, d.shape) for d in spec.params] == [("w", ("n",))]
     assert spec.optimizer.rule == "sgd" and spec.optimizer.hyper == (("lr", 0.01),)
     assert set(spec.dims) == {"n"}
-    build(spec)
+    assert not checked(GOOD).diagnostics
 
 
 def test_read_spec_uses_the_display_path(tmp_path: Path) -> None:
@@ -373,7 +378,7 @@ def test_long_yaml_vectors_are_refused() -> None:
 
 def test_numbers_as_expressions() -> None:
     text = "gradgen: 1\nparams: {w: []}\ndefine:\n  c: 3\nloss: w * c\n"
-    build(spec_of(text))
+    spec_of(text)
     text = "gradgen: 1\nparams: {w: []}\ndefine:\n  c: .inf\nloss: w * c\n"
     assert errors(text) == ["4:6: the number `inf` is not finite"]
 

@@ -1,0 +1,185 @@
+"""Lowering: the derived graph -> the module's functions, each ready to print.
+
+After differentiation (so that derivatives are taken of `a**k` itself, 3*x**2, not of
+a product), each function of the generated module becomes a `Kernel`: its
+arguments, the nodes it returns, and the names its values take. Lowering decides:
+
+* fast spellings: a**k for integer 3 <= k <= 16 as products (numpy's `x**3` goes
+  through pow() and is 50-140x slower than `x*x*x`); the sum (or mean) of the
+  squares of a vector as a dot product `x @ x`, with no temporary array; a product
+  of three or more einsum factors as nested pairs (`factor.pairwise`);
+* ownership: every returned array is fresh, a copy only where a result would
+  otherwise be the caller's array, a Python number, or another result's memory;
+* names: the spec's names for its variables, `dL_dw` for gradients (`naming.py`);
+* where each dim used by the code is read from (an argument's axis).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from . import factor, naming
+from .derive import Derivatives
+from .graph import Node, ancestors
+from .model import Model
+from .ops import Ops
+from .simplify import base, owned
+
+MAX_PRODUCT_POWER = 16  # x**16 is 4 multiplications
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One generated function's computation: what it takes, computes and returns."""
+
+    name: str
+    args: tuple[str, ...]  # the inputs and params it takes, in spec order
+    results: tuple[Node, ...]  # lowered; arrays among them are fresh
+    names: Mapping[Node, str]  # preferred names: the spec's, then `dL_dw`...
+    dims: Mapping[str, tuple[str, int]]  # dim -> (argument, axis) it is read from
+
+
+@dataclass(frozen=True)
+class OutputKernels:
+    name: str
+    value: Kernel
+    jacobian: Kernel
+    params: tuple[str, ...]  # the params the output depends on: its Jacobian's fields
+
+
+@dataclass(frozen=True)
+class Program:
+    """The module's computations: the loss's, and each output's."""
+
+    loss: Kernel | None  # the loss alone
+    loss_and_gradients: Kernel | None  # the loss, then dL/dparam for every param
+    outputs: tuple[OutputKernels, ...]
+
+    def kernels(self) -> list[Kernel]:
+        found = [k for k in (self.loss, self.loss_and_gradients) if k is not None]
+        for out in self.outputs:
+            found += [out.value, out.jacobian]
+        return found
+
+
+def lower(model: Model, derivatives: Derivatives) -> Program:
+    ops = model.ops
+    every = (*model.inputs, *model.params)
+    loss = loss_and_gradients = None
+    derivation = derivatives.gradients
+    if derivation is not None:
+        loss = _kernel(model, "loss", [derivation.loss], every, {})
+        # dL_dw for each param's gradient, then dL_dz for the spec's other named
+        # variables; a node keeps the first name it gets (the spec's own first).
+        names: dict[Node, str] = {}
+        for p, g in derivation.gradients.items():
+            names.setdefault(g, naming.gradient(p))
+        for node, adjoint in derivation.adjoints.items():
+            if node in model.names:
+                names.setdefault(adjoint, naming.gradient(model.names[node]))
+        # two params with the same gradient still get two arrays
+        gradients = fresh(ops, list(derivation.gradients.values()))
+        loss_and_gradients = _kernel(
+            model, "loss_and_gradients", [derivation.loss, *gradients], every, names
+        )
+    outputs: list[OutputKernels] = []
+    for name, node in model.outputs.items():
+        args = tuple(model.arguments_of([node]))  # may add an array to read a dim
+        jacobians = derivatives.jacobians[name]
+        value = _kernel(model, name, fresh(ops, [node]), args, {})
+        jacobian = _kernel(
+            model,
+            naming.jacobian_function(name),
+            fresh(ops, list(jacobians.values())),
+            args,
+            {},
+        )
+        outputs.append(OutputKernels(name, value, jacobian, tuple(jacobians)))
+    return Program(loss, loss_and_gradients, tuple(outputs))
+
+
+def _kernel(
+    model: Model,
+    name: str,
+    results: list[Node],
+    args: tuple[str, ...],
+    names: Mapping[Node, str],
+) -> Kernel:
+    preferred = {n: v for n, v in model.names.items() if v not in args}
+    for n, v in names.items():
+        preferred.setdefault(n, v)  # never rename a variable the spec named
+    lowered = lower_powers(model.ops, results)
+    renamed = {lowered[n]: v for n, v in preferred.items() if n in lowered}
+    return Kernel(
+        name,
+        args,
+        tuple(lowered[r] for r in results),
+        renamed,
+        model.dim_sources(list(args)),
+    )
+
+
+def fresh(ops: Ops, results: list[Node]) -> list[Node]:
+    """The results as fresh float arrays that the caller may keep and modify: never
+    the caller's own array (or a view of it), nor a Python number, nor an array
+    another result also returns (or a view of it); a copy wherever needed."""
+    made: list[Node] = []
+    taken: set[Node] = set()  # the memory of the results so far
+    for i, node in enumerate(results):
+        if not owned(node) or base(node) in taken:
+            node = ops.make("copy", node, attrs=(i,), shape=node.shape)
+        taken.add(base(node))
+        made.append(node)
+    return made
+
+
+def lower_powers(ops: Ops, roots: list[Node]) -> dict[Node, Node]:
+    """The fast spellings listed above, for every node the roots need.
+
+    Returns old node -> new node.
+    """
+    new: dict[Node, Node] = {}
+    for node in ancestors(roots):
+        args = tuple(new[a] for a in node.args)
+        lowered = _lower(ops, node, args)
+        if lowered is not None:
+            new[node] = lowered
+        elif args == node.args:
+            new[node] = node
+        else:
+            new[node] = ops.make(node.op, *args, attrs=node.attrs, shape=node.shape)
+    return new
+
+
+def _lower(ops: Ops, node: Node, args: tuple[Node, ...]) -> Node | None:
+    if node.op == "powc":
+        k = float(node.attrs[0])  # type: ignore[arg-type]
+        if k.is_integer() and 3 <= k <= MAX_PRODUCT_POWER:
+            return _power_by_squaring(ops, args[0], int(k))
+    if node.op == "einsum":
+        return factor.pairwise(
+            ops, ops.make("einsum", *args, attrs=node.attrs, shape=node.shape)
+        )
+    if node.op in ("sum", "mean") and node.attrs == (None,):
+        (a,) = args
+        if a.rank == 1 and (a.op == "square" or (a.op == "powc" and a.attrs == (2.0,))):
+            x = a.args[0]
+            dot = ops.matmul(x, x)
+            return dot if node.op == "sum" else ops.div(dot, ops.count(x, None))
+    return None
+
+
+def _power_by_squaring(ops: Ops, a: Node, k: int) -> Node:
+    """a**k as products, squaring as it goes: a**8 = ((a*a)**2)**2 is three
+    multiplications; the graph shares the squares, so each is computed once."""
+    result: Node | None = None
+    square = a
+    while True:
+        if k & 1:
+            result = square if result is None else ops.mul(square, result)
+        k >>= 1
+        if not k:
+            assert result is not None
+            return result
+        square = ops.mul(square, square)
