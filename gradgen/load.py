@@ -3,18 +3,15 @@
 Spec files are untrusted input (they arrive in pull requests), so this module never
 calls `yaml.load`: constructors are where YAML turns text into arbitrary objects
 (`!!python/object`), expands aliases (billion laughs), silently drops duplicate keys
-and forgets where every value came from.  Instead we drive PyYAML's `SafeLoader` only
-as far as its event stream -- the same reader, scanner, parser and resolver that
-`yaml.compose` uses -- and build the node tree ourselves, iteratively.  Doing the
-composing here rather than calling `yaml.compose` lets us:
-
-* keep every node's position (PyYAML marks are 0-based; `Location` is 1-based),
-  including the exact text of each scalar so `YScalar.position` can point at a
-  character inside it;
-* refuse aliases at the alias itself, refuse non-standard tags, merge keys,
-  non-scalar keys, duplicate keys and multiple documents, all with a location;
-* stop at a fixed nesting depth: `yaml.compose` recurses once per level, so a file
-  of 100000 `[` would otherwise end in a `RecursionError`.
+and forgets where every value came from.  `_Composer` is PyYAML's composer on
+`SafeLoader` (whose constructor it never calls) with the node-building methods
+overridden to build located nodes and to refuse, each at its location: aliases (at
+the alias, never looked up), nesting deeper than `MAX_DEPTH` (counted while
+composing, long before the composer's recursion could matter), non-standard tags,
+merge keys, non-scalar and duplicate keys, and more than one document.  libyaml's
+`CSafeLoader` composes in C, where none of this can be hooked, and words syntax
+errors differently.  What no library does is here too: `YScalar.position` traces a
+character of a scalar back to the file, for errors inside expressions.
 
 Scalars are resolved exactly like YAML 1.1 safe loading, using the resolver's tag and
 the `SafeConstructor` scalar constructors for int, float, bool and null only; every
@@ -251,16 +248,12 @@ def _value_positions(
 
 
 _TAG = "tag:yaml.org,2002:"
-_STR, _INT, _FLOAT, _BOOL, _NULL = (
-    _TAG + t for t in ("str", "int", "float", "bool", "null")
-)
-_SEQ, _MAP, _MERGE = _TAG + "seq", _TAG + "map", _TAG + "merge"
-_CONSTRUCTOR = SafeConstructor()
-_CONVERTERS: dict[str, tuple[str, Callable[[yaml.ScalarNode], Any]]] = {
-    _INT: ("int", _CONSTRUCTOR.construct_yaml_int),
-    _FLOAT: ("float", _CONSTRUCTOR.construct_yaml_float),
-    _BOOL: ("bool", _CONSTRUCTOR.construct_yaml_bool),
-    _NULL: ("null", _CONSTRUCTOR.construct_yaml_null),
+_STR, _SEQ, _MAP, _MERGE = (_TAG + t for t in ("str", "seq", "map", "merge"))
+_CONVERTERS: dict[str, tuple[str, Callable[[Any, yaml.ScalarNode], Any]]] = {
+    _TAG + "int": ("int", SafeConstructor.construct_yaml_int),
+    _TAG + "float": ("float", SafeConstructor.construct_yaml_float),
+    _TAG + "bool": ("bool", SafeConstructor.construct_yaml_bool),
+    _TAG + "null": ("null", SafeConstructor.construct_yaml_null),
 }
 _ALIAS_MESSAGE = (
     "YAML aliases (*name) are not supported in specs; write the value out in full"
@@ -290,106 +283,39 @@ def _show_tag(tag: str) -> str:
     return show_text("!!" + tag[len(_TAG) :] if tag.startswith(_TAG) else tag)
 
 
-class _EventSource(yaml.SafeLoader):
-    """SafeLoader's parser, remembering the last scalar token it consumed so a
-    tagged scalar's text can be located separately from its tag."""
+class _Abort(Exception):
+    """Stop composing; the reasons are already in the collector."""
 
-    def __init__(self, text: str) -> None:
+
+_KEY = object()  # the `index` that `compose_node` is given for a mapping key
+
+
+class _Composer(yaml.SafeLoader):  # type: ignore[misc]
+    """PyYAML's composer, building located nodes and collecting every problem where
+    it occurs.  Its constructor is never called.  An alias is refused at the alias,
+    never looked up (and no anchor is recorded); nesting is counted as collections
+    open; tags, scalar values and keys are checked as they are read.  A node with a
+    problem composes to None."""
+
+    def __init__(self, text: str, path: str) -> None:
         super().__init__(text)
-        self.scalar_token: yaml.ScalarToken | None = None
+        self.text, self.path = text, path
+        self.collector = Collector()
+        self.depth = 0  # nodes open, so the collections enclosing the next one
+        self.is_key = False
+        self.first_alias: int | None = None  # index of its diagnostic
+        self.aliases = 0
+        self.scalar_token: Any = None
 
     def get_token(self) -> Any:
+        """Remember the last scalar token read, so that a tagged scalar's text can
+        be located apart from its tag."""
         token = super().get_token()
         if isinstance(token, yaml.ScalarToken):
             self.scalar_token = token
         return token
 
-
-class _Abort(Exception):
-    """Stop composing; the reasons are already in the collector."""
-
-
-class _SeqFrame:
-    def __init__(self, loc: Location, flow: bool) -> None:
-        self.loc, self.flow = loc, flow
-        self.items: list[YNode] = []
-        self.expects_key = False
-
-    def add(self, node: YNode | None) -> None:
-        if node is not None:
-            self.items.append(node)
-
-    def finish(self) -> YSeq:
-        return YSeq(tuple(self.items), self.loc, self.flow)
-
-
-class _MapFrame:
-    def __init__(self, loc: Location, composer: _Composer) -> None:
-        self.loc, self.composer = loc, composer
-        self.entries: list[tuple[YScalar, YNode]] = []
-        self.seen: dict[tuple[bool, object], YScalar] = {}
-        self.expects_key = True
-        self.key: YScalar | None = None
-
-    def add(self, node: YNode | None) -> None:
-        if not self.expects_key:
-            if self.key is not None and node is not None:
-                self.entries.append((self.key, node))
-            self.expects_key = True
-            return
-        self.expects_key = False
-        self.key = None
-        if node is None:
-            return
-        if not isinstance(node, YScalar):
-            kind = "a sequence" if isinstance(node, YSeq) else "a mapping"
-            self.composer.error(node.loc, f"mapping keys must be scalars, not {kind}")
-            return
-        identity = (isinstance(node.value, bool), node.value)
-        first = self.seen.get(identity)
-        if first is not None:
-            self.composer.error(
-                node.loc,
-                f"duplicate key `{show_text(key_text(node))}` "
-                f"(first defined at line {first.loc.line})",
-            )
-            return
-        self.seen[identity] = node
-        self.key = node
-
-    def finish(self) -> YMap:
-        return YMap(tuple(self.entries), self.loc)
-
-
-class _Composer:
-    """Turns one document of the event stream into nodes, collecting problems."""
-
-    def __init__(self, text: str, path: str) -> None:
-        self.text, self.path = text, path
-        self.events = _EventSource(text)
-        self.collector = Collector()
-        self.first_alias: int | None = None  # index of its diagnostic
-        self.aliases = 0
-
-    def _alias(self, event: yaml.AliasEvent) -> None:
-        """Refuse aliases; one message for all of them, at the first one (a billion
-        laughs file has hundreds, and each would say the same)."""
-        self.aliases += 1
-        if self.first_alias is None:
-            self.first_alias = len(self.collector.diagnostics)
-            self.error(self.at(event.start_mark), _ALIAS_MESSAGE)
-
-    def _count_aliases(self) -> None:
-        if self.first_alias is not None and self.aliases > 1:
-            first = self.collector.diagnostics[self.first_alias]
-            message = f"{_ALIAS_MESSAGE} (this is the first of {self.aliases})"
-            self.collector.diagnostics[self.first_alias] = Diagnostic(
-                first.location, message
-            )
-
-    def at(self, mark: yaml.Mark | None) -> Location:
-        if mark is None:
-            return Location(self.path)
+    def at(self, mark: Any) -> Location:
         return Location(self.path, mark.line + 1, mark.column + 1)
 
     def error(self, location: Location, message: str) -> None:
@@ -404,36 +330,38 @@ class _Composer:
     def load(self) -> YNode:
         root: YNode | None = None
         try:
-            root = self._stream()
+            root = self._single_document()
         except _Abort:
             pass
         except yaml.MarkedYAMLError as exc:
-            self.collector.error(
-                self.at(exc.problem_mark or exc.context_mark), _yaml_message(exc)
-            )
+            mark = exc.problem_mark or exc.context_mark
+            location = Location(self.path) if mark is None else self.at(mark)
+            self.collector.error(location, _yaml_message(exc))
         except yaml.YAMLError as exc:
             self.collector.error(
                 Location(self.path), f"invalid YAML: {show_text(str(exc), 300)}"
             )
         except RecursionError:
             self.collector.error(Location(self.path), "the spec is nested too deeply")
-        self._count_aliases()
+        if self.first_alias is not None and self.aliases > 1:
+            first = self.collector.diagnostics[self.first_alias]
+            message = f"{_ALIAS_MESSAGE} (this is the first of {self.aliases})"
+            self.collector.diagnostics[self.first_alias] = Diagnostic(
+                first.location, message
+            )
         self.collector.raise_if_any()
         if root is None:
             raise SpecError([Diagnostic(Location(self.path), "the spec is empty")])
         return root
 
-    def _stream(self) -> YNode | None:
-        events = self.events
-        events.get_event()  # StreamStartEvent
-        if events.check_event(yaml.StreamEndEvent):
+    def _single_document(self) -> YNode | None:
+        self.get_event()  # StreamStartEvent
+        if self.check_event(yaml.StreamEndEvent):
             return None
-        events.get_event()  # DocumentStartEvent
-        root = self._document()
-        events.get_event()  # DocumentEndEvent
-        if not events.check_event(yaml.StreamEndEvent):
+        root: YNode | None = self.compose_document()
+        if not self.check_event(yaml.StreamEndEvent):
             self.error(
-                self.at(events.peek_event().start_mark),
+                self.at(self.peek_event().start_mark),
                 "the spec contains more than one YAML document; "
                 "put everything in one document",
             )
@@ -441,52 +369,87 @@ class _Composer:
             return None  # `---` and nothing else
         return root
 
-    def _document(self) -> YNode | None:
-        stack: list[_SeqFrame | _MapFrame] = []
-        while True:
-            self.events.scalar_token = None
-            event = self.events.get_event()
-            node: YNode | None
-            if isinstance(event, yaml.AliasEvent):
-                self._alias(event)
-                node = None
-            elif isinstance(event, yaml.ScalarEvent):
-                node = self._scalar(event, bool(stack) and stack[-1].expects_key)
-            elif isinstance(event, yaml.CollectionStartEvent):
-                stack.append(self._collection(event, depth=len(stack) + 1))
-                continue
-            elif isinstance(event, yaml.CollectionEndEvent) and stack:
-                node = stack.pop().finish()
-            else:  # not produced by PyYAML's parser inside a document
-                self.fatal(self.at(event.start_mark), "unexpected YAML structure")
-            if not stack:
-                return node
-            stack[-1].add(node)
+    def compose_node(self, parent: object, index: object) -> YNode | None:
+        """Refuse an alias; check a collection's depth and tag before composing it.
 
-    def _collection(self, event: yaml.Event, depth: int) -> _SeqFrame | _MapFrame:
+        All aliases get one message, at the first (a billion laughs file has
+        hundreds, and each would say the same)."""
+        event = self.peek_event()
         loc = self.at(event.start_mark)
-        if depth > MAX_DEPTH:
-            self.fatal(loc, f"the spec is nested more than {MAX_DEPTH} levels deep")
-        is_seq = isinstance(event, yaml.SequenceStartEvent)
-        if event.tag not in (None, "!", _SEQ if is_seq else _MAP):
-            self.error(
-                loc, _bad_tag(event.tag, "a sequence" if is_seq else "a mapping")
-            )
-        return (
-            _SeqFrame(loc, bool(event.flow_style)) if is_seq else _MapFrame(loc, self)
-        )
+        if isinstance(event, yaml.AliasEvent):
+            self.get_event()
+            self.aliases += 1
+            if self.first_alias is None:
+                self.first_alias = len(self.collector.diagnostics)
+                self.error(loc, _ALIAS_MESSAGE)
+            return None
+        if isinstance(event, yaml.CollectionStartEvent):
+            if self.depth >= MAX_DEPTH:
+                self.fatal(loc, f"the spec is nested more than {MAX_DEPTH} levels deep")
+            is_seq = isinstance(event, yaml.SequenceStartEvent)
+            if event.tag not in (None, "!", _SEQ if is_seq else _MAP):
+                kind = "a sequence" if is_seq else "a mapping"
+                self.error(loc, _bad_tag(event.tag, kind))
+        self.is_key = index is _KEY
+        self.depth += 1
+        node: YNode | None = super().compose_node(parent, index)
+        self.depth -= 1
+        return node
 
-    def _scalar(self, event: yaml.ScalarEvent, is_key: bool) -> YScalar | None:
+    def compose_sequence_node(self, anchor: str | None) -> YSeq:
+        event = self.get_event()
+        items: list[YNode] = []
+        while not self.check_event(yaml.SequenceEndEvent):
+            item = self.compose_node(None, len(items))
+            if item is not None:
+                items.append(item)
+        self.get_event()
+        return YSeq(tuple(items), self.at(event.start_mark), bool(event.flow_style))
+
+    def compose_mapping_node(self, anchor: str | None) -> YMap:
+        event = self.get_event()
+        entries: list[tuple[YScalar, YNode]] = []
+        seen: dict[tuple[bool, object], YScalar] = {}
+        while not self.check_event(yaml.MappingEndEvent):
+            key = self._key(self.compose_node(None, _KEY), seen)
+            value = self.compose_node(None, key)
+            if key is not None and value is not None:
+                entries.append((key, value))
+        self.get_event()
+        return YMap(tuple(entries), self.at(event.start_mark))
+
+    def _key(
+        self, node: YNode | None, seen: dict[tuple[bool, object], YScalar]
+    ) -> YScalar | None:
+        """`node` if it can be a key: a scalar not already in this mapping (keys are
+        compared resolved, so `yes` and `true` clash but `1` and `true` do not)."""
+        if isinstance(node, YSeq | YMap):
+            kind = "a sequence" if isinstance(node, YSeq) else "a mapping"
+            self.error(node.loc, f"mapping keys must be scalars, not {kind}")
+            return None
+        if node is None:
+            return None
+        first = seen.setdefault((isinstance(node.value, bool), node.value), node)
+        if first is not node:
+            self.error(
+                node.loc,
+                f"duplicate key `{show_text(key_text(node))}` "
+                f"(first defined at line {first.loc.line})",
+            )
+            return None
+        return node
+
+    def compose_scalar_node(self, anchor: str | None) -> YScalar | None:
+        event = self.get_event()
         loc = self.at(event.start_mark)
         text: str = event.value
-        if event.tag not in (None, "!"):
-            tag = event.tag
-            if tag not in (_STR, *_CONVERTERS):
-                self.error(loc, _bad_tag(tag, "a scalar"))
-                return None
-        else:
-            tag = self.events.resolve(yaml.ScalarNode, text, event.implicit)
-        if tag == _MERGE and is_key:
+        tag = event.tag
+        if tag in (None, "!"):
+            tag = self.resolve(yaml.ScalarNode, text, event.implicit)
+        elif tag not in (_STR, *_CONVERTERS):
+            self.error(loc, _bad_tag(tag, "a scalar"))
+            return None
+        if tag == _MERGE and self.is_key:
             self.error(loc, "merge keys (<<) are not supported in specs")
             return None
         value: str | int | float | bool | None = text
@@ -500,17 +463,18 @@ class _Composer:
                 )
             else:
                 try:
-                    value = convert(yaml.ScalarNode(tag, text))
+                    value = convert(self, yaml.ScalarNode(tag, text))
                 except (ValueError, LookupError, TypeError, ArithmeticError):
                     shown = f"`{show_text(text)}`" if text else "an empty value"
                     problem = f"{shown} is not a valid {kind}"
             if problem is not None:
                 self.error(loc, problem)
                 return None
-        # The scalar's own text starts after any tag or anchor.
+        # The scalar's own text starts after any tag or anchor, at its token: the
+        # last scalar token read, if the event was made from it.
         start_mark = event.start_mark
-        token = self.events.scalar_token
-        if token is not None and token.end_mark.index == event.end_mark.index:
+        token = self.scalar_token
+        if token is not None and token.end_mark is event.end_mark:
             start_mark = token.start_mark
         return YScalar(
             value,

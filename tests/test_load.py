@@ -176,6 +176,23 @@ def test_anchors_without_aliases_are_allowed() -> None:
     assert as_scalar(root.get("a")).value == 1
 
 
+def test_an_anchor_name_may_be_used_twice() -> None:
+    """Anchors are never recorded (no alias may use them), so PyYAML's duplicate
+    anchor check does not refuse a spec that names two values alike."""
+    root = as_map(load("a: &x 1\nb: &x [2]\n"))
+    assert as_scalar(root.get("a")).value == 1
+    assert as_scalar(as_seq(root.get("b")).items[0]).value == 2
+
+
+def test_empty_value_after_a_scalar_has_no_text() -> None:
+    """`{a}` ends the key's token where the empty value starts; the value must not
+    take the key's text for its own."""
+    [(key, value)] = as_map(load("{a}")).entries
+    assert (key.value, as_scalar(value).value) == ("a", None)
+    assert key.position(0) == at(1, 2)
+    assert key_text(as_scalar(value)) == "null"
+
+
 def test_tagged_node_location_is_the_tag() -> None:
     value = as_scalar(as_map(load("f: !!str 12\n")).get("f"))
     assert value.value == "12"
@@ -361,6 +378,24 @@ def test_duplicate_keys_compare_resolved_values() -> None:
     ]
     assert refusal("{a: 1, 'a': 2}") == [
         (1, 8, "duplicate key `a` (first defined at line 1)")
+    ]
+
+
+def test_problems_before_a_syntax_error_are_kept() -> None:
+    assert refusal("w: 1\nw: 2\nx: !!set {}\na: [1\n") == [
+        (2, 1, "duplicate key `w` (first defined at line 1)"),
+        (
+            3,
+            4,
+            "the YAML tag `!!set` is not supported in specs "
+            "(only !!str, !!int, !!float, !!bool, !!null, !!seq and !!map)",
+        ),
+        (
+            5,
+            1,
+            "invalid YAML: expected ',' or ']', but got '<stream end>'"
+            " (while parsing a flow sequence at line 4)",
+        ),
     ]
 
 
