@@ -12,9 +12,9 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 
 from .errors import Location
+from .spec import Dim, Shape
 
-Dim = str | int
-Shape = tuple[Dim, ...]
+__all__ = ["LEAVES", "Dim", "Graph", "Node", "Shape", "ancestors", "leaves_of"]
 
 
 @dataclass(frozen=True, eq=False)

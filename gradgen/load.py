@@ -35,6 +35,7 @@ from yaml.constructor import SafeConstructor
 from yaml.scanner import Scanner
 
 from gradgen.errors import Collector, Diagnostic, Location, SpecError
+from gradgen.limits import MAX_BYTES, MAX_DEPTH, MAX_ERRORS, MAX_NUMBER_CHARS
 
 __all__ = [
     "YMap",
@@ -48,12 +49,6 @@ __all__ = [
     "show_text",
 ]
 
-MAX_BYTES = (
-    1 << 18
-)  # 256 KiB: a real spec is a few hundred bytes; PyYAML scans ~250 KiB/s
-MAX_DEPTH = 50
-MAX_ERRORS = 100
-MAX_NUMBER_CHARS = 1000  # sexagesimal ints ("1:2:3:...") cost quadratic time
 
 _LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 _FOLDABLE = frozenset(" \t\n\u2028\u2029")

@@ -15,21 +15,12 @@ from dataclasses import dataclass
 
 from .errors import Collector
 from .graph import Node, ancestors, leaves_of
+from .limits import MAX_LENGTH, MAX_NODES, MAX_PRINTED
 from .load import YScalar
 from .ops import Ops
-from .parse import MAX_LENGTH, ExpressionError, Parser, syntax_tree
+from .parse import ExpressionError, Parser, syntax_tree
 from .shapes import ShapeError, show
 from .spec import Definition, Expr, Spec, Validated
-
-#: Operations in one spec's graph, before differentiation. The examples have under
-#: a hundred; generating takes about half a millisecond per operation (most of it
-#: formatting the code), so this keeps a hostile spec to a couple of seconds.
-MAX_NODES = 4000
-#: Operations the generated module prints: each function prints what its result
-#: needs, the loss twice (value; value and gradients), each output once for its
-#: value and once more per param for its Jacobian. Bounds a spec of a thousand
-#: small outputs as MAX_NODES bounds one of a few huge expressions.
-MAX_PRINTED = 8000
 
 
 class _TooBig(Exception):

@@ -26,15 +26,11 @@ from typing import Any
 
 from .errors import Location, did_you_mean
 from .graph import Node, ancestors
+from .limits import MAX_EXPONENT, MAX_EXPRESSION_DEPTH, MAX_LENGTH, MAX_VECTOR
 from .load import control_character
 from .ops import Ops
 from .rules import FUNCTIONS, RULES, number
 from .shapes import ShapeError, show
-
-MAX_LENGTH = 10_000  # characters in one expression
-MAX_DEPTH = 64  # nesting of parentheses, calls, unary and right-hand operands
-MAX_EXPONENT = 1000  # |k| in x ** k for a constant k
-MAX_VECTOR = 1000  # elements of a vector literal `[a, b, ...]` (or a YAML list)
 
 _BINOPS: dict[type[ast.operator], str] = {
     ast.Add: "add",
@@ -206,9 +202,9 @@ class Parser:
     # -- the allow-list --------------------------------------------------------------
 
     def _node(self, node: ast.AST, depth: int) -> Node:
-        if depth > MAX_DEPTH:
+        if depth > MAX_EXPRESSION_DEPTH:
             raise ExpressionError(
-                f"the expression is nested too deeply (more than {MAX_DEPTH} levels)",
+                f"the expression is nested too deeply (more than {MAX_EXPRESSION_DEPTH} levels)",
                 self._at(node),
             )
         method = _HANDLERS.get(type(node))

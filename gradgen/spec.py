@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import naming
 from .errors import Collector, Diagnostic, Location, SpecError, did_you_mean
-from .graph import Shape
+from .limits import MAX_DOC, MAX_ENTRIES, MAX_MODULE_NAME, MAX_RANK, MAX_VECTOR
 from .load import (
     YMap,
     YNode,
@@ -30,7 +30,11 @@ from .load import (
     read_spec_bytes,
     show_text,
 )
-from .parse import MAX_VECTOR
+
+#: A dim is a name (the same name is the same size everywhere) or a positive int.
+Dim = str | int
+#: A shape: `()` a scalar, `("n",)` a vector, `("N", "n")` a matrix.
+Shape = tuple[Dim, ...]
 
 FORMAT_VERSION = 1
 TOP_LEVEL = (
@@ -44,10 +48,6 @@ TOP_LEVEL = (
     "outputs",
     "optimizer",
 )
-MAX_RANK = 2
-MAX_ENTRIES = 1000  # names in one section
-MAX_DOC = 10_000  # characters
-MAX_MODULE_NAME = 100  # characters; the file name adds `.py`
 #: Modules a generated module could hide from its importer (or from itself).
 SHADOWED_MODULES = frozenset(
     {*sys.stdlib_module_names, "numpy", "gradgen", "yaml", "jinja2", "sympy"}

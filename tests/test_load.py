@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gradgen.errors import Location, SpecError
+from gradgen.limits import MAX_BYTES
 from gradgen.load import (
-    MAX_BYTES,
     YMap,
     YNode,
     YScalar,

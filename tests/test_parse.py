@@ -13,15 +13,10 @@ import pytest
 
 from gradgen.errors import Location
 from gradgen.graph import Node, ancestors
+from gradgen.limits import MAX_EXPONENT, MAX_LENGTH, MAX_VECTOR
+from gradgen.limits import MAX_EXPRESSION_DEPTH as MAX_DEPTH
 from gradgen.ops import Ops
-from gradgen.parse import (
-    MAX_DEPTH,
-    MAX_EXPONENT,
-    MAX_LENGTH,
-    MAX_VECTOR,
-    ExpressionError,
-    Parser,
-)
+from gradgen.parse import ExpressionError, Parser
 
 DIMS = {"N": Location("s", 1, 1), "n": Location("s", 1, 1)}
 SHAPES: dict[str, tuple[str | int, ...]] = {

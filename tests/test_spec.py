@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from gradgen.errors import SpecError
+from gradgen.limits import MAX_VECTOR
 from gradgen.load import load_yaml_text
 from gradgen.model import build
-from gradgen.parse import MAX_VECTOR
 from gradgen.spec import Spec, Validated, read_spec, validate
 
 GOOD = "gradgen: 1\ninputs:\n  x: [n]\nparams:\n  w: [n]\nloss: sum(x * w)\n"
