@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .graph import LEAVES, Node, Shape, ancestors, leaves_of
+from .graph import LEAVES, Axes, Node, Shape, ancestors, leaves_of
 from .model import Model
 from .ops import Ops
-from .rules import RULES, total
+from .rules import RULES, STEPWISE, Rule, total
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,15 @@ def depends_on_params(nodes: list[Node]) -> set[Node]:
     return live
 
 
+def differentiable(node: Node) -> Rule | None:
+    """The node's derivative rule; None for a leaf and for a piecewise-constant op
+    (a comparison, a sign), whose derivative is zero: it passes nothing on."""
+    rule = RULES.get(node.op)
+    if rule is None:
+        assert node.op in LEAVES or node.op in STEPWISE, f"no derivative for {node.op}"
+    return rule
+
+
 def unbroadcast(ops: Ops, g: Node, arg: Node, out: Node) -> Node:
     """The adjoint of a broadcast operand: the contribution `g`, which stands for an
     array of `out`'s shape, summed over the axes along which numpy repeated `arg`.
@@ -109,7 +118,7 @@ def unbroadcast(ops: Ops, g: Node, arg: Node, out: Node) -> Node:
     keep = tuple(a for a in summed if a - g_lead >= lead)  # arg's own size-1 axes
     drop = tuple(a for a in summed if a - g_lead < lead)
     if keep:
-        g = ops.make("sum_keep", g, attrs=(keep,), shape=_kept(g.shape, keep))
+        g = ops.make("sum_keep", g, attrs=Axes(keep), shape=_kept(g.shape, keep))
     if drop:
         g = ops.sum_axes(g, drop)
     g = ops.mul(factor, g)
@@ -137,16 +146,15 @@ def gradients(ops: Ops, loss: Node, params: list[Node]) -> Derivation:
         assert g is not None
         adjoints[node] = g
         partials: list[tuple[int, Node]] = []
-        if node.op not in LEAVES:
-            vjp = RULES[node.op].vjp
-            assert vjp is not None, f"no derivative rule for {node.op}"
+        rule = differentiable(node)
+        if rule is not None:
             for i, arg in enumerate(node.args):
                 if arg not in live:
                     continue
-                c = vjp(ops, node, g, i)
+                c = rule.vjp(ops, node, g, i)
                 if c is None:
-                    continue
-                if RULES[node.op].broadcasts:
+                    continue  # an operand without a derivative: it gets nothing
+                if rule.broadcasts:
                     c = unbroadcast(ops, c, arg, node)
                 partials.append((i, c))
                 pending.setdefault(arg, []).append(c)
@@ -170,12 +178,11 @@ def jacobian(ops: Ops, output: Node, param: Node) -> Node:
             tangent[node] = ops.const(1.0) if param.rank == 0 else ops.seed(param)
             continue
         ts = tuple(tangent.get(a) for a in node.args)
-        if node.op in LEAVES or all(t is None for t in ts):
+        rule = differentiable(node)
+        if rule is None or all(t is None for t in ts):
             tangent[node] = None
             continue
-        jvp = RULES[node.op].jvp
-        assert jvp is not None, f"no derivative rule for {node.op}"
-        tangent[node] = jvp(ops, node, ts, param)
+        tangent[node] = rule.jvp(ops, node, ts, param)
     t = tangent[output]
     if t is None:
         return ops.zeros(output, param)

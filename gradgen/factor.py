@@ -22,7 +22,7 @@ from __future__ import annotations
 import string
 from typing import TYPE_CHECKING
 
-from .graph import Node, Shape
+from .graph import Count, Dim, Node, Shape, Subscripts, attr
 
 if TYPE_CHECKING:
     from .ops import Ops
@@ -33,8 +33,7 @@ Factors = list[tuple[Node, str]]  # (operand, its labels)
 def explicit(node: Node) -> tuple[Factors, str] | None:
     """The factors and output labels of a product node, or None."""
     if node.op == "einsum":
-        (subscripts,) = node.attrs
-        assert isinstance(subscripts, str)
+        subscripts = attr(node, Subscripts).spec
         if "..." in subscripts:
             return None
         inputs, output = subscripts.split("->")
@@ -78,7 +77,9 @@ def product(ops: Ops, factors: Factors, output: str, shape: Shape) -> Node:
         return factors[0][0]  # nothing left to multiply or sum
     factors, output = _canonical(factors, output)
     spec = ",".join(s for _, s in factors) + "->" + output
-    return ops.make("einsum", *(n for n, _ in factors), attrs=(spec,), shape=shape)
+    return ops.make(
+        "einsum", *(n for n, _ in factors), attrs=Subscripts(spec), shape=shape
+    )
 
 
 _READABLE = "ijklmnpqrstuvwxyzabcdefgh" + string.ascii_uppercase
@@ -121,7 +122,7 @@ def times_elementwise(
     matrix); the lifted axes come from f, which must then cover every value axis."""
     lead = 0
     if tangent.op == "lift" and explicit(tangent.args[0]) is not None:
-        (lead,) = tangent.attrs  # type: ignore[assignment]
+        lead = attr(tangent, Count).count
         tangent = tangent.args[0]
     elif tangent.op != "einsum":
         return None
@@ -190,7 +191,7 @@ def pairwise(ops: Ops, node: Node) -> Node | None:
     if found is None or node.op != "einsum" or len(found[0]) < 3:
         return None
     factors, output = found
-    size: dict[str, object] = {}
+    size: dict[str, Dim] = {}
     for n, labels in factors:
         size.update(zip(labels, n.shape, strict=True))
     while len(factors) > 2:
@@ -200,7 +201,7 @@ def pairwise(ops: Ops, node: Node) -> Node | None:
                 rest = [f for k, f in enumerate(factors) if k not in (i, j)]
                 spec, labels = _pair(factors[i], factors[j], rest, output)
                 operands = (factors[i][0], factors[j][0])
-                known = ops.graph.find("einsum", operands, (spec,)) is not None
+                known = ops.graph.find("einsum", operands, Subscripts(spec)) is not None
                 key = (len(labels), 0 if known else 1, i, j)
                 if best is None or key < best:
                     best = key
@@ -210,11 +211,13 @@ def pairwise(ops: Ops, node: Node) -> Node | None:
         spec, labels = _pair(factors[i], factors[j], rest, output)
         shape = tuple(size[c] for c in labels)
         made = ops.make(
-            "einsum", factors[i][0], factors[j][0], attrs=(spec,), shape=shape  # type: ignore[arg-type]
+            "einsum", factors[i][0], factors[j][0], attrs=Subscripts(spec), shape=shape
         )
         factors = [*rest, (made, labels)]
     (a, la), (b, lb) = factors
-    return ops.make("einsum", a, b, attrs=(f"{la},{lb}->{output}",), shape=node.shape)
+    return ops.make(
+        "einsum", a, b, attrs=Subscripts(f"{la},{lb}->{output}"), shape=node.shape
+    )
 
 
 def _pair(

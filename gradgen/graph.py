@@ -8,13 +8,95 @@ deterministic topological order.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .errors import Location
 from .spec import Dim, Shape
 
-__all__ = ["LEAVES", "Dim", "Graph", "Node", "Shape", "ancestors", "leaves_of"]
+__all__ = [
+    "LEAVES",
+    "Attrs",
+    "Axes",
+    "Axis",
+    "Count",
+    "Dim",
+    "Exponent",
+    "Graph",
+    "Name",
+    "Node",
+    "Position",
+    "Shape",
+    "Subscripts",
+    "Value",
+    "ancestors",
+    "attr",
+    "leaves_of",
+]
+
+# -- an op's attributes: what it needs besides its operands, typed ---------------------
+
+
+@dataclass(frozen=True)
+class Name:
+    """The name of a leaf: an input, a param or a dim."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Value:
+    """The number a `const` holds."""
+
+    value: float
+
+
+@dataclass(frozen=True)
+class Exponent:
+    """k in `a ** k` (`powc`)."""
+
+    k: float
+
+
+@dataclass(frozen=True)
+class Axis:
+    """The axis a reduction runs along; None: over every element."""
+
+    axis: int | None
+
+
+@dataclass(frozen=True)
+class Axes:
+    """The axes summed over (`sum_axes`, `sum_keep`)."""
+
+    axes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Position:
+    """An index along the first axis (`index`), an axis to insert (`expand_dims`),
+    or which result a `copy` is for (two copies of one value stay two arrays)."""
+
+    i: int
+
+
+@dataclass(frozen=True)
+class Count:
+    """How many axes are added (`trail`, `lift`) or listed (`shape`)."""
+
+    count: int
+
+
+@dataclass(frozen=True)
+class Subscripts:
+    """An einsum's subscripts, `"ij,jk->ik"`."""
+
+    spec: str
+
+
+Attrs = Name | Value | Exponent | Axis | Axes | Position | Count | Subscripts
+A = TypeVar("A", Name, Value, Exponent, Axis, Axes, Position, Count, Subscripts)
 
 
 @dataclass(frozen=True, eq=False)
@@ -23,7 +105,7 @@ class Node:
     op: str
     args: tuple[Node, ...]
     shape: Shape
-    attrs: tuple[Hashable, ...] = ()
+    attrs: Attrs | None = None
     loc: Location | None = field(default=None, repr=False)
 
     def __hash__(self) -> int:
@@ -40,13 +122,19 @@ class Node:
     @property
     def value(self) -> float:
         """The number held by a `const` node."""
-        assert self.op == "const"
-        return float(self.attrs[0])  # type: ignore[arg-type]
+        return attr(self, Value).value
 
     @property
     def name(self) -> str:
         """The name held by a leaf (`input`, `param`, `dim`)."""
-        return str(self.attrs[0])
+        return attr(self, Name).name
+
+
+def attr(node: Node, kind: type[A]) -> A:
+    """The node's attributes, of the kind its op takes."""
+    found = node.attrs
+    assert isinstance(found, kind), f"{node.op} has {found!r}, not {kind.__name__}"
+    return found
 
 
 LEAVES = frozenset({"input", "param", "const", "dim"})
@@ -64,7 +152,7 @@ class Graph:
         op: str,
         args: Iterable[Node],
         shape: Shape,
-        attrs: tuple[Hashable, ...] = (),
+        attrs: Attrs | None = None,
         loc: Location | None = None,
     ) -> Node:
         args = tuple(args)
@@ -77,9 +165,7 @@ class Graph:
         self._interned[key] = made
         return made
 
-    def find(
-        self, op: str, args: Iterable[Node], attrs: tuple[Hashable, ...]
-    ) -> Node | None:
+    def find(self, op: str, args: Iterable[Node], attrs: Attrs | None) -> Node | None:
         """The node op(args) if the graph already has it."""
         return self._interned.get((op, tuple(a.id for a in args), attrs))
 

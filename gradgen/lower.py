@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from . import factor, naming
 from .derive import Derivatives
-from .graph import Node, ancestors
+from .graph import Axis, Exponent, Node, Position, ancestors, attr
 from .model import Model
 from .ops import Ops
 from .simplify import base, owned
@@ -128,7 +128,7 @@ def fresh(ops: Ops, results: list[Node]) -> list[Node]:
     taken: set[Node] = set()  # the memory of the results so far
     for i, node in enumerate(results):
         if not owned(node) or base(node) in taken:
-            node = ops.make("copy", node, attrs=(i,), shape=node.shape)
+            node = ops.make("copy", node, attrs=Position(i), shape=node.shape)
         taken.add(base(node))
         made.append(node)
     return made
@@ -154,16 +154,18 @@ def lower_powers(ops: Ops, roots: list[Node]) -> dict[Node, Node]:
 
 def _lower(ops: Ops, node: Node, args: tuple[Node, ...]) -> Node | None:
     if node.op == "powc":
-        k = float(node.attrs[0])  # type: ignore[arg-type]
+        k = attr(node, Exponent).k
         if k.is_integer() and 3 <= k <= MAX_PRODUCT_POWER:
             return _power_by_squaring(ops, args[0], int(k))
     if node.op == "einsum":
         return factor.pairwise(
             ops, ops.make("einsum", *args, attrs=node.attrs, shape=node.shape)
         )
-    if node.op in ("sum", "mean") and node.attrs == (None,):
+    if node.op in ("sum", "mean") and node.attrs == Axis(None):
         (a,) = args
-        if a.rank == 1 and (a.op == "square" or (a.op == "powc" and a.attrs == (2.0,))):
+        if a.rank == 1 and (
+            a.op == "square" or (a.op == "powc" and a.attrs == Exponent(2.0))
+        ):
             x = a.args[0]
             dot = ops.matmul(x, x)
             return dot if node.op == "sum" else ops.div(dot, ops.count(x, None))

@@ -8,7 +8,21 @@ small powers as products), and interns the result in the graph.
 from __future__ import annotations
 
 from .errors import Location
-from .graph import Dim, Graph, Node, Shape
+from .graph import (
+    Attrs,
+    Axes,
+    Axis,
+    Count,
+    Dim,
+    Exponent,
+    Graph,
+    Name,
+    Node,
+    Position,
+    Shape,
+    Subscripts,
+    Value,
+)
 from .rules import RULES
 from .shapes import ShapeError, broadcast
 from .simplify import fold
@@ -23,24 +37,24 @@ class Ops:
         self,
         op: str,
         *args: Node,
-        attrs: tuple[object, ...] = (),
+        attrs: Attrs | None = None,
         shape: Shape | None = None,
     ) -> Node:
-        rule = RULES[op]
         if shape is None:
+            rule = RULES[op]  # plumbing ops state their shape
             assert rule.shape is not None, op
             shape = rule.shape(tuple(a.shape for a in args), attrs)
         folded = fold(self, op, args, attrs, shape)
         if folded is not None:
             return folded
-        return self.graph.node(op, args, shape, attrs, self.loc)  # type: ignore[arg-type]
+        return self.graph.node(op, args, shape, attrs, self.loc)
 
     # leaves
     def leaf(self, op: str, name: str, shape: Shape) -> Node:
-        return self.make(op, attrs=(name,), shape=shape)
+        return self.make(op, attrs=Name(name), shape=shape)
 
     def const(self, value: float) -> Node:
-        return self.make("const", attrs=(float(value) + 0.0,), shape=())
+        return self.make("const", attrs=Value(float(value) + 0.0), shape=())
 
     # arithmetic
     def add(self, a: Node, b: Node) -> Node:
@@ -59,7 +73,7 @@ class Ops:
         return self.make("neg", a)
 
     def powc(self, a: Node, k: float) -> Node:
-        return self.make("powc", a, attrs=(float(k),))
+        return self.make("powc", a, attrs=Exponent(float(k)))
 
     def pow(self, a: Node, b: Node) -> Node:
         if b.is_const:
@@ -88,7 +102,7 @@ class Ops:
         return self.make("transpose", a)
 
     def reduce(self, op: str, a: Node, axis: int | None) -> Node:
-        return self.make(op, a, attrs=(axis,))
+        return self.make(op, a, attrs=Axis(axis))
 
     def stack(self, items: list[Node]) -> Node:
         first = items[0].shape
@@ -106,11 +120,14 @@ class Ops:
 
     # plumbing for derivatives
     def index(self, a: Node, i: int) -> Node:
-        return self.make("index", a, attrs=(i,), shape=a.shape[1:])
+        return self.make("index", a, attrs=Position(i), shape=a.shape[1:])
 
     def expand_dims(self, a: Node, axis: int) -> Node:
         return self.make(
-            "expand_dims", a, attrs=(axis,), shape=(*a.shape[:axis], 1, *a.shape[axis:])
+            "expand_dims",
+            a,
+            attrs=Position(axis),
+            shape=(*a.shape[:axis], 1, *a.shape[axis:]),
         )
 
     def outer(self, a: Node, b: Node) -> Node:
@@ -122,17 +139,17 @@ class Ops:
 
     def sum_axes(self, a: Node, axes: tuple[int, ...]) -> Node:
         shape = tuple(d for i, d in enumerate(a.shape) if i not in axes)
-        return self.make("sum_axes", a, attrs=(axes,), shape=shape)
+        return self.make("sum_axes", a, attrs=Axes(axes), shape=shape)
 
     def sign(self, a: Node) -> Node:
         return self.make("sign", a, shape=a.shape)
 
     # plumbing for forward mode: tangents have the param's axes appended
     def trail(self, a: Node, count: int) -> Node:
-        return self.make("trail", a, attrs=(count,), shape=a.shape + (1,) * count)
+        return self.make("trail", a, attrs=Count(count), shape=a.shape + (1,) * count)
 
     def lift(self, t: Node, count: int) -> Node:
-        return self.make("lift", t, attrs=(count,), shape=(1,) * count + t.shape)
+        return self.make("lift", t, attrs=Count(count), shape=(1,) * count + t.shape)
 
     def tfill(self, t: Node, like: Node, param: Node) -> Node:
         """A tangent broadcast (a view) to its full shape, like.shape + param.shape."""
@@ -168,7 +185,7 @@ class Ops:
     def shape_literal(self, shape: Shape) -> Node:
         """A shape tuple such as (N, k) for the printed code."""
         dims = [self.dimension(d) for d in shape]
-        return self.make("shape", *dims, attrs=(len(dims),), shape=(len(dims),))
+        return self.make("shape", *dims, attrs=Count(len(dims)), shape=(len(dims),))
 
     def count_of(self, shape: Shape) -> Node:
         """The number of elements of an array of this shape."""
@@ -178,7 +195,7 @@ class Ops:
         return out
 
     def einsum(self, subscripts: str, a: Node, b: Node, shape: Shape) -> Node:
-        return self.make("einsum", a, b, attrs=(subscripts,), shape=shape)
+        return self.make("einsum", a, b, attrs=Subscripts(subscripts), shape=shape)
 
     def swap01(self, t: Node) -> Node:
         return self.make("swap01", t, shape=(t.shape[1], t.shape[0], *t.shape[2:]))

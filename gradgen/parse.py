@@ -29,7 +29,7 @@ from .graph import Node, ancestors
 from .limits import MAX_EXPONENT, MAX_EXPRESSION_DEPTH, MAX_LENGTH, MAX_VECTOR
 from .load import control_character
 from .ops import Ops
-from .rules import FUNCTIONS, RULES, number
+from .rules import RULES, functions, number
 from .shapes import ShapeError, show
 
 _BINOPS: dict[type[ast.operator], str] = {
@@ -56,11 +56,18 @@ _SYMBOLS: dict[type[ast.operator], str] = {
     ast.BitAnd: "&",
 }
 
-#: Calls with their operand counts (the axis keyword aside), from the rule table.
-_ARITY: dict[str, int] = {name: RULES[op].arity for name, op in FUNCTIONS.items()}
-_REDUCTIONS = frozenset(name for name, op in FUNCTIONS.items() if RULES[op].axis)
-_FUNCTION_LIST = ", ".join(sorted(FUNCTIONS))
-_AXIS_LIST = ", ".join(sorted(_REDUCTIONS))
+
+def _function_list() -> str:
+    """The callable names, for messages; from the rule table, like everything the
+    parser knows about calls (names, operand counts, `axis` support)."""
+    return ", ".join(sorted(functions()))
+
+
+def _axis_list() -> str:
+    """The functions that take `axis=`, in table order: "sum, mean and logsumexp"."""
+    names = [name for name, op in functions().items() if RULES[op].axis]
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+
 
 _COMPARISONS: dict[type[ast.cmpop], str] = {
     ast.Eq: "==",
@@ -237,7 +244,7 @@ class Parser:
             return self.scope[name]
         if name in self.dims:
             return self.ops.leaf("dim", name, ())
-        if name in FUNCTIONS:
+        if name in functions():
             raise ExpressionError(
                 f"`{name}` is a function; call it as `{name}(...)`", self._at(node)
             )
@@ -314,7 +321,9 @@ class Parser:
                 where,
             )
         if _whole(base) or (base.is_const and _whole(exponent)):
-            base = self.ops.make("float", base)  # a power of whole numbers: a float
+            base = self.ops.make(
+                "float", base, shape=()
+            )  # a power of whole numbers: a float
         return self.ops.pow(base, exponent)
 
     def _as_float(self, node: Node) -> Node:
@@ -322,7 +331,7 @@ class Parser:
         `+ - *`. Where a computation can leave the integers (a power, a function),
         it becomes a float first: `2 ** D`, `2 ** -square(D)` and `D ** D` are
         floats, never an int64 that overflows or refuses a negative exponent."""
-        return self.ops.make("float", node) if _whole(node) else node
+        return self.ops.make("float", node, shape=()) if _whole(node) else node
 
     def _Attribute(self, node: ast.Attribute, depth: int) -> Node:
         where = self._token_after(node.value, ".")
@@ -384,18 +393,20 @@ class Parser:
         if not isinstance(func, ast.Name):
             self._node(func, depth + 1)  # refuses `.system`, lambdas...
             raise ExpressionError(
-                "only gradgen's functions can be called, by name:" f" {_FUNCTION_LIST}",
+                "only gradgen's functions can be called, by name:"
+                f" {_function_list()}",
                 self._token_after(func, "("),
             )
         name = func.id
-        if name not in FUNCTIONS:
+        callable_ = functions()
+        if name not in callable_:
             if name in self.scope or name in self.dims:
                 raise ExpressionError(
-                    f"`{name}` is not a function; the functions are {_FUNCTION_LIST}",
+                    f"`{name}` is not a function; the functions are {_function_list()}",
                     self._at(node),
                 )
-            hint = did_you_mean(name, FUNCTIONS)
-            listing = "" if hint else f"; the functions are {_FUNCTION_LIST}"
+            hint = did_you_mean(name, callable_)
+            listing = "" if hint else f"; the functions are {_function_list()}"
             raise ExpressionError(
                 f"unknown function `{name}`{hint}{listing}", self._at(node)
             )
@@ -403,7 +414,8 @@ class Parser:
         for arg in node.args:
             if isinstance(arg, ast.Starred):
                 raise ExpressionError(_REFUSED[ast.Starred], self._at(arg))
-        want = _ARITY[name]
+        op = callable_[name]
+        want = RULES[op].arity
         if len(node.args) != want:
             raise ExpressionError(
                 f"`{name}` takes {want} argument{'s' if want > 1 else ''},"
@@ -412,9 +424,8 @@ class Parser:
             )
         args = [self._as_float(self._node(a, depth + 1)) for a in node.args]
         self.ops.loc = self.locate(self._at(node))
-        op = FUNCTIONS[name]
         try:
-            if name in _REDUCTIONS:
+            if RULES[op].axis:
                 return self.ops.reduce(op, args[0], axis)
             return self.ops.make(op, *args)
         except ShapeError as e:
@@ -423,13 +434,9 @@ class Parser:
     def _axis(self, name: str, node: ast.Call) -> int | None:
         axis: int | None = None
         for kw in node.keywords:
-            if kw.arg != "axis" or name not in _REDUCTIONS:
+            if kw.arg != "axis" or not RULES[functions()[name]].axis:
                 shown = "**" if kw.arg is None else kw.arg
-                only = (
-                    " (only `axis`, for sum, mean and logsumexp)"
-                    if kw.arg != "axis"
-                    else ""
-                )
+                only = f" (only `axis`, for {_axis_list()})" if kw.arg != "axis" else ""
                 raise ExpressionError(
                     f"`{name}` takes no keyword argument `{shown}`{only}", self._at(kw)
                 )

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from . import naming
 from .graph import Node, ancestors
 from .lower import Program
-from .rules import ATOM, RULES, UNARY, number
+from .rules import ATOM, UNARY, number
+from .rules import spelling as spelling_of
 
 INLINE_LIMIT = 60  # characters: longer subexpressions get a line of their own
 
@@ -71,11 +72,9 @@ def print_body(
 
     named: set[str] = set()
     for n in needed:
-        rule = RULES.get(n.op)
-        if rule is None:
-            raise NotImplementedError(f"no numpy spelling for op {n.op!r}")
-        if rule.spelling.helper:
-            helpers.add(rule.spelling.helper)
+        helper = spelling_of(n.op).helper
+        if helper:
+            helpers.add(helper)
         code, prec = spell(n, text)
         if n.op in ("input", "param", "dim", "const"):
             text[n] = (code, prec)
@@ -94,8 +93,8 @@ def print_body(
 
 
 def spell(node: Node, text: Mapping[Node, tuple[str, int]]) -> tuple[str, int]:
-    spelling = RULES[node.op].spelling
-    fields = spelling.fields(*node.attrs) if spelling.fields else {}
+    spelling = spelling_of(node.op)
+    fields = spelling.fields(node.attrs) if spelling.fields else {}
     if node.op == "const":
         value = node.value
         return number(value), (UNARY if value < 0 else ATOM)

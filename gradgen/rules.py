@@ -1,33 +1,61 @@
-"""The rule table: one entry per operation, and adding an op touches only this file.
+"""The rule table: one entry per differentiable operation; adding an op touches only
+this file.
 
-Each `Rule` says, for one op:
-  shape     how its output shape follows from its operands' shapes (`shapes.py`);
+Each `Rule` in `RULES` says, for one op:
+  arity     how many operands it takes (the parser checks calls against it);
+  shape     how its output shape follows from its operands' shapes and its
+            attributes (`shapes.py`);
   vjp       its local derivative as a vector-Jacobian product: given the adjoint `g` of
             the output, the contribution to the adjoint of operand i (reverse mode,
             used for gradients). Element-wise Jacobians are diagonal, so these are
-            element-wise products; no Jacobian matrix is ever formed;
+            element-wise products; no Jacobian matrix is ever formed. A vjp that
+            returns None for an operand (a mask, an integer index, a condition) says
+            that operand gets no derivative: the derivation passes nothing to it;
   jvp       the same derivative as a Jacobian-vector product: given the tangents of
             the operands (each with the differentiated param's axes appended), the
             tangent of the output (forward mode, used for `outputs:` Jacobians);
-  spelling  its numpy spelling and operator precedence (`printer.py`).
+  spelling  its numpy spelling and operator precedence (`printer.py`);
+  user      whether a spec may call it by name; `axis`, whether it takes `axis=`.
+
+What each kind of op needs (the parser reads names, arities and `axis` from here):
+  * an element-wise function f(x): one `elementwise(definition, spelling)` line; sympy
+    derives f', and the vjp and jvp follow (`inverse` lets f' reuse the output);
+  * an element-wise op of several operands (broadcasting): `diagonal(arity, shape,
+    spelling, vjp)` with the vjp's formula; the jvp follows, and `derive.unbroadcast`
+    sums each contribution back to its operand's shape;
+  * a reduction along an axis: `reduction(spelling, vjp, jvp)`; its `Axis` attribute
+    arrives typed (`attr(out, Axis).axis`);
+  * an op with a non-differentiable operand: a vjp that returns None for it.
+Ops that rules, lowering and the parser build but never differentiate (masks,
+copies, einsum products, shape plumbing) have only a spelling, in `PLUMBING`.
 
 Rules build their results with `Ops` (one constructor per op) and see only their
 operands, their output and the incoming adjoint or tangents. Adjoints may be left
 "lazily broadcast" (a scalar standing for a full array); `derive.py` reduces or
 expands them to each operand's shape. Formulas are in numerator layout as in
-Parr & Howard; `g` is the adjoint dL/d(out), `out` the forward value, reused.
+Parr & Howard (docs/derivation.md); `g` is the adjoint dL/d(out), `out` the forward
+value, reused.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sympy as sp
 
 from . import scalar, shapes
-from .graph import Node, Shape
+from .graph import (
+    Attrs,
+    Axes,
+    Axis,
+    Count,
+    Exponent,
+    Node,
+    Shape,
+    attr,
+)
 from .scalar import SIGMOID, X, Y
 
 if TYPE_CHECKING:
@@ -35,7 +63,7 @@ if TYPE_CHECKING:
 
 Vjp = Callable[["Ops", Node, Node, int], Node | None]
 Jvp = Callable[["Ops", Node, tuple[Node | None, ...], Node], Node | None]
-ShapeRule = Callable[[tuple[Shape, ...], tuple[object, ...]], Shape]
+ShapeRule = Callable[[tuple[Shape, ...], Attrs | None], Shape]
 
 # Precedence levels, as in Python's grammar (higher binds tighter).
 CMP, ADD, MUL, UNARY, POW, ATOM = 5, 10, 20, 30, 40, 50
@@ -50,16 +78,16 @@ class Spelling:
     prec: int = ATOM
     operand_prec: tuple[int, ...] = (0, 0, 0)
     helper: str | None = None  # a module-level helper function the spelling calls
-    fields: Callable[..., dict[str, str]] | None = None  # attrs -> template fields
+    fields: Callable[[Any], dict[str, str]] | None = None  # attrs -> template fields
 
 
 @dataclass(frozen=True)
 class Rule:
     arity: int  # -1: any number of operands
-    shape: ShapeRule | None  # None: the builder states the shape (leaves, plumbing)
+    shape: ShapeRule | None  # None: the builder states the shape
     spelling: Spelling
-    vjp: Vjp | None = None  # None: not differentiable (masks, shape plumbing)
-    jvp: Jvp | None = None
+    vjp: Vjp
+    jvp: Jvp
     elementwise: tuple[sp.Expr, sp.Expr | None, sp.Expr | None] | None = None
     user: bool = False  # callable by name from a spec expression
     broadcasts: bool = False  # operands broadcast to the output's shape (numpy rules)
@@ -69,7 +97,7 @@ class Rule:
 # --- shape rules ------------------------------------------------------------------
 
 
-def same(shapes_: tuple[Shape, ...], _: tuple[object, ...]) -> Shape:
+def same(shapes_: tuple[Shape, ...], _: Attrs | None) -> Shape:
     return shapes_[0]
 
 
@@ -167,9 +195,9 @@ def neg_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
 
 
 def powc_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
-    (k,) = out.attrs  # d(a^k)/da = diag(k a^(k-1))
+    k = attr(out, Exponent).k  # d(a^k)/da = diag(k a^(k-1))
     a = out.args[0]
-    return ops.mul(g, ops.mul(ops.const(float(k)), ops.powc(a, float(k) - 1)))  # type: ignore[arg-type]
+    return ops.mul(g, ops.mul(ops.const(k), ops.powc(a, k - 1)))
 
 
 def pow_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
@@ -224,15 +252,15 @@ def transpose_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
 def sum_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
     # grad sum(x) = 1^T: every element receives g (lazily broadcast); an axis that was
     # summed away is put back as size 1 so that g broadcasts along it.
-    (axis,) = out.attrs
+    axis = attr(out, Axis).axis
     if axis is None or axis == 0 or g.rank == 0:
         return g  # numpy broadcasting already aligns g with the leading axes
-    return ops.expand_dims(g, axis)  # type: ignore[arg-type]
+    return ops.expand_dims(g, axis)
 
 
 def mean_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
-    (axis,) = out.attrs  # mean = sum / count
-    count = ops.count(out.args[0], axis)  # type: ignore[arg-type]
+    axis = attr(out, Axis).axis  # mean = sum / count
+    count = ops.count(out.args[0], axis)
     return sum_vjp(ops, out, ops.div(g, count), i)
 
 
@@ -260,14 +288,12 @@ def diagonal_jvp(vjp: Vjp) -> Jvp:
 
     def jvp(ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node) -> Node | None:
         one = ops.const(1.0)
-        return total(
-            ops,
-            *(
-                scaled(ops, lifted(ops, t, a, out), vjp(ops, out, one, i), p)  # type: ignore[arg-type]
-                for i, (t, a) in enumerate(zip(ts, out.args, strict=True))
-                if t is not None
-            ),
-        )
+        terms: list[Node | None] = []
+        for i, (t, a) in enumerate(zip(ts, out.args, strict=True)):
+            partial = None if t is None else vjp(ops, out, one, i)
+            if partial is not None:  # None: the operand gets no derivative
+                terms.append(scaled(ops, lifted(ops, t, a, out), partial, p))
+        return total(ops, *terms)
 
     return jvp
 
@@ -342,16 +368,16 @@ def sum_jvp(ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node) -> Node |
     t = ts[0]
     if t is None:
         return None
-    (axis,) = out.attrs
+    axis = attr(out, Axis).axis
     arg = out.args[0]
-    axes: tuple[int, ...] = tuple(range(arg.rank)) if axis is None else (int(axis),)  # type: ignore[call-overload]
+    axes = tuple(range(arg.rank)) if axis is None else (axis,)
     return ops.sum_axes(ops.tfill(t, arg, p), axes) if axes else t
 
 
 def mean_jvp(ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node) -> Node | None:
     s = sum_jvp(ops, out, ts, p)
-    (axis,) = out.attrs
-    return None if s is None else ops.div(s, ops.count(out.args[0], axis))  # type: ignore[arg-type]
+    axis = attr(out, Axis).axis
+    return None if s is None else ops.div(s, ops.count(out.args[0], axis))
 
 
 def logsumexp_jvp(
@@ -362,8 +388,8 @@ def logsumexp_jvp(
         return None
     x = out.args[0]
     softmax = logsumexp_vjp(ops, out, ops.const(1.0), 0)
-    (axis,) = out.attrs
-    axes: tuple[int, ...] = tuple(range(x.rank)) if axis is None else (int(axis),)  # type: ignore[call-overload]
+    axis = attr(out, Axis).axis
+    axes = tuple(range(x.rank)) if axis is None else (axis,)
     # the softmax has x's full shape, so the product is exact before the sum
     return ops.sum_axes(ops.tfill(ops.mul(t, tail(ops, softmax, p)), x, p), axes)
 
@@ -383,13 +409,13 @@ def reduction(function: str, vjp: Vjp, jvp: Jvp, helper: str | None = None) -> R
     name = function.removeprefix("np.").lstrip("_")
     return Rule(
         1,
-        lambda s, a: shapes.reduce(s[0], a[0], name),  # type: ignore[arg-type]
+        lambda s, a: shapes.reduce(s[0], attr_axis(a), name),
         Spelling(
             function + "({0}{axis})",
             ATOM,
             (0,),
             helper=helper,
-            fields=lambda axis: {"axis": axis_arg(axis)},
+            fields=lambda a: {"axis": axis_arg(a.axis)},
         ),
         vjp,
         jvp,
@@ -421,16 +447,15 @@ def axis_arg(axis: int | None) -> str:
 _BIN = (ADD, ADD + 1)
 _PRODUCT = (MUL, MUL + 1)
 _CMP = (CMP + 1, CMP + 1)
-_NAME = Spelling("{name}", fields=lambda name: {"name": name})
 _PICK = extremum_vjp()
-_POWC = Spelling("{0}**{k}", POW, (POW + 1,), fields=lambda k: {"k": number(k)})
+
+
+def attr_axis(attrs: Attrs | None) -> int | None:
+    assert isinstance(attrs, Axis)
+    return attrs.axis
+
 
 RULES: dict[str, Rule] = {
-    # leaves: values supplied by the caller (inputs, params, dims) or by the spec
-    "input": Rule(0, None, _NAME),
-    "param": Rule(0, None, _NAME),
-    "dim": Rule(0, None, _NAME),
-    "const": Rule(0, None, Spelling("{value}", fields=lambda v: {"value": number(v)})),
     # arithmetic, broadcasting like numpy
     "add": diagonal(2, broadcast_shape("+"), Spelling("{0} + {1}", ADD, _BIN), add_vjp),
     "sub": diagonal(2, broadcast_shape("-"), Spelling("{0} - {1}", ADD, _BIN), sub_vjp),
@@ -441,8 +466,13 @@ RULES: dict[str, Rule] = {
         2, broadcast_shape("/"), Spelling("{0} / {1}", MUL, _PRODUCT), div_vjp
     ),
     "neg": diagonal(1, same, Spelling("-{0}", UNARY, (UNARY,)), neg_vjp),
-    # a**k for a constant k (small integer powers become products in simplify.py)
-    "powc": diagonal(1, same, _POWC, powc_vjp),
+    # a**k for a constant k (small integer powers become products in lower.py)
+    "powc": diagonal(
+        1,
+        same,
+        Spelling("{0}**{k}", POW, (POW + 1,), fields=lambda a: {"k": number(a.k)}),
+        powc_vjp,
+    ),
     "pow": diagonal(
         2, broadcast_shape("**"), Spelling("{0}**{1}", POW, (POW + 1, UNARY)), pow_vjp
     ),
@@ -496,90 +526,88 @@ RULES: dict[str, Rule] = {
         transpose_jvp,
     ),
     "stack": Rule(-1, None, Spelling("np.array([{args}])"), stack_vjp, stack_jvp),
-    # plumbing built only by derivative rules, never differentiated; shapes given by Ops
-    "sign": Rule(1, same, Spelling("np.sign({0})", ATOM, (0,))),
-    "gt": Rule(2, None, Spelling("{0} > {1}", CMP, _CMP)),
-    "eq": Rule(2, None, Spelling("{0} == {1}", CMP, _CMP)),
-    "ne": Rule(2, None, Spelling("{0} != {1}", CMP, _CMP)),
-    "xlogy": Rule(2, None, Spelling("_xlogy({0}, {1})", helper="xlogy")),
-    "as_float": Rule(1, None, Spelling("np.asarray({0}, dtype=float)")),
-    # a dim used as a number, made a float where the integers could overflow
-    "float": Rule(1, same, Spelling("np.float64({0})")),
-    "index": Rule(
-        1, None, Spelling("{0}[{i}]", ATOM, (ATOM,), fields=lambda i: {"i": str(i)})
-    ),
-    "expand_dims": Rule(
-        1,
-        None,
-        Spelling(
-            "{0}[{index}]",
-            ATOM,
-            (ATOM,),
-            fields=lambda axis: {"index": ", ".join([":"] * axis + ["None"])},
-        ),
-    ),
-    "outer": Rule(2, None, Spelling("np.outer({0}, {1})")),
-    "fill": Rule(2, None, Spelling("np.full({1}, {0}, dtype=float)")),
-    "copy": Rule(1, None, Spelling("np.array({0}, dtype=float)")),
-    "shape": Rule(
-        -1,
-        None,
-        Spelling("({args}{comma})", fields=lambda n: {"comma": "," if n == 1 else ""}),
-    ),
-    "sum_keep": Rule(
-        1,
-        None,
-        Spelling(
-            "np.sum({0}, axis={axes}, keepdims=True)",
-            ATOM,
-            (0,),
-            fields=lambda axes: {"axes": axes_arg(axes)},
-        ),
-    ),
-    "zeros_like": Rule(1, None, Spelling("np.zeros_like({0})", ATOM, (0,))),
-    "sum_axes": Rule(
-        1,
-        None,
-        Spelling(
-            "np.sum({0}, axis={axes})",
-            ATOM,
-            (0,),
-            fields=lambda axes: {"axes": axes_arg(axes)},
-        ),
-    ),
-    # forward-mode plumbing: a tangent carries the param's axes after the value's axes
-    "trail": Rule(
-        1,
-        None,
-        Spelling(
-            "{0}[..., {nones}]", ATOM, (ATOM,), fields=lambda m: {"nones": nones(m)}
-        ),
-    ),
-    "lift": Rule(
-        1,
-        None,
-        Spelling("{0}[{nones}]", ATOM, (ATOM,), fields=lambda k: {"nones": nones(k)}),
-    ),
-    "tfill": Rule(2, None, Spelling("np.broadcast_to({0}, {1})")),
-    "tfull": Rule(2, None, Spelling("np.full({1}, {0}, dtype=float)")),
-    "zeros": Rule(1, None, Spelling("np.zeros({0})")),
-    "eye": Rule(1, None, Spelling("np.eye({0})")),
-    "reshape": Rule(2, None, Spelling("{0}.reshape({1})", ATOM, (ATOM, 0))),
-    "einsum": Rule(
-        -1,
-        None,
-        Spelling(
-            'np.einsum("{subscripts}", {args})', fields=lambda s: {"subscripts": s}
-        ),
-    ),
-    "swap01": Rule(1, None, Spelling("np.swapaxes({0}, 0, 1)")),
 }
 
-#: Names a spec may call, mapped to ops (aliases included).
-FUNCTIONS: dict[str, str] = {
-    **{name: name for name, rule in RULES.items() if rule.user},
-    "max": "maximum",
-    "min": "minimum",
-    "dot": "matmul",
+
+def _axes(a: Axes) -> dict[str, str]:
+    return {"axes": axes_arg(a.axes)}
+
+
+def _nones(a: Count) -> dict[str, str]:
+    return {"nones": nones(a.count)}
+
+
+#: Ops with a numpy spelling and no derivative: the values the caller supplies, and
+#: what rules, lowering and the parser build but never differentiate. Their shapes
+#: are stated by the `Ops` constructor that builds them.
+PLUMBING: dict[str, Spelling] = {
+    # leaves: values supplied by the caller (inputs, params, dims) or by the spec
+    "input": Spelling("{name}", fields=lambda a: {"name": a.name}),
+    "param": Spelling("{name}", fields=lambda a: {"name": a.name}),
+    "dim": Spelling("{name}", fields=lambda a: {"name": a.name}),
+    "const": Spelling("{value}", fields=lambda a: {"value": number(a.value)}),
+    # a dim used as a number, made a float where the integers could overflow
+    "float": Spelling("np.float64({0})"),
+    # masks and helpers that derivatives of kinks and powers use
+    "sign": Spelling("np.sign({0})", ATOM, (0,)),
+    "gt": Spelling("{0} > {1}", CMP, _CMP),
+    "eq": Spelling("{0} == {1}", CMP, _CMP),
+    "ne": Spelling("{0} != {1}", CMP, _CMP),
+    "xlogy": Spelling("_xlogy({0}, {1})", helper="xlogy"),
+    "as_float": Spelling("np.asarray({0}, dtype=float)"),
+    # adjoints: indexing, broadcasting back, summing over broadcast axes
+    "index": Spelling("{0}[{i}]", ATOM, (ATOM,), fields=lambda a: {"i": str(a.i)}),
+    "expand_dims": Spelling(
+        "{0}[{index}]",
+        ATOM,
+        (ATOM,),
+        fields=lambda a: {"index": ", ".join([":"] * a.i + ["None"])},
+    ),
+    "outer": Spelling("np.outer({0}, {1})"),
+    "fill": Spelling("np.full({1}, {0}, dtype=float)"),
+    "copy": Spelling("np.array({0}, dtype=float)"),
+    "shape": Spelling(
+        "({args}{comma})", fields=lambda a: {"comma": "," if a.count == 1 else ""}
+    ),
+    "sum_keep": Spelling(
+        "np.sum({0}, axis={axes}, keepdims=True)", ATOM, (0,), fields=_axes
+    ),
+    "zeros_like": Spelling("np.zeros_like({0})", ATOM, (0,)),
+    "sum_axes": Spelling("np.sum({0}, axis={axes})", ATOM, (0,), fields=_axes),
+    # forward mode: a tangent carries the param's axes after the value's axes
+    "trail": Spelling("{0}[..., {nones}]", ATOM, (ATOM,), fields=_nones),
+    "lift": Spelling("{0}[{nones}]", ATOM, (ATOM,), fields=_nones),
+    "tfill": Spelling("np.broadcast_to({0}, {1})"),
+    "tfull": Spelling("np.full({1}, {0}, dtype=float)"),
+    "zeros": Spelling("np.zeros({0})"),
+    "eye": Spelling("np.eye({0})"),
+    "reshape": Spelling("{0}.reshape({1})", ATOM, (ATOM, 0)),
+    "einsum": Spelling(
+        'np.einsum("{subscripts}", {args})', fields=lambda a: {"subscripts": a.spec}
+    ),
+    "swap01": Spelling("np.swapaxes({0}, 0, 1)"),
 }
-del FUNCTIONS["maximum"], FUNCTIONS["minimum"]
+assert not RULES.keys() & PLUMBING.keys()
+#: Piecewise-constant ops: their derivative is zero wherever it exists, so the
+#: derivation passes nothing through them (a mask's condition gets no gradient).
+STEPWISE = frozenset({"gt", "eq", "ne", "sign"})
+
+
+def spelling(op: str) -> Spelling:
+    """The numpy spelling of any op, differentiable or not."""
+    rule = RULES.get(op)
+    return rule.spelling if rule is not None else PLUMBING[op]
+
+
+#: Names a spec calls an op by besides its own (max and min are numpy's maximum and
+#: minimum, which a spec calls only by the short names).
+ALIASES = {"max": "maximum", "min": "minimum", "dot": "matmul"}
+_ONLY_BY_ALIAS = frozenset({"maximum", "minimum"})
+
+
+def functions() -> dict[str, str]:
+    """The names a spec may call, mapped to ops: every `user` rule and the aliases.
+    Read from the table each time, so a rule added to `RULES` is callable at once."""
+    found = {op: op for op, rule in RULES.items() if rule.user}
+    found.update(ALIASES)
+    return {name: op for name, op in found.items() if name not in _ONLY_BY_ALIAS}

@@ -92,6 +92,8 @@ def to_graph(expr: sp.Expr, x: Node, y: Node, ops: Ops) -> Node:
         return ops.gt(to_graph(expr.args[0], x, y, ops), ops.const(0.0))
     if expr.func == SIGMOID:
         return ops.call("sigmoid", to_graph(expr.args[0], x, y, ops))
+    if isinstance(expr, sp.sign):
+        return ops.sign(to_graph(expr.args[0], x, y, ops))
     name = _FUNCTIONS.get(type(expr))
     if name is not None:
         return ops.call(name, to_graph(expr.args[0], x, y, ops))
@@ -113,5 +115,4 @@ _FUNCTIONS: dict[type, str] = {
     sp.sin: "sin",
     sp.cos: "cos",
     sp.tanh: "tanh",
-    sp.sign: "sign",
 }

@@ -24,7 +24,19 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import factor
-from .graph import LEAVES, Node, Shape, ancestors
+from .graph import (
+    LEAVES,
+    Attrs,
+    Axes,
+    Axis,
+    Count,
+    Exponent,
+    Node,
+    Shape,
+    Subscripts,
+    ancestors,
+    attr,
+)
 
 if TYPE_CHECKING:
     from .ops import Ops
@@ -45,7 +57,7 @@ def _is(node: Node, value: float) -> bool:
 
 
 def fold(
-    ops: Ops, op: str, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+    ops: Ops, op: str, args: tuple[Node, ...], attrs: Attrs | None, shape: Shape
 ) -> Node | None:
     """A simpler node equal to op(args), or None to build the node as it is."""
     if op in _ARITHMETIC and args and all(a.is_const for a in args):
@@ -60,7 +72,7 @@ def fold(
 
 
 def _add(
-    ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+    ops: Ops, args: tuple[Node, ...], attrs: Attrs | None, shape: Shape
 ) -> Node | None:
     a, b = args
     if _is(a, 0) and b.shape == shape:
@@ -75,7 +87,7 @@ def _add(
 
 
 def _sub(
-    ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+    ops: Ops, args: tuple[Node, ...], attrs: Attrs | None, shape: Shape
 ) -> Node | None:
     a, b = args
     if _is(b, 0) and a.shape == shape:
@@ -88,7 +100,7 @@ def _sub(
 
 
 def _mul(
-    ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+    ops: Ops, args: tuple[Node, ...], attrs: Attrs | None, shape: Shape
 ) -> Node | None:
     a, b = args
     for one, other in ((a, b), (b, a)):
@@ -109,9 +121,9 @@ def _mul(
         return ops.mul(b, a)  # constants first: 2 * x, as people write it
     for tangent, other in ((a, b), (b, a)):
         if other.op == "trail":  # a factored Jacobian times an element-wise factor
-            (param_rank,) = other.attrs
+            param_rank = attr(other, Count).count
             made = factor.times_elementwise(
-                ops, tangent, other.args[0], shape, int(param_rank)  # type: ignore[call-overload]
+                ops, tangent, other.args[0], shape, param_rank
             )
             if made is not None:
                 return made
@@ -119,7 +131,7 @@ def _mul(
 
 
 def _div(
-    ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+    ops: Ops, args: tuple[Node, ...], attrs: Attrs | None, shape: Shape
 ) -> Node | None:
     a, b = args
     if _is(b, 1) and a.shape == shape:
@@ -133,7 +145,7 @@ def _div(
 
 
 def _neg(
-    ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+    ops: Ops, args: tuple[Node, ...], attrs: Attrs | None, shape: Shape
 ) -> Node | None:
     (a,) = args
     if a.op == "neg":
@@ -144,10 +156,11 @@ def _neg(
 
 
 def _powc(
-    ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+    ops: Ops, args: tuple[Node, ...], attrs: Attrs | None, shape: Shape
 ) -> Node | None:
     (a,) = args
-    k = float(attrs[0])  # type: ignore[arg-type]
+    assert isinstance(attrs, Exponent)
+    k = attrs.k
     if k == 1:
         return a
     if k == 0:  # a**0 = 1, with a's shape; its derivative is 0 (not 0 * a**-1)
@@ -160,14 +173,14 @@ def _powc(
 
 
 def _log(
-    ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+    ops: Ops, args: tuple[Node, ...], attrs: Attrs | None, shape: Shape
 ) -> Node | None:
     (a,) = args
     if a.op == "exp":
         return a.args[0]  # log(exp(x)) = x
     if a.op == "sum" and a.args[0].op == "exp":
         # log(sum(exp(x))) = logsumexp(x): finite where exp(x) overflows
-        return ops.reduce("logsumexp", a.args[0].args[0], a.attrs[0])  # type: ignore[arg-type]
+        return ops.reduce("logsumexp", a.args[0].args[0], attr(a, Axis).axis)
     if a.op == "sigmoid":
         # log(sigmoid(x)) = -log(1 + e^-x) = -softplus(-x)
         return ops.neg(ops.call("softplus", ops.neg(a.args[0])))
@@ -182,11 +195,11 @@ def _log(
 
 
 def _reshape_noop(
-    ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+    ops: Ops, args: tuple[Node, ...], attrs: Attrs | None, shape: Shape
 ) -> Node | None:
     """trail/lift by 0 axes, or of a scalar (a scalar broadcasts anyway)."""
     (a,) = args
-    return a if attrs[0] == 0 or a.rank == 0 else None
+    return a if attrs == Count(0) or a.rank == 0 else None
 
 
 #: Ops whose numpy result can be a view of their first operand's memory.
@@ -220,7 +233,7 @@ def owned(node: Node) -> bool:
 
 
 def _exact(
-    ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+    ops: Ops, args: tuple[Node, ...], attrs: Attrs | None, shape: Shape
 ) -> Node | None:
     """A fresh result array (`fill`, `tfull`) of a shape the value already has: the
     value itself, if it is a fresh float array already (see `owned`)."""
@@ -231,14 +244,14 @@ def _exact(
 
 
 def _view(
-    ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+    ops: Ops, args: tuple[Node, ...], attrs: Attrs | None, shape: Shape
 ) -> Node | None:
     """A broadcast view (`tfill`) of a shape the value already has: the value."""
     return args[0] if args[0].shape == shape else None
 
 
 def _transpose(
-    ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+    ops: Ops, args: tuple[Node, ...], attrs: Attrs | None, shape: Shape
 ) -> Node | None:
     (a,) = args
     if a.rank < 2:
@@ -251,32 +264,33 @@ def _transpose(
 
 
 def _sum_axes(
-    ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+    ops: Ops, args: tuple[Node, ...], attrs: Attrs | None, shape: Shape
 ) -> Node | None:
-    if attrs[0] == ():
+    assert isinstance(attrs, Axes)
+    if attrs.axes == ():
         return args[0]
     a = args[0]
     if a.op == "einsum":  # a factored Jacobian: the axis leaves the output
-        return factor.drop(ops, a, attrs[0], shape)  # type: ignore[arg-type]
+        return factor.drop(ops, a, attrs.axes, shape)
     if a.op == "mul" and "einsum" in (a.args[0].op, a.args[1].op):
         scale, product = a.args if a.args[1].op == "einsum" else a.args[::-1]
         if scale.rank == 0:  # sum(s * T) = s * sum(T) for a scalar s
-            return ops.mul(scale, ops.sum_axes(product, attrs[0]))  # type: ignore[arg-type]
+            return ops.mul(scale, ops.sum_axes(product, attrs.axes))
     return None
 
 
 def _einsum(
-    ops: Ops, args: tuple[Node, ...], attrs: tuple[object, ...], shape: Shape
+    ops: Ops, args: tuple[Node, ...], attrs: Attrs | None, shape: Shape
 ) -> Node | None:
     """A matmul tangent of a factored Jacobian joins its product."""
-    (subscripts,) = attrs
-    if "..." not in str(subscripts) or not any(a.op == "einsum" for a in args):
+    assert isinstance(attrs, Subscripts)
+    if "..." not in attrs.spec or not any(a.op == "einsum" for a in args):
         return None
-    return factor.contract(ops, str(subscripts), args, shape)
+    return factor.contract(ops, attrs.spec, args, shape)
 
 
 _REWRITES: dict[
-    str, Callable[[Ops, tuple[Node, ...], tuple[object, ...], Shape], Node | None]
+    str, Callable[[Ops, tuple[Node, ...], Attrs | None, Shape], Node | None]
 ] = {
     "add": _add,
     "sub": _sub,
