@@ -17,7 +17,6 @@ offending key by its path, as black does: ``[tool.gradgen.overrides."x.yaml"].ou
 
 from __future__ import annotations
 
-import json
 import keyword
 import re
 import tomllib
@@ -59,7 +58,13 @@ class KeyLocation(Location):
 
 def _toml_key(key: str) -> str:
     """`key` as written in TOML: bare if it can be, else a quoted basic string."""
-    return key if _BARE_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
+    if _BARE_KEY.fullmatch(key):
+        return key
+    escaped = (
+        {'"': '\\"', "\\": "\\\\"}.get(c, c if c.isprintable() else f"\\U{ord(c):08x}")
+        for c in key
+    )
+    return f'"{"".join(escaped)}"'
 
 
 @dataclass(frozen=True)

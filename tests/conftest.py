@@ -11,15 +11,26 @@ and params, and evaluated directly by a tiny reference evaluator (``evaluate``):
 expression strings are Python syntax, so they are ``eval``-ed in a namespace that maps
 the grammar's functions to numpy (or ``autograd.numpy``). Using ``eval`` is acceptable
 here because it only ever sees our own, trusted example files.
+
+The suite is hermetic: it writes nothing into the checkout. No bytecode (here, nor in
+the subprocesses the tests start, which inherit ``PYTHONDONTWRITEBYTECODE``), no
+``.hypothesis/`` (its home is a temporary folder, its example database off), no
+``.pytest_cache/`` (``-p no:cacheprovider`` in pyproject.toml), and the wheel is built
+from a copy of the sources (``tests/test_wheel.py``).
 """
 
 from __future__ import annotations
 
 import ast
+import atexit
+import contextlib
 import functools
 import importlib.util
 import inspect
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -28,6 +39,33 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
+
+# ----------------------------------------------------------------- hermeticity
+
+sys.dont_write_bytecode = True
+os.environ["PYTHONDONTWRITEBYTECODE"] = "1"  # for every subprocess a test starts
+
+
+def _forget_own_bytecode() -> None:
+    """pytest compiled and cached this file before the lines above could stop it."""
+    cache = Path(__file__).resolve().parent / "__pycache__"
+    for pyc in cache.glob("conftest.*.pyc"):
+        pyc.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        cache.rmdir()  # only if empty
+
+
+_forget_own_bytecode()
+
+# One temporary folder per run for whatever the suite must write outside tmp_path.
+SCRATCH = Path(tempfile.mkdtemp(prefix="gradgen-tests-"))
+atexit.register(shutil.rmtree, SCRATCH, ignore_errors=True)
+
+set_hypothesis_home_dir(SCRATCH / "hypothesis")  # not ./.hypothesis
+settings.register_profile("hermetic", database=None)
+settings.load_profile("hermetic")
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = ROOT / "examples"
@@ -174,7 +212,10 @@ def example(name: str) -> Example:
 
 @functools.cache
 def load_generated(name: str, spec_path: Path | None = None) -> ModuleType:
-    """Import ``generated/<name>.py`` by file path.
+    """Import ``generated/<name>.py`` by file path, from a byte-identical copy in a
+    temporary folder (so that no process a test starts on the module's path, not even
+    an isolated ``python -I`` that ignores PYTHONDONTWRITEBYTECODE, can put bytecode
+    into ``generated/``).
 
     A missing file fails the calling test with a message saying how to generate it.
     """
@@ -186,7 +227,10 @@ def load_generated(name: str, spec_path: Path | None = None) -> ModuleType:
             f"run `gradgen {source}` to generate it from its spec",
             pytrace=False,
         )
-    return import_file(path, f"gradgen_generated_{name}", keep=True)
+    copy = SCRATCH / "generated" / path.name
+    copy.parent.mkdir(exist_ok=True)
+    shutil.copyfile(path, copy)
+    return import_file(copy, f"gradgen_generated_{name}", keep=True)
 
 
 def import_file(path: Path, name: str, *, keep: bool = False) -> ModuleType:

@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from gradgen import __version__, cli, pipeline, write
+from gradgen import __version__, pipeline, plan, write
 from gradgen.cli import Reporter, app
 from gradgen.errors import Diagnostic, Location
+from gradgen.stages import Stage
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PYPROJECT = (
@@ -191,7 +192,7 @@ def test_version_change_falls_back_to_deriving(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert gradgen("generate").exit_code == 0
-    monkeypatch.setattr(cli, "__version__", "9.9.9")
+    monkeypatch.setattr(plan, "__version__", "9.9.9")
     calls: list[Path] = []
     real = pipeline.generate
 
@@ -426,7 +427,9 @@ def test_usage_errors_exit_2(project: Path) -> None:
     assert gradgen().exit_code == 2  # no command: help, as a usage error
     dump = gradgen("generate", "--dump", "nope")
     assert dump.exit_code == 2
-    assert dump.stderr.startswith("gradgen: error: --dump takes one of spec, graph,")
+    choices = ", ".join(f"'{stage.value}'" for stage in Stage)
+    assert "Invalid value for '--dump'" in dump.stderr
+    assert f"'nope' is not one of {choices}." in dump.stderr
     missing = gradgen("check", "specs/nope.yaml")
     assert (missing.exit_code, missing.stderr) == (
         2,
@@ -471,8 +474,20 @@ def test_dump_prints_a_stage_and_writes_nothing(project: Path) -> None:
     assert write.body_intact(module.stdout)
 
 
-def test_stages_agree_with_the_pipeline() -> None:
-    assert cli.STAGES == pipeline.STAGES
+def test_dump_offers_each_stage_the_pipeline_dumps(project: Path) -> None:
+    """--dump's choices are the `Stage` enum, and the pipeline honours every one
+    (a stage it ignored would print the same text as another)."""
+    help_text = " ".join(gradgen("generate", "--help").stdout.split())
+    assert (
+        f"--dump <stage> Print one stage's result instead of writing: {', '.join(Stage)}."
+        in help_text
+    )
+    dumps = {}
+    for stage in Stage:
+        result = gradgen("generate", "--dump", stage, "specs/relu_neuron.yaml")
+        assert (result.exit_code, result.stderr) == (0, ""), stage
+        dumps[stage] = result.stdout
+    assert len(set(dumps.values())) == len(Stage)
 
 
 # --- quiet, verbose, colour ------------------------------------------------------

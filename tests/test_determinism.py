@@ -22,6 +22,7 @@ def tree(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.glob("*.py"))}
 
 
+@pytest.mark.slow
 def test_bytes_identical_under_different_hash_seeds(tmp_path: Path) -> None:
     """Every example, in two fresh interpreters with different PYTHONHASHSEEDs."""
     shutil.copytree(EXAMPLES, tmp_path / "examples")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from conftest import import_file
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -376,6 +377,7 @@ def mutated_example(draw: st.DrawFn) -> str:
     return text
 
 
+@pytest.mark.slow
 @fuzz_settings(EXAMPLES["mutated"])
 @given(mutated_example())
 def test_mutated_examples(text: str) -> None:
@@ -468,6 +470,7 @@ def generated_spec(draw: st.DrawFn) -> str:
     return "\n".join(lines) + "\n"
 
 
+@pytest.mark.slow
 @fuzz_settings(EXAMPLES["grammar"])
 @given(generated_spec())
 def test_generated_specs(text: str) -> None:

@@ -71,6 +71,7 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_hooks_regenerate_and_check(project: Path) -> None:
     declared = hooks()
     check, regenerate = declared["gradgen-check"], declared["gradgen"]

@@ -1,6 +1,10 @@
 """The wheel is what users install: built from this repo and installed into a fresh
 virtual environment, its `gradgen generate` works from any folder (the templates ship
-inside it) and reproduces the golden record byte for byte."""
+inside it) and reproduces the golden record byte for byte.
+
+The wheel is built from a copy of the sources in a temporary folder: setuptools writes
+`build/` and `*.egg-info` next to what it builds, and a stale `build/` in the checkout
+could leak deleted files into the wheel."""
 
 from __future__ import annotations
 
@@ -11,7 +15,26 @@ import sys
 import venv
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+
+# Not sources: version control, build products, caches.
+NOT_SOURCES = shutil.ignore_patterns(
+    ".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
+)
+
+
+def copy_sources(dest: Path) -> Path:
+    """The checkout's files, without its build products, caches and virtual
+    environments (any folder with a pyvenv.cfg)."""
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        venvs = {n for n in names if (Path(folder) / n / "pyvenv.cfg").is_file()}
+        return set(NOT_SOURCES(folder, names)) | venvs
+
+    shutil.copytree(ROOT, dest, ignore=ignore)
+    return dest
 
 
 def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
@@ -22,9 +45,13 @@ def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_wheel_installs_and_generates(tmp_path: Path) -> None:
+    source = copy_sources(tmp_path / "source")
     dist = tmp_path / "dist"
-    run(sys.executable, "-m", "build", "--wheel", "--outdir", dist, ROOT, cwd=tmp_path)
+    run(
+        sys.executable, "-m", "build", "--wheel", "--outdir", dist, source, cwd=tmp_path
+    )
     (wheel,) = dist.glob("gradgen-*.whl")
 
     env_dir = tmp_path / "venv"
