@@ -97,7 +97,7 @@ def unbroadcast(ops: Ops, g: Node, arg: Node, out: Node) -> Node:
     array of `out`'s shape, summed over the axes along which numpy repeated `arg`.
 
     Where the operand was broadcast (a bias row added to every sample, a scalar
-    added to a vector) every repetition contributed, so they add up (MATH.md:
+    added to a vector) every repetition contributed, so they add up (docs/derivation.md:
     d(x + z)/dz = 1 summed). `g` may itself be "lazy", smaller than `out` (a scalar
     standing for a constant array): along such an axis the sum is `g` times the
     axis length, and no array is built for it.

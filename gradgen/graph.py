@@ -1,4 +1,4 @@
-"""The expression graph: frozen nodes with their op, operands, shape and spec location.
+"""The expression graph: frozen nodes with their op, operands, shape and attributes.
 
 Nodes carry no behaviour (the rules live in `rules.py`). A `Graph` hash-conses them:
 asking twice for the same op on the same operands returns the same node, which is
@@ -9,10 +9,9 @@ deterministic topological order.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
-from .errors import Location
 from .spec import Dim, Shape
 
 __all__ = [
@@ -106,7 +105,6 @@ class Node:
     args: tuple[Node, ...]
     shape: Shape
     attrs: Attrs | None = None
-    loc: Location | None = field(default=None, repr=False)
 
     def __hash__(self) -> int:
         return self.id
@@ -153,14 +151,13 @@ class Graph:
         args: Iterable[Node],
         shape: Shape,
         attrs: Attrs | None = None,
-        loc: Location | None = None,
     ) -> Node:
         args = tuple(args)
         key = (op, tuple(a.id for a in args), attrs)
         found = self._interned.get(key)
         if found is not None:
             return found
-        made = Node(len(self.nodes), op, args, shape, attrs, loc)
+        made = Node(len(self.nodes), op, args, shape, attrs)
         self.nodes.append(made)
         self._interned[key] = made
         return made

@@ -18,7 +18,7 @@ from .graph import Node, ancestors, leaves_of
 from .limits import MAX_LENGTH, MAX_NODES, MAX_PRINTED
 from .load import YScalar
 from .ops import Ops
-from .parse import ExpressionError, Parser, syntax_tree
+from .parse import ExpressionError, Parser, element_problem, syntax_tree, vector
 from .shapes import ShapeError, show
 from .spec import Definition, Expr, Spec, Validated
 
@@ -161,16 +161,12 @@ class _Builder:
             if len(present) < len(items):
                 return None
             for item, src in zip(present, expr.items, strict=True):
-                if item.rank != 0:
-                    self.c.error(
-                        src.loc,
-                        "a vector literal takes scalars;"
-                        f" this element has shape {show(item.shape)}",
-                    )
+                problem = element_problem(item)
+                if problem is not None:
+                    self.c.error(src.loc, problem)
                     return None
-            self.ops.loc = expr.loc
             try:
-                return self.ops.stack(present)
+                return vector(self.ops, present)
             except ShapeError as e:
                 self.c.error(expr.loc, str(e))
                 return None

@@ -8,9 +8,10 @@ intermediate values, numbered in order of appearance within each function.
 
 from __future__ import annotations
 
-import builtins
 import keyword
 from collections.abc import Iterable
+
+from .optimizers import OptimizerRule
 
 #: Module-level names of every generated module.
 MODULE_NAMES = frozenset(
@@ -28,32 +29,12 @@ MODULE_NAMES = frozenset(
         "_sigmoid",
     }
 )
-#: Names used inside generated functions (optimizer hyperparameters and locals).
-LOCAL_NAMES = frozenset(
-    {
-        "lr",
-        "beta",
-        "beta1",
-        "beta2",
-        "eps",
-        "params",
-        "state",
-        "grads",
-        "value",
-        "velocity",
-        "count",
-        "moment1",
-        "moment2",
-        "correction1",
-        "correction2",
-        "new_params",
-    }
-)
 #: The imports every generated module starts with, by the name they bind.
 IMPORTS = {"np": "numpy as `np`", "NamedTuple": "`NamedTuple` from typing"}
-BUILTINS = frozenset(dir(builtins))
-#: Names no spec entry may take: Python's, numpy's alias, and the generated ones.
-RESERVED = MODULE_NAMES | LOCAL_NAMES | BUILTINS | frozenset(keyword.kwlist)
+#: Python's builtins that generated code calls or annotates with: a spec name that
+#: hid one would break the module. Other builtins (`input`, `filter`, `sum`) may be
+#: spec names: the generated code never uses them.
+USED_BUILTINS = frozenset({"float", "int", "tuple"})
 GRADIENT_PREFIX = "dL_d"
 
 
@@ -62,20 +43,26 @@ def gradient(name: str) -> str:
     return f"{GRADIENT_PREFIX}{name}"
 
 
-def clash(name: str) -> str | None:
+def clash(name: str, step: OptimizerRule | None = None) -> str | None:
     """Why a spec name would clash with a name of the generated module, or None.
 
-    The phrase completes "`name` ...". Temporaries (`t0`...) never clash: they
-    are numbered around the spec's names.
+    `step` is the optimizer whose `step` function takes the name as an argument (an
+    input's), so the name must not be one `step` binds. The phrase completes
+    "`name` ...". Temporaries (`t0`...) never clash: they are numbered around the
+    spec's names.
     """
     if name in IMPORTS:
         return f"is reserved: the generated module imports {IMPORTS[name]}"
     if name in MODULE_NAMES:
         return f"is reserved: the generated module defines its own `{name}`"
-    if name in LOCAL_NAMES:
-        return f"is reserved: the generated optimizer code has a variable `{name}`"
-    if name in BUILTINS or keyword.iskeyword(name):
-        return f"is reserved: it would hide Python's builtin `{name}`"
+    if step is not None and name in step.step_names():
+        return (
+            f"is reserved: the generated `step` ({step.name}) has a variable `{name}`"
+        )
+    if name in USED_BUILTINS:
+        return f"is reserved: the generated code uses Python's builtin `{name}`"
+    if keyword.iskeyword(name):
+        return "is a Python keyword"
     if name.startswith(GRADIENT_PREFIX):
         of = name[len(GRADIENT_PREFIX) :]
         return f"is reserved: gradgen names gradients `{GRADIENT_PREFIX}<name>`" + (

@@ -7,7 +7,6 @@ small powers as products), and interns the result in the graph.
 
 from __future__ import annotations
 
-from .errors import Location
 from .graph import (
     Attrs,
     Axes,
@@ -31,7 +30,6 @@ from .simplify import fold
 class Ops:
     def __init__(self, graph: Graph | None = None) -> None:
         self.graph = graph or Graph()
-        self.loc: Location | None = None  # attached to nodes made from spec text
 
     def make(
         self,
@@ -47,7 +45,7 @@ class Ops:
         folded = fold(self, op, args, attrs, shape)
         if folded is not None:
             return folded
-        return self.graph.node(op, args, shape, attrs, self.loc)
+        return self.graph.node(op, args, shape, attrs)
 
     # leaves
     def leaf(self, op: str, name: str, shape: Shape) -> Node:

@@ -220,7 +220,6 @@ class Parser:
                 type(node), f"`{type(node).__name__}` is not allowed in expressions"
             )
             raise ExpressionError(message, self._at(node))
-        self.ops.loc = self.locate(self._at(node))
         return method(self, node, depth)
 
     def _Constant(self, node: ast.Constant, depth: int) -> Node:
@@ -263,7 +262,6 @@ class Parser:
             )
         operand = self._node(node.operand, depth + 1)
         if isinstance(node.op, ast.USub):
-            self.ops.loc = self.locate(self._at(node))
             return self.ops.neg(operand)
         return operand
 
@@ -287,7 +285,6 @@ class Parser:
                 f"the operator `{symbol}` is not allowed in expressions", where
             )
         right = self._node(node.right, depth + 1)
-        self.ops.loc = self.locate(where)
         try:
             if op == "pow":
                 return self._power(left, right, where)
@@ -326,13 +323,6 @@ class Parser:
             )  # a power of whole numbers: a float
         return self.ops.pow(base, exponent)
 
-    def _as_float(self, node: Node) -> Node:
-        """A dim used as a number is a Python int in the generated code, exact under
-        `+ - *`. Where a computation can leave the integers (a power, a function),
-        it becomes a float first: `2 ** D`, `2 ** -square(D)` and `D ** D` are
-        floats, never an int64 that overflows or refuses a negative exponent."""
-        return self.ops.make("float", node, shape=()) if _whole(node) else node
-
     def _Attribute(self, node: ast.Attribute, depth: int) -> Node:
         where = self._token_after(node.value, ".")
         if node.attr != "T":
@@ -340,7 +330,6 @@ class Parser:
                 f"attribute access `.{node.attr}` is not allowed (only `.T`)", where
             )
         value = self._node(node.value, depth + 1)
-        self.ops.loc = self.locate(where)
         try:
             return self.ops.transpose(value)
         except ShapeError as e:
@@ -379,14 +368,10 @@ class Parser:
             )
         items = [self._node(e, depth + 1) for e in node.elts]
         for e, item in zip(node.elts, items, strict=True):
-            if item.rank != 0:
-                raise ExpressionError(
-                    "a vector literal takes scalars;"
-                    f" this element has shape {show(item.shape)}",
-                    self._at(e),
-                )
-        self.ops.loc = self.locate(self._at(node))
-        return self.ops.stack([self._as_float(item) for item in items])
+            problem = element_problem(item)
+            if problem is not None:
+                raise ExpressionError(problem, self._at(e))
+        return vector(self.ops, items)
 
     def _Call(self, node: ast.Call, depth: int) -> Node:
         func = node.func
@@ -422,8 +407,7 @@ class Parser:
                 f" got {len(node.args)}",
                 self._at(node),
             )
-        args = [self._as_float(self._node(a, depth + 1)) for a in node.args]
-        self.ops.loc = self.locate(self._at(node))
+        args = [as_float(self.ops, self._node(a, depth + 1)) for a in node.args]
         try:
             if RULES[op].axis:
                 return self.ops.reduce(op, args[0], axis)
@@ -539,3 +523,26 @@ def _whole(node: Node) -> bool:
     return all(
         n.op in _INTEGER_OPS and (not n.is_const or n.value.is_integer()) for n in seen
     )
+
+
+def as_float(ops: Ops, node: Node) -> Node:
+    """A dim used as a number is a Python int in the generated code, exact under
+    `+ - *`. Where a computation can leave the integers (a function, a vector
+    literal), it becomes a float first: `square(D)` and `[D, 2]` are floats, never
+    int64 values that overflow or refuse a negative exponent."""
+    return ops.make("float", node, shape=()) if _whole(node) else node
+
+
+def element_problem(item: Node) -> str | None:
+    """Why `item` cannot be an element of a vector literal, or None."""
+    if item.rank != 0:
+        return (
+            f"a vector literal takes scalars; this element has shape {show(item.shape)}"
+        )
+    return None
+
+
+def vector(ops: Ops, items: list[Node]) -> Node:
+    """The vector literal `[e1, e2, ...]` of scalar elements (`element_problem`),
+    whether the spec wrote it in an expression or as a YAML list."""
+    return ops.stack([as_float(ops, item) for item in items])

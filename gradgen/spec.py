@@ -30,6 +30,7 @@ from .load import (
     read_spec_bytes,
     show_text,
 )
+from .optimizers import DEFAULT, OPTIMIZERS, OptimizerRule
 
 #: A dim is a name (the same name is the same size everywhere) or a positive int.
 Dim = str | int
@@ -59,12 +60,6 @@ WINDOWS_DEVICES = frozenset(
 #: Lines the generated module's docstring reserves for its header (`write.py`).
 HEADER_LINE = re.compile(r"(gradgen-version|spec|spec-sha256|body-sha256):")
 
-#: Optimizer rules and their hyperparameters with defaults, in signature order.
-OPTIMIZERS: dict[str, dict[str, float]] = {
-    "sgd": {"lr": 0.01},
-    "momentum": {"lr": 0.01, "beta": 0.9},
-    "adam": {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
-}
 
 Expr = YScalar | YSeq  # an expression string, or a YAML list of them (a vector)
 
@@ -188,7 +183,7 @@ def validate(
     elif params_node is not None and _is_empty(params_node):
         c.error(params_node.loc, "`params` is empty: nothing to differentiate")
     optimizer = _optimizer(root.get("optimizer"), c, start)
-    _check_names(inputs, params, define, outputs, dims, c)
+    _check_names(inputs, params, define, outputs, dims, OPTIMIZERS[optimizer.rule], c)
     spec = Spec(
         path, name, doc, inputs, params, define, loss, outputs, optimizer, dims, start
     )
@@ -493,7 +488,7 @@ def _number(node: YNode) -> float | None:
 
 
 def _optimizer(node: YNode | None, c: Collector, start: Location) -> Optimizer:
-    default = Optimizer("sgd", tuple(OPTIMIZERS["sgd"].items()), start)
+    default = Optimizer(DEFAULT, tuple(OPTIMIZERS[DEFAULT].defaults().items()), start)
     if node is None:
         return default
     if isinstance(node, YScalar) and isinstance(node.value, str):
@@ -507,7 +502,7 @@ def _optimizer(node: YNode | None, c: Collector, start: Location) -> Optimizer:
         return default
     rules = ", ".join(OPTIMIZERS)
     rule_node = node.get("rule")
-    rule = "sgd"
+    rule = DEFAULT
     if rule_node is not None:
         value = rule_node.value if isinstance(rule_node, YScalar) else None
         if isinstance(value, str) and value in OPTIMIZERS:
@@ -523,13 +518,14 @@ def _optimizer(node: YNode | None, c: Collector, start: Location) -> Optimizer:
                 rule_node.loc,
                 f"the optimizer `rule` is one of {rules}, not {_kind(rule_node)}",
             )
-    hyper = dict(OPTIMIZERS[rule])
+    hyper = OPTIMIZERS[rule].defaults()
+    bounds = {h.name: h.bound for h in OPTIMIZERS[rule].hyperparameters}
     for key, given in node.entries:
         k = key_text(key)
         if k == "rule":
             continue
         if k not in hyper:
-            known = ", ".join(OPTIMIZERS[rule])
+            known = ", ".join(hyper)
             c.error(
                 key.loc,
                 f"`{show_text(k)}` is not a hyperparameter of `{rule}`"
@@ -539,9 +535,9 @@ def _optimizer(node: YNode | None, c: Collector, start: Location) -> Optimizer:
         number = _number(given)
         if number is None:
             c.error(given.loc, f"`{k}` must be a finite number, not {_kind(given)}")
-        elif k in ("lr", "eps") and number <= 0:
+        elif bounds[k] == "positive" and number <= 0:
             c.error(given.loc, f"`{k}` must be positive, not {number:g}")
-        elif k.startswith("beta") and not 0 <= number < 1:
+        elif bounds[k] == "fraction" and not 0 <= number < 1:
             c.error(given.loc, f"`{k}` must be in [0, 1), not {number:g}")
         else:
             hyper[k] = number
@@ -554,9 +550,11 @@ def _check_names(
     define: tuple[Definition, ...],
     outputs: tuple[Definition, ...],
     dims: dict[str, Location],
+    optimizer: OptimizerRule,
     c: Collector,
 ) -> None:
-    """Names must be unique and must not clash with what the generated code uses."""
+    """Names must be unique and must not clash with what the generated code uses:
+    an input is an argument of the optimizer's `step` too."""
     generated: dict[str, str] = {}  # module-level name -> the output it is for
     for o in outputs:
         for made in sorted(naming.generated_for([o.name])):
@@ -580,17 +578,23 @@ def _check_names(
             c.error(loc, f"`{name}` is already defined at line {seen[name].line}")
             continue
         seen[name] = loc
-        if not _clashes(name, f"`{name}`", loc, generated, c) and name in dims:
+        step = optimizer if entry in inputs else None
+        if not _clashes(name, f"`{name}`", loc, generated, c, step) and name in dims:
             c.error(loc, f"`{name}` is also used as a dim (line {dims[name].line})")
     for dim, loc in dims.items():
         _clashes(dim, f"dim `{dim}`", loc, generated, c)
 
 
 def _clashes(
-    name: str, shown: str, loc: Location, generated: dict[str, str], c: Collector
+    name: str,
+    shown: str,
+    loc: Location,
+    generated: dict[str, str],
+    c: Collector,
+    step: OptimizerRule | None = None,
 ) -> bool:
     """Report `name` if the generated module already uses it; True if it did."""
-    problem = naming.clash(name)
+    problem = naming.clash(name, step)
     if problem is not None:
         c.error(loc, f"{shown} {problem}")
     elif name in generated:
@@ -601,9 +605,3 @@ def _clashes(
     else:
         return False
     return True
-
-
-def spec_error(loc: Location, message: str) -> SpecError:
-    c = Collector()
-    c.error(loc, message)
-    return SpecError(c.diagnostics)

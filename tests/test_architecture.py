@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gradgen"
 #: The modules, stage by stage, in pipeline order. A module may import modules of
 #: its own layer or of an earlier one, never of a later one.
 LAYERS: list[set[str]] = [
-    {"errors", "limits", "stages", "naming"},  # what every stage shares
+    {"errors", "limits", "stages", "naming", "optimizers"},  # what every stage shares
     {"load"},  # bytes -> located YAML nodes
     {"spec"},  # located nodes -> Spec
     {"graph", "shapes"},  # frozen nodes, shape rules

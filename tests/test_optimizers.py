@@ -14,8 +14,10 @@ trajectory; agreement is to ~1e-12 relative.
 
 from __future__ import annotations
 
+import ast
 import inspect
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,8 +30,11 @@ from conftest import (
     call,
     copy_point,
     example_id,
+    generate_and_import,
     smooth_point,
 )
+
+from gradgen.optimizers import OPTIMIZERS
 
 loss_examples = pytest.mark.parametrize("ex", LOSS_EXAMPLES, ids=example_id)
 
@@ -212,3 +217,56 @@ def test_step_is_functional(ex: Example) -> None:
     for a, b in zip(first[0], again[0], strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(first[2], again[2])
+
+
+# ----------------------------------------------- the optimizer table is the truth
+
+LAYERNORM_ADAM = """\
+gradgen: 1
+name: names_{rule}
+inputs: {{X: [N, d], sum: [N], filter: []}}
+params: {{gain: [d], beta: [d], lr: [], grads: [], state: []}}
+define:
+  h: X * gain + beta
+loss: mean((h @ gain - sum) ** 2) * filter + lr ** 2 + grads ** 2 + state ** 2
+optimizer: {rule}
+"""
+
+
+@pytest.mark.parametrize("rule", sorted(OPTIMIZERS))
+def test_step_binds_exactly_the_names_of_the_table(rule: str, tmp_path: Path) -> None:
+    """The names a spec may not give an input are the names `step` binds; the
+    template and `optimizers.OPTIMIZERS` must agree on them, and on the
+    hyperparameters and their defaults. Params may take any of these names: a
+    LayerNorm `beta` with adam, a param called `lr`, `grads` or `state` (params are
+    reached as `params.<name>` inside `step`)."""
+    spec = tmp_path / f"names_{rule}.yaml"
+    spec.write_text(LAYERNORM_ADAM.format(rule=rule), encoding="utf-8")
+    module, _ = generate_and_import(spec, tmp_path)
+    step = next(
+        node
+        for node in ast.parse(inspect.getsource(module)).body
+        if isinstance(node, ast.FunctionDef) and node.name == "step"
+    )
+    table = OPTIMIZERS[rule]
+    arguments = [a.arg for a in step.args.args]
+    keyword_only = [a.arg for a in step.args.kwonlyargs]
+    bound = {
+        target.id
+        for node in ast.walk(step)
+        if isinstance(node, ast.Assign)
+        for target in ast.walk(node.targets[0])
+        if isinstance(target, ast.Name)
+    }
+    assert arguments == ["params", "state", "X", "sum", "filter"]
+    assert keyword_only == list(table.defaults())
+    defaults = [ast.literal_eval(d) for d in step.args.kw_defaults if d is not None]
+    assert defaults == list(table.defaults().values())
+    assert bound == set(table.locals)
+    assert table.step_names() == {*arguments[:2], *keyword_only, *bound}
+    # and it trains: one step moves every param against its gradient
+    rng = np.random.default_rng(0)
+    X, target = rng.normal(size=(5, 3)), rng.normal(size=5)
+    params = module.Params(rng.normal(size=3), rng.normal(size=3), 0.5, 0.5, 0.5)
+    new, _, value = module.step(params, module.init_state(params), X, target, 1.0)
+    assert np.isfinite(value) and not np.allclose(new.beta, params.beta)

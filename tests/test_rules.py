@@ -160,7 +160,7 @@ def test_relu_derivative_is_zero_at_the_kink(tmp_path: Path) -> None:
 
 
 def test_total_derivative_sums_both_paths(tmp_path: Path) -> None:
-    """x * x and x + x**2 reach x along two paths: the adjoints add up (MATH.md)."""
+    """x * x and x + x**2 reach x along two paths: the adjoints add up (docs/derivation.md)."""
     spec = tmp_path / "twice.yaml"
     spec.write_text("gradgen: 1\nparams: {x: []}\nloss: x * x + (x + x**2)\n")
     g = pipeline.generate(spec, tmp_path)

@@ -264,10 +264,9 @@ def test_bad_shapes(shape: str, col: int, message: str) -> None:
     ("dim", "message"),
     [
         ("np", "dim `np` is reserved: the generated module imports numpy as `np`"),
-        ("len", "dim `len` is reserved: it would hide Python's builtin `len`"),
         (
-            "lr",
-            "dim `lr` is reserved: the generated optimizer code has a variable `lr`",
+            "float",
+            "dim `float` is reserved: the generated code uses Python's builtin `float`",
         ),
         ("dL_dw", "dim `dL_dw` is reserved: gradgen names gradients `dL_d<name>`"),
     ],
@@ -309,13 +308,14 @@ def test_dims_may_be_integers_and_scalars_are_empty() -> None:
             "`Gradients` is reserved: the generated module defines its own `Gradients`",
         ),
         ("step", "`step` is reserved: the generated module defines its own `step`"),
-        ("lr", "`lr` is reserved: the generated optimizer code has a variable `lr`"),
         (
-            "grads",
-            "`grads` is reserved: the generated optimizer code has a variable `grads`",
+            "float",
+            "`float` is reserved: the generated code uses Python's builtin `float`",
         ),
-        ("sum", "`sum` is reserved: it would hide Python's builtin `sum`"),
-        ("float", "`float` is reserved: it would hide Python's builtin `float`"),
+        (
+            "tuple",
+            "`tuple` is reserved: the generated code uses Python's builtin `tuple`",
+        ),
         (
             "dL_dx",
             "`dL_dx` is reserved: gradgen names gradients `dL_d<name>` (this one reads as the gradient of `x`)",
