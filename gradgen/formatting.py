@@ -4,8 +4,9 @@ output is byte-stable (black changes its stable style only once a year)."""
 from __future__ import annotations
 
 import black
+from black.mode import TargetVersion
 
-MODE = black.Mode(target_versions={black.TargetVersion.PY311}, line_length=88)
+MODE = black.Mode(target_versions={TargetVersion.PY311}, line_length=88)
 
 
 def format_python(source: str) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from .errors import Collector
 from .graph import Node, ancestors, leaves_of
 from .limits import MAX_LENGTH, MAX_NODES, MAX_PRINTED
-from .load import YScalar
+from .load import YNode, YScalar, YSeq
 from .ops import Ops
 from .parse import ExpressionError, Parser, element_problem, syntax_tree, vector
 from .shapes import ShapeError, show
@@ -156,7 +156,7 @@ class _Builder:
 
     def _parse(self, expr: Expr, entry: str) -> Node | None:
         if not isinstance(expr, YScalar):  # a YAML list: the vector [e1, e2, ...]
-            items = [self._parse(item, entry) for item in expr.items]  # type: ignore[arg-type]
+            items = [self._parse(_element(item), entry) for item in expr.items]
             present = [i for i in items if i is not None]
             if len(present) < len(items):
                 return None
@@ -226,10 +226,16 @@ class _Builder:
         return None
 
 
+def _element(item: YNode) -> Expr:
+    """An element of a YAML-list vector: an expression (the spec checked it)."""
+    assert isinstance(item, YScalar | YSeq)
+    return item
+
+
 def _names_in(expr: Expr) -> set[str]:
     """The names an expression mentions, or none if it does not parse."""
     if not isinstance(expr, YScalar):
-        return set().union(*(_names_in(i) for i in expr.items))  # type: ignore[arg-type]
+        return set().union(*(_names_in(_element(i)) for i in expr.items))
     if not isinstance(expr.value, str) or len(expr.value) > MAX_LENGTH:
         return set()
     try:

@@ -185,11 +185,12 @@ class Parser:
         return start + max(col, 0)
 
     def _at(self, node: ast.AST) -> int:
-        return self._offset(node.lineno, node.col_offset)  # type: ignore[attr-defined]
+        return self._offset(getattr(node, "lineno", 1), getattr(node, "col_offset", 0))
 
     def _end(self, node: ast.AST) -> int:
         return self._offset(
-            node.end_lineno or 1, node.end_col_offset or 0  # type: ignore[attr-defined]
+            getattr(node, "end_lineno", None) or 1,
+            getattr(node, "end_col_offset", None) or 0,
         )
 
     def _token_after(self, node: ast.AST, token: str, limit: int | None = None) -> int:
@@ -269,9 +270,11 @@ class Parser:
         # a + b + c + ... nests to the left: walk that spine in a loop, so a long
         # sum costs no recursion and does not count as nesting.
         chain = [node]
-        while isinstance(chain[-1].left, ast.BinOp):
-            chain.append(chain[-1].left)  # type: ignore[arg-type]
-        value = self._node(chain[-1].left, depth)
+        left = node.left
+        while isinstance(left, ast.BinOp):
+            chain.append(left)
+            left = left.left
+        value = self._node(left, depth)
         for op_node in reversed(chain):
             value = self._binary(op_node, value, depth)
         return value
@@ -478,9 +481,10 @@ def syntax_tree(body: str) -> ast.Expression:
                 pass
             else:
                 for node in ast.walk(tree):  # positions as in `body`
-                    if hasattr(node, "lineno"):
-                        node.lineno -= 1  # type: ignore[attr-defined]
-                        node.end_lineno -= 1  # type: ignore[attr-defined]
+                    if isinstance(node, ast.expr):
+                        node.lineno -= 1
+                        if node.end_lineno is not None:
+                            node.end_lineno -= 1
                 return tree
             raise
 

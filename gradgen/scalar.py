@@ -12,8 +12,9 @@ the forward pass share one representation, one simplifier and one printer.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sympy as sp
 
@@ -104,9 +105,10 @@ def _is_reciprocal(f: sp.Expr) -> bool:
     return bool(f.is_Pow and f.args[1].is_Number and f.args[1] < 0)
 
 
-def _ordered(exprs: object) -> list[sp.Expr]:
+def _ordered(exprs: Iterable[Any]) -> list[sp.Expr]:
     """sympy's canonical argument order: stable output across runs and hash seeds."""
-    return sorted(exprs, key=sp.default_sort_key)  # type: ignore[call-overload]
+    found: list[sp.Expr] = sorted(exprs, key=sp.default_sort_key)
+    return found
 
 
 _FUNCTIONS: dict[type, str] = {

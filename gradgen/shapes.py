@@ -7,7 +7,7 @@ Every function raises `ShapeError` with a message for the caller to locate.
 
 from __future__ import annotations
 
-from .graph import Shape
+from .graph import Dim, Shape
 
 
 class ShapeError(ValueError):
@@ -20,7 +20,7 @@ def show(shape: Shape) -> str:
 
 def broadcast(a: Shape, b: Shape, op: str) -> Shape:
     """numpy broadcasting of two shapes, dims aligned from the right."""
-    out: list[object] = []
+    out: list[Dim] = []
     for i in range(1, max(len(a), len(b)) + 1):
         da = a[-i] if i <= len(a) else 1
         db = b[-i] if i <= len(b) else 1
@@ -33,7 +33,7 @@ def broadcast(a: Shape, b: Shape, op: str) -> Shape:
                 f"shapes {show(a)} and {show(b)} do not broadcast for `{op}`"
                 f" ({da} vs {db})"
             )
-    return tuple(reversed(out))  # type: ignore[arg-type]
+    return tuple(reversed(out))
 
 
 def matmul(a: Shape, b: Shape) -> Shape:
