@@ -1,0 +1,153 @@
+"""Unit tests of `lower`: integer powers as products (squares shared), sums of squares
+as dot products, and fresh results (a copy exactly where a result would be the
+caller's array, a view of it, a Python number, or another result's memory)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_printer import evaluate
+
+from gradgen import derive, lower
+from gradgen.graph import Node, ancestors
+from gradgen.ops import Ops
+from gradgen.printer import print_body
+
+
+@pytest.fixture
+def ops() -> Ops:
+    return Ops()
+
+
+def ops_in(node: Node) -> list[str]:
+    return [n.op for n in ancestors([node])]
+
+
+@pytest.mark.parametrize("k", range(3, lower.MAX_PRODUCT_POWER + 1))
+def test_an_integer_power_is_products_by_squaring(ops: Ops, k: int) -> None:
+    x = ops.leaf("param", "x", ("n",))
+    power = ops.powc(x, k)
+    lowered = lower.lower_powers(ops, [power])[power]
+    found = ops_in(lowered)
+    assert "powc" not in found
+    # squarings plus one product per further set bit: x**8 is 3, x**7 is 4
+    assert found.count("mul") == k.bit_length() - 1 + k.bit_count() - 1
+    xv = np.array([0.5, -1.25, 1.5])
+    (value,) = evaluate([lowered], {x: xv})
+    assert np.allclose(value, xv**k)
+
+
+def test_squares_are_shared(ops: Ops) -> None:
+    x = ops.leaf("param", "x", ("n",))
+    power = ops.powc(x, 6)
+    lowered = lower.lower_powers(ops, [power])[power]
+    body = print_body([lowered], {}, ["x"], {})
+    assert body.lines == ("t0 = x * x",) and body.results == ("t0 * t0 * t0",)
+    cube = ops.powc(x, 3)
+    body = print_body([lower.lower_powers(ops, [cube])[cube]], {}, ["x"], {})
+    assert body.lines == () and body.results == ("x * x * x",)
+
+
+@pytest.mark.parametrize("k", [2, 2.5, -0.5, lower.MAX_PRODUCT_POWER + 1])
+def test_other_powers_stay(ops: Ops, k: float) -> None:
+    x = ops.leaf("param", "x", ("n",))
+    power = ops.powc(x, k)
+    assert lower.lower_powers(ops, [power])[power] is power
+
+
+def test_parents_of_a_lowered_node_are_rebuilt(ops: Ops) -> None:
+    x = ops.leaf("param", "x", ("n",))
+    cube = ops.powc(x, 3)
+    root = ops.call("exp", cube)
+    new = lower.lower_powers(ops, [root])
+    assert new[x] is x
+    assert new[root].op == "exp" and new[root].args == (new[cube],)
+    assert "powc" not in ops_in(new[root])
+
+
+def test_a_sum_of_squares_of_a_vector_is_a_dot_product(ops: Ops) -> None:
+    x = ops.leaf("param", "x", ("n",))
+    total = ops.reduce("sum", ops.powc(x, 2), None)
+    mean = ops.reduce("mean", ops.call("square", x), None)
+    new = lower.lower_powers(ops, [total, mean])
+    assert new[total] is ops.matmul(x, x)
+    assert new[mean].op == "div" and new[mean].args[0] is ops.matmul(x, x)
+    assert print_body([new[mean]], {}, ["x"], {"n": ("x", 0)}).results == ("x @ x / n",)
+    xv = np.array([1.0, -2.0, 3.0])
+    got = evaluate([new[total], new[mean]], {x: xv})
+    assert np.allclose(got, [14.0, 14.0 / 3])
+
+
+def test_a_sum_of_squares_of_a_matrix_stays(ops: Ops) -> None:
+    A = ops.leaf("param", "A", ("m", "n"))
+    total = ops.reduce("sum", ops.powc(A, 2), None)
+    assert lower.lower_powers(ops, [total])[total] is total
+
+
+def test_fresh_copies_the_callers_arrays_and_views_of_them(ops: Ops) -> None:
+    x = ops.leaf("param", "x", ("n",))
+    A = ops.leaf("param", "A", ("m", "n"))
+    made = lower.fresh(ops, [x, ops.transpose(A)])
+    assert [n.op for n in made] == ["copy", "copy"]
+    xv, Av = np.ones(2), np.ones((3, 2))
+    got = evaluate(made, {x: xv, A: Av})
+    assert not np.shares_memory(got[0], xv) and not np.shares_memory(got[1], Av)
+
+
+def test_fresh_leaves_an_owned_array_alone(ops: Ops) -> None:
+    x = ops.leaf("param", "x", ("n",))
+    e = ops.call("exp", x)
+    assert lower.fresh(ops, [e, ops.call("sin", x)]) == [e, ops.call("sin", x)]
+
+
+def test_fresh_makes_two_arrays_of_two_identical_results(ops: Ops) -> None:
+    x = ops.leaf("param", "x", ("n",))
+    e = ops.call("exp", x)
+    first, second = lower.fresh(ops, [e, e])
+    assert first is e and second.op == "copy" and second.args == (e,)
+    a, b = evaluate([first, second], {x: np.zeros(3)})
+    assert not np.shares_memory(a, b) and np.array_equal(a, b)
+
+
+def test_fresh_copies_a_view_of_another_results_memory(ops: Ops) -> None:
+    A = ops.leaf("param", "A", ("m", "n"))
+    e = ops.call("exp", A)
+    view, owner = lower.fresh(ops, [ops.transpose(e), e])
+    assert view.op == "transpose" and owner.op == "copy"
+    a, b = evaluate([view, owner], {A: np.zeros((2, 3))})
+    assert not np.shares_memory(a, b)
+
+
+def test_fresh_makes_a_python_number_a_float_array(ops: Ops) -> None:
+    x = ops.leaf("param", "x", ("n",))
+    (count,) = lower.fresh(ops, [ops.count(x, None)])
+    assert count.op == "copy"
+    (value,) = evaluate([count], {x: np.zeros(4)})
+    assert isinstance(value, np.ndarray) and value.dtype == np.float64 and value == 4
+
+
+# -- bugs found while writing these tests ---------------------------------------------
+
+
+def test_a_jacobian_result_is_writable(ops: Ops) -> None:
+    """BUG: d (X + exp(s)).T / ds lowers to np.swapaxes(np.broadcast_to(...), 0, 1):
+    a read-only view with zero strides, returned as the caller's own array."""
+    X = ops.leaf("input", "X", ("m", "n"))
+    s = ops.leaf("param", "s", ())
+    out = ops.transpose(ops.add(X, ops.call("exp", s)))
+    (jacobian,) = lower.fresh(ops, [derive.jacobian(ops, out, s)])
+    (value,) = evaluate([jacobian], {X: np.zeros((2, 3)), s: 0.0})
+    assert value.shape == (3, 2) and np.allclose(value, 1.0)
+    assert value.flags.writeable
+
+
+def test_a_filled_scalar_gradient_is_not_copied_again(ops: Ops) -> None:
+    """BUG: the gradient of sum(x + s) for a scalar s is np.full((), n, dtype=float),
+    already a fresh float array; `fresh` takes it for a Python number and copies it
+    (`np.array(dL_ds, dtype=float)` in the generated module)."""
+    x = ops.leaf("param", "x", ("n",))
+    s = ops.leaf("param", "s", ())
+    d = derive.gradients(ops, ops.reduce("sum", ops.add(x, s), None), [x, s])
+    assert d.gradients["s"].op == "fill"
+    _, gs = lower.fresh(ops, [d.gradients["x"], d.gradients["s"]])
+    assert gs is d.gradients["s"]
