@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from . import factor, naming
 from .derive import Derivatives
-from .graph import Axis, Exponent, Node, Position, ancestors, attr
+from .graph import Exponent, Node, Position, ancestors, attr
 from .model import Model
 from .ops import Ops
 from .simplify import base, owned
@@ -161,7 +161,7 @@ def _lower(ops: Ops, node: Node, args: tuple[Node, ...]) -> Node | None:
         return factor.pairwise(
             ops, ops.make("einsum", *args, attrs=node.attrs, shape=node.shape)
         )
-    if node.op in ("sum", "mean") and node.attrs == Axis(None):
+    if node.op in ("sum", "mean") and node.rank == 0:  # all of a vector's elements
         (a,) = args
         if a.rank == 1 and (
             a.op == "square" or (a.op == "powc" and a.attrs == Exponent(2.0))

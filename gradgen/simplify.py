@@ -225,11 +225,23 @@ def constant(node: Node) -> bool:
     return not any(n.op in ("input", "param") for n in ancestors([node]))
 
 
+#: Ops that build a new float array, whatever their operands (a 0-d one too).
+BUILDERS = frozenset({"fill", "tfull", "zeros", "zeros_like", "copy", "as_float"})
+
+
 def owned(node: Node) -> bool:
-    """True if the value is a float array of its own: not (a view of) a leaf (the
-    caller's array, a literal, a dim) and not a number computed from literals and
+    """True if the value is a writable float array of its own: not (a view of) a
+    leaf (the caller's array, a literal, a dim), not a broadcast view (read-only,
+    every element one memory cell), and not a number computed from literals and
     dims alone, which the printed code holds as a Python number."""
-    return base(node).op not in LEAVES and not (node.rank == 0 and constant(node))
+    view = node
+    while view is not base(view):
+        if view.op == "tfill":
+            return False  # np.broadcast_to: a read-only view
+        view = view.args[0]
+    if view.op in LEAVES or view.op == "tfill":
+        return False
+    return node.rank > 0 or node.op in BUILDERS or not constant(node)
 
 
 def _exact(
