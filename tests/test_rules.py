@@ -14,7 +14,21 @@ import sympy as sp
 from conftest import generate_and_import
 
 from gradgen import pipeline, scalar
-from gradgen.rules import RULES, functions
+from gradgen.graph import Node
+from gradgen.ops import Ops
+from gradgen.rules import (
+    MUL,
+    RULES,
+    Rule,
+    Spelling,
+    broadcast_shape,
+    diagonal,
+    elementwise,
+    functions,
+    reduction,
+    sum_jvp,
+    sum_vjp,
+)
 
 # One expression per user-callable function (and operator), over a vector param x
 # [n], a matrix param W [n, n], a scalar param s, inputs A [m, n] and v [n]; each
@@ -194,3 +208,72 @@ def test_printer_parenthesises_by_precedence(
     text = pipeline.generate(spec, tmp_path).text
     body = text.split("def f(")[1].split("def jacobian_f(")[0]
     assert f"return float({printed})" in body
+
+
+# ------------------------------------------ a new op is one entry in the table
+# The README's claim, checked for each kind of op: an entry added to `RULES` (and
+# nothing else) is callable from a spec, derived in both modes and printed.
+
+
+def _log1p() -> Rule:
+    # log1p' = 1 / (1 + x): sympy derives it from the definition
+    return elementwise(sp.log(1 + scalar.X), "np.log1p({0})")
+
+
+def _prod_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+    # d prod(x)/dx_j = prod(x) / x_j (x != 0), g and out put back along the axis
+    x = out.args[0]
+    return ops.mul(sum_vjp(ops, out, g, i), ops.div(sum_vjp(ops, out, out, i), x))
+
+
+def _prod_jvp(ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node) -> Node | None:
+    # the tangent of prod(x) is sum(prod(x) / x * t) along the axis
+    x, t = out.args[0], ts[0]
+    partial = ops.trail(ops.div(sum_vjp(ops, out, out, 0), x), p.rank)
+    return None if t is None else sum_jvp(ops, out, (ops.mul(t, partial),), p)
+
+
+def _mask_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node | None:
+    # d(x * [c > 0])/dx = diag([c > 0]); the condition c gets no derivative
+    return ops.mul(g, ops.gt(out.args[1], ops.const(0.0))) if i == 0 else None
+
+
+NEW_OPS = {
+    "log1p": (_log1p, "log1p(square(x)) * s"),
+    "prod": (
+        lambda: reduction("np.prod", _prod_vjp, _prod_jvp),
+        "prod(A * x, axis=0) + prod(W, axis=1) * x + prod(x) * s",
+    ),
+    "masked": (
+        lambda: diagonal(
+            2,
+            broadcast_shape("masked"),
+            Spelling("{0} * ({1} > 0)", MUL, (MUL, MUL + 1)),
+            _mask_vjp,
+            user=True,
+        ),
+        "masked(x * s, v - s) + masked(W @ x, x)",
+    ),
+}
+
+
+@pytest.mark.parametrize("op", sorted(NEW_OPS))
+def test_a_new_op_is_one_table_entry(
+    tmp_path: Path, op: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make, expr = NEW_OPS[op]
+    monkeypatch.setitem(RULES, op, make())
+    assert op in functions()
+    module = load(tmp_path, expr)
+    assert f"{op}(" in inspect.getsource(module)
+    for seed in range(3):
+        args = point(np.random.default_rng(seed))
+        grads = module.gradients(**args)
+        for p in ("x", "W", "s"):
+            expected = central(module.loss, args, p)
+            assert np.allclose(getattr(grads, p), expected, rtol=1e-6, atol=1e-8), p
+        fargs = {k: args[k] for k in inspect.signature(module.out).parameters}
+        jac = module.jacobian_out(**fargs)
+        for p in jac._fields:
+            expected = central(module.out, fargs, p)
+            assert np.allclose(getattr(jac, p), expected, rtol=1e-6, atol=1e-8), p
