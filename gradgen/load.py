@@ -32,10 +32,10 @@ from typing import Any
 
 import yaml
 from yaml.constructor import SafeConstructor
-from yaml.scanner import Scanner
 
 from gradgen.errors import Collector, Diagnostic, Location, SpecError
 from gradgen.limits import MAX_BYTES, MAX_DEPTH, MAX_ERRORS, MAX_NUMBER_CHARS
+from gradgen.positions import LINE_BREAK, value_positions
 
 __all__ = [
     "YMap",
@@ -48,10 +48,6 @@ __all__ = [
     "load_yaml_text",
     "show_text",
 ]
-
-
-_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
-_FOLDABLE = frozenset(" \t\n\u2028\u2029")
 
 
 # --------------------------------------------------------------------------- nodes
@@ -84,7 +80,7 @@ class YScalar:
         raw = self._raw
         if raw is None:
             return self.loc.shifted(offset)
-        single_line = _LINE_BREAK.search(raw) is None
+        single_line = LINE_BREAK.search(raw) is None
         if single_line and self._style is None:
             return start.shifted(offset)
         if single_line and self._style in ("'", '"') and not re.search(r"\\|''", raw):
@@ -106,7 +102,7 @@ class YScalar:
         parser asks for the position of every node of a long expression."""
         assert self._raw is not None
         start = self._start or self.loc
-        return _value_positions(self._text, self._style, self._raw, start)
+        return value_positions(self._text, self._style, self._raw, start)
 
 
 @dataclass(frozen=True)
@@ -150,93 +146,6 @@ def key_text(key: YScalar) -> str:
     if isinstance(key.value, bool):
         return "true" if key.value else "false"
     return str(key.value)
-
-
-# ------------------------------------------------------------- positions in scalars
-
-
-def _source_units(
-    style: str | None, raw: str, line: int, col: int
-) -> tuple[list[tuple[str, int, int, bool]], int, int]:
-    """Decode a scalar's source slice into (char, line, col, fixed) units.
-
-    `fixed` is False for plain whitespace and line breaks, which YAML may fold or
-    strip; escapes (`\\n`, `''`) decode to one fixed unit at their first character.
-    Also returns where the content ends.
-    """
-    units: list[tuple[str, int, int, bool]] = []
-    i, end = 0, len(raw)
-    if style in ("|", ">"):  # skip the header line
-        match = _LINE_BREAK.search(raw)
-        i, line, col = (match.end(), line + 1, 1) if match else (end, line, col)
-    elif style in ("'", '"'):
-        i, col = 1, col + 1
-        end = max(end - 1, 1)
-    while i < end:
-        ch = raw[i]
-        match = _LINE_BREAK.match(raw, i)
-        if match:
-            units.append(("\n" if ch in "\r\n\x85" else ch, line, col, False))
-            i, line, col = match.end(), line + 1, 1
-        elif style == "'" and raw.startswith("''", i):
-            units.append(("'", line, col, True))
-            i, col = i + 2, col + 2
-        elif style == '"' and ch == "\\":
-            nxt = raw[i + 1 : i + 2]
-            width = 2
-            if nxt in Scanner.ESCAPE_REPLACEMENTS:
-                decoded = Scanner.ESCAPE_REPLACEMENTS[nxt]
-            elif nxt in Scanner.ESCAPE_CODES:
-                width += Scanner.ESCAPE_CODES[nxt]
-                try:
-                    decoded = chr(int(raw[i + 2 : i + width], 16))
-                except ValueError:
-                    break
-            elif _LINE_BREAK.match(raw, i + 1):  # escaped line break: nothing
-                i, col = i + 1, col + 1
-                continue
-            else:
-                break
-            units.append((decoded, line, col, True))
-            i, col = i + width, col + width
-        else:
-            units.append((ch, line, col, ch not in _FOLDABLE))
-            i, col = i + 1, col + 1
-    return units, line, col
-
-
-def _value_positions(
-    value: str, style: str | None, raw: str, start: Location
-) -> list[tuple[int, int]]:
-    """(line, col) of each character of `value`, as far as it can be traced.
-
-    Folding only ever changes whitespace, so every other character of the value
-    appears, in order, among the source units; whitespace created by folding points
-    at the source break it replaced.
-    """
-    units, end_line, end_col = _source_units(style, raw, start.line, start.col)
-    positions: list[tuple[int, int]] = []
-    j = 0
-    for ch in value:
-        if ch in _FOLDABLE:
-            k = j  # an escaped `\ ` or `\t` may follow foldable source whitespace
-            while k < len(units) and not units[k][3]:
-                k += 1
-            if k < len(units) and units[k][0] == ch:
-                j = k
-            elif j == len(units) or units[j][0] != ch:
-                positions.append(
-                    units[j][1:3] if j < len(units) else (end_line, end_col)
-                )
-                continue
-        else:
-            while j < len(units) and units[j][0] in _FOLDABLE:
-                j += 1
-            if j == len(units) or units[j][0] != ch:
-                break
-        positions.append(units[j][1:3])
-        j += 1
-    return positions
 
 
 # ------------------------------------------------------------------ composing
@@ -506,7 +415,7 @@ def _yaml_message(exc: yaml.MarkedYAMLError) -> str:
 def _location_of(text: str, index: int, path: str) -> Location:
     """The location of character `index` of `text`, counting lines like YAML."""
     line, line_start = 1, 0
-    for match in _LINE_BREAK.finditer(text, 0, index):
+    for match in LINE_BREAK.finditer(text, 0, index):
         line, line_start = line + 1, match.end()
     return Location(path, line, index - line_start + 1)
 

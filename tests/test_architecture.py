@@ -22,7 +22,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gradgen"
 #: its own layer or of an earlier one, never of a later one.
 LAYERS: list[set[str]] = [
     {"errors", "limits", "stages", "naming", "optimizers"},  # what every stage shares
-    {"load"},  # bytes -> located YAML nodes
+    {"positions", "load"},  # bytes -> located YAML nodes
     {"spec"},  # located nodes -> Spec
     {"graph", "shapes"},  # frozen nodes, shape rules
     # the rule table and the node constructors that apply it (Ops folds each new
