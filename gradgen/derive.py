@@ -178,11 +178,11 @@ def jacobian(ops: Ops, output: Node, param: Node) -> Node:
             tangent[node] = ops.const(1.0) if param.rank == 0 else ops.seed(param)
             continue
         ts = tuple(tangent.get(a) for a in node.args)
-        rule = differentiable(node)
-        if rule is None or all(t is None for t in ts):
+        if all(t is None for t in ts):  # constant in the param (a dim, a literal)
             tangent[node] = None
             continue
-        tangent[node] = rule.jvp(ops, node, ts, param)
+        rule = differentiable(node)
+        tangent[node] = None if rule is None else rule.jvp(ops, node, ts, param)
     t = tangent[output]
     if t is None:
         return ops.zeros(output, param)

@@ -60,9 +60,11 @@ class Exponent:
 
 @dataclass(frozen=True)
 class Axis:
-    """The axis a reduction runs along; None: over every element."""
+    """The axes a reduction (or a softmax) runs along, counted from 0 in the
+    operand's shape; None: every axis. `keepdims` keeps them, with size 1."""
 
-    axis: int | None
+    axes: tuple[int, ...] | None
+    keepdims: bool = False
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,15 @@ class Ops:
     def ne(self, a: Node, b: Node) -> Node:
         return self.make("ne", a, b, shape=broadcast(a.shape, b.shape, "!="))
 
+    def compare(self, op: str, a: Node, b: Node) -> Node:
+        """A comparison or a logical combination of conditions (`gt`, `and_`...)."""
+        return self.make(op, a, b, shape=broadcast(a.shape, b.shape, op))
+
+    def keep_sum(self, a: Node, axes: tuple[int, ...]) -> Node:
+        """np.sum(a, axis=axes, keepdims=True)."""
+        shape = tuple(1 if i in axes else d for i, d in enumerate(a.shape))
+        return self.make("sum_keep", a, attrs=Axes(axes), shape=shape)
+
     # linear algebra and reductions
     def matmul(self, a: Node, b: Node) -> Node:
         return self.make("matmul", a, b)
@@ -99,8 +108,11 @@ class Ops:
     def transpose(self, a: Node) -> Node:
         return self.make("transpose", a)
 
-    def reduce(self, op: str, a: Node, axis: int | None) -> Node:
-        return self.make(op, a, attrs=Axis(axis))
+    def reduce(self, op: str, a: Node, axis: Axis | int | None) -> Node:
+        """A reduction along `axis`: an `Axis`, one axis, or None for all of them."""
+        if not isinstance(axis, Axis):
+            axis = Axis(None if axis is None else (axis,))
+        return self.make(op, a, attrs=axis)
 
     def stack(self, items: list[Node]) -> Node:
         first = items[0].shape
@@ -112,9 +124,11 @@ class Ops:
                 )
         return self.make("stack", *items, shape=(len(items), *first))
 
-    def count(self, a: Node, axis: int | None) -> Node:
+    def count(self, a: Node, axes: tuple[int, ...] | None) -> Node:
         """The number of elements `mean` divides by, from the dims of `a`."""
-        return self.count_of(a.shape if axis is None else (a.shape[axis],))
+        return self.count_of(
+            a.shape if axes is None else tuple(a.shape[i] for i in axes)
+        )
 
     # plumbing for derivatives
     def index(self, a: Node, i: int) -> Node:

@@ -25,12 +25,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import Location, did_you_mean
-from .graph import Node, ancestors
+from .graph import Axis, Node, ancestors
 from .limits import MAX_EXPONENT, MAX_EXPRESSION_DEPTH, MAX_LENGTH, MAX_VECTOR
 from .load import control_character
 from .ops import Ops
-from .rules import RULES, functions, number
+from .rules import CONSTANTS, RULES, Rule, functions, one_argument_form
+from .rules import number as number_text
 from .shapes import ShapeError, show
+from .simplify import MASKS, guard
 
 _BINOPS: dict[type[ast.operator], str] = {
     ast.Add: "add",
@@ -39,6 +41,16 @@ _BINOPS: dict[type[ast.operator], str] = {
     ast.Div: "div",
     ast.Pow: "pow",
     ast.MatMult: "matmul",
+    ast.BitAnd: "and_",
+    ast.BitOr: "or_",
+}
+_COMPARE_OPS: dict[type[ast.cmpop], str] = {
+    ast.Lt: "lt",
+    ast.LtE: "le",
+    ast.Gt: "gt",
+    ast.GtE: "ge",
+    ast.Eq: "eq",
+    ast.NotEq: "ne",
 }
 _SYMBOLS: dict[type[ast.operator], str] = {
     ast.Add: "+",
@@ -63,9 +75,15 @@ def _function_list() -> str:
     return ", ".join(sorted(functions()))
 
 
-def _axis_list() -> str:
-    """The functions that take `axis=`, in table order: "sum, mean and logsumexp"."""
-    names = [name for name, op in functions().items() if RULES[op].axis]
+def _axis_list(keepdims: bool = False) -> str:
+    """The functions that take `axis=` (or `keepdims=`), in table order: "sum, mean
+    and logsumexp"."""
+    names = [
+        name
+        for name, op in functions().items()
+        if (rule := RULES[one_argument_form(name) or op]).axis is not None
+        and (rule.keepdims or not keepdims)
+    ]
     return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
 
 
@@ -244,6 +262,8 @@ class Parser:
             return self.scope[name]
         if name in self.dims:
             return self.ops.leaf("dim", name, ())
+        if name in CONSTANTS:
+            return self.ops.const(CONSTANTS[name])
         if name in functions():
             raise ExpressionError(
                 f"`{name}` is a function; call it as `{name}(...)`", self._at(node)
@@ -256,15 +276,54 @@ class Parser:
         )
 
     def _UnaryOp(self, node: ast.UnaryOp, depth: int) -> Node:
-        if isinstance(node.op, ast.Not | ast.Invert):
-            symbol = "not" if isinstance(node.op, ast.Not) else "~"
+        if isinstance(node.op, ast.Not):
             raise ExpressionError(
-                f"the operator `{symbol}` is not allowed in expressions", self._at(node)
+                "the operator `not` is not allowed in expressions (write `~`)",
+                self._at(node),
             )
         operand = self._node(node.operand, depth + 1)
+        if isinstance(node.op, ast.Invert):
+            return self.ops.make(
+                "not_", self._condition(operand, "~", node), shape=operand.shape
+            )
         if isinstance(node.op, ast.USub):
-            return self.ops.neg(operand)
+            return self.ops.neg(number(self.ops, operand))
         return operand
+
+    def _condition(self, node: Node, what: str, at: ast.AST) -> Node:
+        """`node`, which must be a condition: a comparison, or & | ~ of them."""
+        if node.op not in MASKS:
+            raise ExpressionError(
+                f"`{what}` needs a condition (a comparison such as `x > 0`),"
+                f" not a number of shape {show(node.shape)}",
+                self._at(at),
+            )
+        return node
+
+    def _Compare(self, node: ast.Compare, depth: int) -> Node:
+        """`a < b`, and a chain `a < b <= c` as `(a < b) & (b <= c)`: a condition."""
+        left = number(self.ops, self._node(node.left, depth + 1))
+        found: Node | None = None
+        before = node.left
+        for op_node, right_ast in zip(node.ops, node.comparators, strict=True):
+            op = _COMPARE_OPS.get(type(op_node))
+            where = self._token_after(before, _COMPARISONS[type(op_node)])
+            before = right_ast
+            if op is None:
+                raise ExpressionError(
+                    f"the comparison `{_COMPARISONS[type(op_node)]}` is not allowed"
+                    " in expressions",
+                    where,
+                )
+            right = number(self.ops, self._node(right_ast, depth + 1))
+            try:
+                test = self.ops.compare(op, left, right)
+                found = test if found is None else self.ops.compare("and_", found, test)
+            except ShapeError as e:
+                raise ExpressionError(str(e), where) from None
+            left = right
+        assert found is not None
+        return found
 
     def _BinOp(self, node: ast.BinOp, depth: int) -> Node:
         # a + b + c + ... nests to the left: walk that spine in a loop, so a long
@@ -289,6 +348,13 @@ class Parser:
             )
         right = self._node(node.right, depth + 1)
         try:
+            if op in ("and_", "or_"):
+                return self.ops.compare(
+                    op,
+                    self._condition(left, symbol, node.left),
+                    self._condition(right, symbol, node.right),
+                )
+            left, right = number(self.ops, left), number(self.ops, right)
             if op == "pow":
                 return self._power(left, right, where)
             if op == "div" and right.is_const and right.value == 0:
@@ -302,7 +368,7 @@ class Parser:
         are bounded, so the generated code never holds a power that explodes."""
         if base.is_const and exponent.is_const:
             k = exponent.value
-            shown = f"`{number(base.value)} ** {number(k)}`"
+            shown = f"`{number_text(base.value)} ** {number_text(k)}`"
             try:
                 value = math.pow(base.value, k)
             except OverflowError:
@@ -316,7 +382,7 @@ class Parser:
             return self.ops.const(value)
         if exponent.is_const and abs(exponent.value) > MAX_EXPONENT:
             raise ExpressionError(
-                f"the exponent {number(exponent.value)} is too large"
+                f"the exponent {number_text(exponent.value)} is too large"
                 f" (the limit is {MAX_EXPONENT} in absolute value)",
                 where,
             )
@@ -398,44 +464,110 @@ class Parser:
             raise ExpressionError(
                 f"unknown function `{name}`{hint}{listing}", self._at(node)
             )
-        axis = self._axis(name, node)
         for arg in node.args:
             if isinstance(arg, ast.Starred):
                 raise ExpressionError(_REFUSED[ast.Starred], self._at(arg))
-        op = callable_[name]
-        want = RULES[op].arity
+        op = one_argument_form(name) if len(node.args) == 1 else None
+        op = op or callable_[name]
+        rule = RULES[op]
+        keywords = self._keywords(name, rule, node)
+        want = rule.arity
         if len(node.args) != want:
+            counts = f"1 or {want}" if one_argument_form(name) else str(want)
             raise ExpressionError(
-                f"`{name}` takes {want} argument{'s' if want > 1 else ''},"
+                f"`{name}` takes {counts} argument{'s' if want > 1 else ''},"
                 f" got {len(node.args)}",
                 self._at(node),
             )
-        args = [as_float(self.ops, self._node(a, depth + 1)) for a in node.args]
+        args = [self._node(a, depth + 1) for a in node.args]
+        if op == "where":
+            cond = self._condition(args[0], "where", node.args[0])
+            args = [
+                cond,
+                guard(self.ops, args[1], cond),
+                guard(self.ops, args[2], self.ops.make("not_", cond, shape=cond.shape)),
+            ]
+        args = [
+            a if op == "where" and i == 0 else as_float(self.ops, number(self.ops, a))
+            for i, a in enumerate(args)
+        ]
         try:
-            if RULES[op].axis:
-                return self.ops.reduce(op, args[0], axis)
+            if rule.axis is not None:
+                return self.ops.reduce(op, args[0], self._axis(rule, keywords, args[0]))
             return self.ops.make(op, *args)
         except ShapeError as e:
             raise ExpressionError(str(e), self._at(node)) from None
 
-    def _axis(self, name: str, node: ast.Call) -> int | None:
-        axis: int | None = None
+    def _keywords(
+        self, name: str, rule: Rule, node: ast.Call
+    ) -> dict[str, ast.keyword]:
+        """The call's keyword arguments, each one the op takes, at most once."""
+        allowed = (
+            set() if rule.axis is None else {"axis", *(["keepdims"] * rule.keepdims)}
+        )
+        found: dict[str, ast.keyword] = {}
         for kw in node.keywords:
-            if kw.arg != "axis" or not RULES[functions()[name]].axis:
+            if kw.arg not in allowed:
                 shown = "**" if kw.arg is None else kw.arg
-                only = f" (only `axis`, for {_axis_list()})" if kw.arg != "axis" else ""
+                only = (
+                    f" (only `axis`, for {_axis_list()}, and `keepdims`, for"
+                    f" {_axis_list(keepdims=True)})"
+                    if kw.arg not in ("axis", "keepdims") or rule.axis is None
+                    else ""
+                )
                 raise ExpressionError(
                     f"`{name}` takes no keyword argument `{shown}`{only}", self._at(kw)
                 )
-            value = kw.value
-            if not (
-                isinstance(value, ast.Constant)
-                and type(value.value) is int
-                and value.value in (0, 1)
-            ):
-                raise ExpressionError("`axis` must be 0 or 1", self._at(value))
-            axis = value.value
-        return axis
+            assert kw.arg is not None
+            found[kw.arg] = kw
+        return found
+
+    def _axis(self, rule: Rule, keywords: dict[str, ast.keyword], x: Node) -> Axis:
+        """`axis=` (an int, negative counting from the end, a tuple of them, or
+        None) and `keepdims=` as an `Axis` checked against the operand's rank."""
+        keepdims = False
+        if "keepdims" in keywords:
+            value = keywords["keepdims"].value
+            if not (isinstance(value, ast.Constant) and type(value.value) is bool):
+                raise ExpressionError(
+                    "`keepdims` must be True or False", self._at(value)
+                )
+            keepdims = value.value
+        if "axis" not in keywords:
+            last = (x.rank - 1,) if x.rank else ()
+            return Axis(last if rule.axis == "last" else None, keepdims)
+        value = keywords["axis"].value
+        if isinstance(value, ast.Constant) and value.value is None:
+            return Axis(None, keepdims)
+        items = value.elts if isinstance(value, ast.Tuple) else [value]
+        axes: list[int] = []
+        for item in items:
+            number_ = _integer(item)
+            if number_ is None:
+                raise ExpressionError(
+                    "`axis` must be an integer, a tuple of integers or None",
+                    self._at(item),
+                )
+            if not -x.rank <= number_ < x.rank:
+                raise ExpressionError(
+                    f"axis {number_} is out of range for shape {show(x.shape)}"
+                    f" (rank {x.rank})",
+                    self._at(item),
+                )
+            if number_ % x.rank in axes:
+                raise ExpressionError(f"axis {number_} is repeated", self._at(item))
+            axes.append(number_ % x.rank)
+        return Axis(tuple(sorted(axes)), keepdims)
+
+
+def _integer(node: ast.expr) -> int | None:
+    """An integer literal, possibly negated, or None."""
+    sign = 1
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        sign, node = -1, node.operand
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return sign * node.value
+    return None
 
 
 _HANDLERS: dict[type[ast.AST], Callable[[Parser, Any, int], Node]] = {
@@ -443,6 +575,7 @@ _HANDLERS: dict[type[ast.AST], Callable[[Parser, Any, int], Node]] = {
     ast.Name: Parser._Name,
     ast.UnaryOp: Parser._UnaryOp,
     ast.BinOp: Parser._BinOp,
+    ast.Compare: Parser._Compare,
     ast.Attribute: Parser._Attribute,
     ast.Subscript: Parser._Subscript,
     ast.List: Parser._List,
@@ -450,7 +583,6 @@ _HANDLERS: dict[type[ast.AST], Callable[[Parser, Any, int], Node]] = {
     **{
         kind: Parser._refuse_at_keyword
         for kind in (
-            ast.Compare,
             ast.BoolOp,
             ast.IfExp,
             ast.ListComp,
@@ -529,6 +661,14 @@ def _whole(node: Node) -> bool:
     )
 
 
+def number(ops: Ops, node: Node) -> Node:
+    """`node` as a number for arithmetic: a condition becomes 0.0/1.0 (numpy would
+    add two booleans as a logical or, and refuse to negate one)."""
+    if node.op in MASKS:
+        return ops.make("as_float", node, shape=node.shape)
+    return node
+
+
 def as_float(ops: Ops, node: Node) -> Node:
     """A dim used as a number is a Python int in the generated code, exact under
     `+ - *`. Where a computation can leave the integers (a function, a vector
@@ -549,4 +689,4 @@ def element_problem(item: Node) -> str | None:
 def vector(ops: Ops, items: list[Node]) -> Node:
     """The vector literal `[e1, e2, ...]` of scalar elements (`element_problem`),
     whether the spec wrote it in an expression or as a YAML list."""
-    return ops.stack([as_float(ops, item) for item in items])
+    return ops.stack([as_float(ops, number(ops, item)) for item in items])

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from . import naming
 from .graph import Node, ancestors
 from .lower import Program
-from .rules import ATOM, UNARY, number
+from .rules import ATOM, HELPERS_NEED, UNARY, number
 from .rules import spelling as spelling_of
 
 INLINE_LIMIT = 60  # characters: longer subexpressions get a line of their own
@@ -75,6 +75,7 @@ def print_body(
         helper = spelling_of(n.op).helper
         if helper:
             helpers.add(helper)
+            helpers.update(HELPERS_NEED.get(helper, ()))
         code, prec = spell(n, text)
         if n.op in ("input", "param", "dim", "const"):
             text[n] = (code, prec)

@@ -39,6 +39,7 @@ value, reused.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -66,7 +67,9 @@ Jvp = Callable[["Ops", Node, tuple[Node | None, ...], Node], Node | None]
 ShapeRule = Callable[[tuple[Shape, ...], Attrs | None], Shape]
 
 # Precedence levels, as in Python's grammar (higher binds tighter).
-CMP, ADD, MUL, UNARY, POW, ATOM = 5, 10, 20, 30, 40, 50
+CMP, OR, AND, ADD, MUL, UNARY, POW, ATOM = 5, 6, 8, 10, 20, 30, 40, 50
+#: The constants a spec may name (a spec's own names take precedence).
+CONSTANTS = {"pi": math.pi, "e": math.e}
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,10 @@ class Rule:
     elementwise: tuple[sp.Expr, sp.Expr | None, sp.Expr | None] | None = None
     user: bool = False  # callable by name from a spec expression
     broadcasts: bool = False  # operands broadcast to the output's shape (numpy rules)
-    axis: bool = False  # takes an optional `axis=0|1` (its one attribute)
+    # takes `axis=` (its `Axis` attribute): None, no; "all", every axis by default (a
+    # reduction); "last", the last axis by default (softmax)
+    axis: str | None = None
+    keepdims: bool = False  # takes `keepdims=` too
 
 
 # --- shape rules ------------------------------------------------------------------
@@ -249,26 +255,96 @@ def transpose_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
     return ops.transpose(g)  # d(A^T): the adjoint is transposed back
 
 
+def reduced(out: Node) -> tuple[int, ...]:
+    """The axes a reduction (or softmax) `out` runs along, in its operand's shape."""
+    axes = attr(out, Axis).axes
+    return tuple(range(out.args[0].rank)) if axes is None else axes
+
+
+def restore(ops: Ops, out: Node, g: Node) -> Node:
+    """`g`, shaped like the reduction `out`, made to broadcast against its operand:
+    each reduced axis put back with size 1 (numpy aligns leading ones by itself)."""
+    axes = reduced(out)
+    if g.rank == 0 or attr(out, Axis).keepdims or axes == tuple(range(len(axes))):
+        return g
+    if g.rank < out.rank:
+        g = ops.fill(g, out)
+    for axis in sorted(axes):
+        g = ops.expand_dims(g, axis)
+    return g
+
+
+def summed(ops: Ops, out: Node, t: Node, p: Node) -> Node:
+    """A tangent of the reduction's operand summed along its axes (kept with size 1
+    under keepdims); the param's trailing axes stay."""
+    x, axes = out.args[0], reduced(out)
+    full = ops.tfill(t, x, p)
+    if not axes:
+        return full
+    if attr(out, Axis).keepdims:
+        shape = tuple(1 if i in axes else d for i, d in enumerate(full.shape))
+        return ops.make("sum_keep", full, attrs=Axes(axes), shape=shape)
+    return ops.sum_axes(full, axes)
+
+
 def sum_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
     # grad sum(x) = 1^T: every element receives g (lazily broadcast); an axis that was
     # summed away is put back as size 1 so that g broadcasts along it.
-    axis = attr(out, Axis).axis
-    if axis is None or axis == 0 or g.rank == 0:
-        return g  # numpy broadcasting already aligns g with the leading axes
-    return ops.expand_dims(g, axis)
+    return restore(ops, out, g)
 
 
 def mean_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
-    axis = attr(out, Axis).axis  # mean = sum / count
-    count = ops.count(out.args[0], axis)
-    return sum_vjp(ops, out, ops.div(g, count), i)
+    count = ops.count(out.args[0], attr(out, Axis).axes)  # mean = sum / count
+    return restore(ops, out, ops.div(g, count))
 
 
 def logsumexp_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
     # d logsumexp(x)/dx = softmax(x) = exp(x - out): stable, since x - out <= 0.
     x = out.args[0]
-    softmax = ops.call("exp", ops.sub(x, sum_vjp(ops, out, out, i)))
-    return ops.mul(sum_vjp(ops, out, g, i), softmax)
+    softmax = ops.call("exp", ops.sub(x, restore(ops, out, out)))
+    return ops.mul(restore(ops, out, g), softmax)
+
+
+def _centred(ops: Ops, out: Node) -> Node:
+    """x - mean(x) along the reduction's axes, broadcastable against x."""
+    x = out.args[0]
+    return ops.sub(x, ops.reduce("mean", x, Axis(reduced(out), keepdims=True)))
+
+
+def var_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+    # var = mean((x - m)^2): d var/dx = 2 (x - m) / count (the m terms sum to 0)
+    count = ops.count(out.args[0], attr(out, Axis).axes)
+    return ops.mul(
+        restore(ops, out, ops.div(ops.mul(ops.const(2.0), g), count)),
+        _centred(ops, out),
+    )
+
+
+def std_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+    # std = sqrt(var): d std/dx = (x - m) / (count std), 0 where std = 0 (then x = m)
+    count = ops.count(out.args[0], attr(out, Axis).axes)
+    scale = ops.div(g, ops.mul(count, ops.make("nonzero", out, shape=out.shape)))
+    return ops.mul(restore(ops, out, scale), _centred(ops, out))
+
+
+def norm_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+    # norm = sqrt(sum(x^2)): d norm/dx = x / norm, 0 at x = 0 (as relu'(0) = 0)
+    scale = ops.div(g, ops.make("nonzero", out, shape=out.shape))
+    return ops.mul(restore(ops, out, scale), out.args[0])
+
+
+def extreme_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+    # max(x) (min): the adjoint goes to the elements equal to the result, shared
+    # equally among ties (numpy's max has no preferred one)
+    x = out.args[0]
+    hit = ops.make("as_float", ops.eq(x, restore(ops, out, out)), shape=x.shape)
+    ties = ops.make(
+        "sum_keep",
+        hit,
+        attrs=Axes(reduced(out)),
+        shape=tuple(1 if i in reduced(out) else d for i, d in enumerate(x.shape)),
+    )
+    return ops.mul(restore(ops, out, g), ops.div(hit, ties))
 
 
 def stack_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
@@ -366,32 +442,30 @@ def transpose_jvp(
 
 def sum_jvp(ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node) -> Node | None:
     t = ts[0]
-    if t is None:
-        return None
-    axis = attr(out, Axis).axis
-    arg = out.args[0]
-    axes = tuple(range(arg.rank)) if axis is None else (axis,)
-    return ops.sum_axes(ops.tfill(t, arg, p), axes) if axes else t
+    return None if t is None else summed(ops, out, t, p)
 
 
 def mean_jvp(ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node) -> Node | None:
     s = sum_jvp(ops, out, ts, p)
-    axis = attr(out, Axis).axis
-    return None if s is None else ops.div(s, ops.count(out.args[0], axis))
+    count = ops.count(out.args[0], attr(out, Axis).axes)
+    return None if s is None else ops.div(s, count)
 
 
-def logsumexp_jvp(
-    ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node
-) -> Node | None:
-    t = ts[0]
-    if t is None:
-        return None
-    x = out.args[0]
-    softmax = logsumexp_vjp(ops, out, ops.const(1.0), 0)
-    axis = attr(out, Axis).axis
-    axes = tuple(range(x.rank)) if axis is None else (axis,)
-    # the softmax has x's full shape, so the product is exact before the sum
-    return ops.sum_axes(ops.tfill(ops.mul(t, tail(ops, softmax, p)), x, p), axes)
+def weighted_jvp(vjp: Vjp) -> Jvp:
+    """A reduction whose local derivative is an element-wise weight w(x) followed by
+    the sum (logsumexp: softmax; norm: x / norm): the tangent is sum(w t). The
+    weight is the vjp of a unit adjoint."""
+
+    def jvp(ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node) -> Node | None:
+        t = ts[0]
+        if t is None:
+            return None
+        weight = vjp(ops, out, ops.const(1.0), 0)
+        assert weight is not None
+        # the weight has x's full shape, so the product is exact before the sum
+        return summed(ops, out, ops.mul(t, tail(ops, weight, p)), p)
+
+    return jvp
 
 
 def stack_jvp(ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node) -> Node | None:
@@ -404,24 +478,114 @@ def stack_jvp(ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node) -> Node
     return ops.stack(parts)
 
 
-def reduction(function: str, vjp: Vjp, jvp: Jvp, helper: str | None = None) -> Rule:
-    """A reduction over all elements, or along `axis=0|1` (its one attribute)."""
-    name = function.removeprefix("np.").lstrip("_")
+def reduction(
+    function: str, vjp: Vjp, jvp: Jvp | None = None, helper: str | None = None
+) -> Rule:
+    """A reduction over all elements or along `axis=` (an int or a tuple, negative
+    counting from the end), with `keepdims=`: its `Axis` attribute. Without a jvp,
+    the tangent is the weighted sum the vjp implies (`weighted_jvp`)."""
     return Rule(
         1,
-        lambda s, a: shapes.reduce(s[0], attr_axis(a), name),
+        lambda s, a: shapes.reduce(s[0], *_axes_of(a)),
         Spelling(
-            function + "({0}{axis})",
-            ATOM,
-            (0,),
+            function + "({0}{axis})", ATOM, (0,), helper=helper, fields=_axis_fields
+        ),
+        vjp,
+        jvp or weighted_jvp(vjp),
+        user=True,
+        axis="all",
+        keepdims=True,
+    )
+
+
+def _axes_of(attrs: Attrs | None) -> tuple[tuple[int, ...] | None, bool]:
+    assert isinstance(attrs, Axis)
+    return attrs.axes, attrs.keepdims
+
+
+def _axis_fields(a: Axis) -> dict[str, str]:
+    text = "" if a.axes is None else f", axis={axes_arg(a.axes)}"
+    return {"axis": text + (", keepdims=True" if a.keepdims else "")}
+
+
+def softmax_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+    # y = softmax(x) along its axis: x̄ = y (ḡ - sum(ḡ y)), the sum kept along it
+    return ops.mul(out, ops.sub(g, ops.keep_sum(ops.mul(g, out), reduced(out))))
+
+
+def softmax_jvp(
+    ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node
+) -> Node | None:
+    # ṫ = y (t - sum(y t)), y with the param's axes appended
+    t = ts[0]
+    if t is None:
+        return None
+    t, y = ops.tfill(t, out.args[0], p), tail(ops, out, p)
+    return ops.mul(y, ops.sub(t, ops.keep_sum(ops.mul(y, t), reduced(out))))
+
+
+def log_softmax_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+    # y = x - logsumexp(x): x̄ = ḡ - softmax(x) sum(ḡ), softmax(x) = e^y
+    if g.shape != out.shape:
+        g = ops.fill(g, out)  # a lazily broadcast ḡ: its sum counts every element
+    softmax = ops.call("exp", out)
+    return ops.sub(g, ops.mul(softmax, ops.keep_sum(g, reduced(out))))
+
+
+def log_softmax_jvp(
+    ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node
+) -> Node | None:
+    # ṫ = t - sum(softmax t): d logsumexp = softmax · dx, kept along the axis
+    t = ts[0]
+    if t is None:
+        return None
+    t, softmax = ops.tfill(t, out.args[0], p), tail(ops, ops.call("exp", out), p)
+    return ops.sub(t, ops.keep_sum(ops.mul(softmax, t), reduced(out)))
+
+
+def along_axis(function: str, vjp: Vjp, jvp: Jvp, helper: str) -> Rule:
+    """An op of one operand that works along an axis (`axis=`, the last by default)
+    and keeps the operand's shape: softmax, log_softmax."""
+    return Rule(
+        1,
+        same,
+        Spelling(
+            f"{function}({{0}}, axis={{axis}})",
             helper=helper,
-            fields=lambda a: {"axis": axis_arg(a.axis)},
+            fields=lambda a: {"axis": axes_arg(a.axes)},
         ),
         vjp,
         jvp,
         user=True,
-        axis=True,
+        axis="last",
     )
+
+
+def clip_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+    # clip(x, lo, hi): x̄ = ḡ where lo < x < hi; lō = ḡ where x <= lo; hī = ḡ where
+    # x >= hi. At x = lo the adjoint goes to lo, as relu'(0) = 0 sends it to the 0.
+    x, lo, hi = out.args
+    if i == 0:
+        inside = ops.compare("and_", ops.compare("gt", x, lo), ops.compare("lt", x, hi))
+        return ops.mul(g, inside)
+    if i == 1:
+        return ops.mul(g, ops.compare("le", x, lo))
+    return ops.mul(g, ops.compare("ge", x, hi))
+
+
+def where_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node | None:
+    # where(c, a, b): ā = ḡ where c, b̄ = ḡ where not c; the condition gets nothing.
+    # np.where, not a product with the mask: a non-finite ḡ never leaks across.
+    c = out.args[0]
+    if i == 0:
+        return None
+    zero = ops.const(0.0)
+    picked = (c, g, zero) if i == 1 else (c, zero, g)
+    return ops.make("select", *picked, shape=_broadcast3(*(n.shape for n in picked)))
+
+
+def _broadcast3(a: Shape, b: Shape, c: Shape) -> Shape:
+    return shapes.broadcast(shapes.broadcast(a, b, "where"), c, "where")
 
 
 # --- the table ----------------------------------------------------------------------
@@ -440,19 +604,10 @@ def axes_arg(axes: tuple[int, ...]) -> str:
     return str(axes[0]) if len(axes) == 1 else repr(axes)
 
 
-def axis_arg(axis: int | None) -> str:
-    return "" if axis is None else f", axis={axis}"
-
-
 _BIN = (ADD, ADD + 1)
 _PRODUCT = (MUL, MUL + 1)
 _CMP = (CMP + 1, CMP + 1)
 _PICK = extremum_vjp()
-
-
-def attr_axis(attrs: Attrs | None) -> int | None:
-    assert isinstance(attrs, Axis)
-    return attrs.axis
 
 
 RULES: dict[str, Rule] = {
@@ -506,11 +661,39 @@ RULES: dict[str, Rule] = {
     "softplus": elementwise(
         sp.log(1 + sp.exp(X)), "np.logaddexp(0, {0})", stable=SIGMOID(X)
     ),
+    "log1p": elementwise(sp.log(1 + X), "np.log1p({0})"),  # log1p' = 1/(1 + x)
+    # expm1' = e^x = y + 1
+    "expm1": elementwise(sp.exp(X) - 1, "np.expm1({0})", inverse=sp.log(Y + 1)),
+    "tan": elementwise(sp.tan(X), "np.tan({0})", inverse=sp.atan(Y)),  # tan' = 1 + y^2
+    "arctan": elementwise(sp.atan(X), "np.arctan({0})"),  # arctan' = 1/(1 + x^2)
+    "sinh": elementwise(sp.sinh(X), "np.sinh({0})"),  # sinh' = cosh x
+    "cosh": elementwise(sp.cosh(X), "np.cosh({0})"),  # cosh' = sinh x
+    # log sigmoid(x) = -softplus(-x), through a helper with one exp and one log1p;
+    # its derivative is sigmoid(-x) = 1 - sigmoid(x)
+    "log_sigmoid": elementwise(
+        -sp.log(1 + sp.exp(-X)),
+        "_log_sigmoid({0})",
+        stable=SIGMOID(-X),
+        helper="log_sigmoid",
+    ),
+    # erf' = 2/sqrt(pi) e^(-x^2); numpy has no erf: a helper accurate to 1e-14
+    "erf": elementwise(sp.erf(X), "_erf({0})", helper="erf"),
+    # gelu(x) = x Phi(x) = x (1 + erf(x / sqrt 2)) / 2, exact (not the tanh form);
+    # gelu' = Phi(x) + x phi(x)
+    "gelu": elementwise(
+        X * (1 + sp.erf(X / sp.sqrt(2))) / 2, "_gelu({0})", helper="gelu"
+    ),
     # reductions and linear algebra
     "sum": reduction("np.sum", sum_vjp, sum_jvp),  # grad sum(x) = 1^T
     "mean": reduction("np.mean", mean_vjp, mean_jvp),  # mean = sum / count
     # logsumexp(x) = log(sum(exp(x))), through a helper that factors out the maximum
-    "logsumexp": reduction("_logsumexp", logsumexp_vjp, logsumexp_jvp, "logsumexp"),
+    "logsumexp": reduction("_logsumexp", logsumexp_vjp, helper="logsumexp"),
+    "var": reduction("np.var", var_vjp),  # var' = 2 (x - mean) / count
+    "std": reduction("np.std", std_vjp),  # std' = (x - mean) / (count std), 0 at std 0
+    "norm": reduction("np.linalg.norm", norm_vjp),  # norm' = x / norm, 0 at x = 0
+    # max(x) and min(x) with one argument: the adjoint shared among the ties
+    "amax": reduction("np.max", extreme_vjp),
+    "amin": reduction("np.min", extreme_vjp),
     "matmul": Rule(
         2,
         lambda s, _: shapes.matmul(s[0], s[1]),
@@ -526,6 +709,27 @@ RULES: dict[str, Rule] = {
         transpose_jvp,
     ),
     "stack": Rule(-1, None, Spelling("np.array([{args}])"), stack_vjp, stack_jvp),
+    # softmax along an axis (the last by default), through max-shifted helpers
+    "softmax": along_axis("_softmax", softmax_vjp, softmax_jvp, "softmax"),
+    "log_softmax": along_axis(
+        "_log_softmax", log_softmax_vjp, log_softmax_jvp, "log_softmax"
+    ),
+    # clip(x, lo, hi) = min(max(x, lo), hi), broadcasting its three operands
+    "clip": diagonal(
+        3,
+        lambda s, _: _broadcast3(*s),
+        Spelling("np.clip({0}, {1}, {2})"),
+        clip_vjp,
+        user=True,
+    ),
+    # where(cond, a, b): cond is a comparison (or & | ~ of comparisons)
+    "where": diagonal(
+        3,
+        lambda s, _: _broadcast3(*s),
+        Spelling("np.where({0}, {1}, {2})"),
+        where_vjp,
+        user=True,
+    ),
 }
 
 
@@ -551,10 +755,19 @@ PLUMBING: dict[str, Spelling] = {
     # masks and helpers that derivatives of kinks and powers use
     "sign": Spelling("np.sign({0})", ATOM, (0,)),
     "gt": Spelling("{0} > {1}", CMP, _CMP),
+    "ge": Spelling("{0} >= {1}", CMP, _CMP),
+    "lt": Spelling("{0} < {1}", CMP, _CMP),
+    "le": Spelling("{0} <= {1}", CMP, _CMP),
+    "and_": Spelling("{0} & {1}", AND, (AND, AND + 1)),
+    "or_": Spelling("{0} | {1}", OR, (OR, OR + 1)),
+    "not_": Spelling("~{0}", UNARY, (UNARY,)),
     "eq": Spelling("{0} == {1}", CMP, _CMP),
     "ne": Spelling("{0} != {1}", CMP, _CMP),
     "xlogy": Spelling("_xlogy({0}, {1})", helper="xlogy"),
     "as_float": Spelling("np.asarray({0}, dtype=float)"),
+    "select": Spelling("np.where({0}, {1}, {2})"),  # where, in derivatives
+    # a divisor made safe where it is 0 (the numerator is 0 there too)
+    "nonzero": Spelling("np.where({0} == 0, 1, {0})"),
     # adjoints: indexing, broadcasting back, summing over broadcast axes
     "index": Spelling("{0}[{i}]", ATOM, (ATOM,), fields=lambda a: {"i": str(a.i)}),
     "expand_dims": Spelling(
@@ -588,9 +801,14 @@ PLUMBING: dict[str, Spelling] = {
     "swap01": Spelling("np.swapaxes({0}, 0, 1)"),
 }
 assert not RULES.keys() & PLUMBING.keys()
+#: Helpers that call other helpers (`templates/helper_<name>.py.jinja`).
+HELPERS_NEED: dict[str, tuple[str, ...]] = {"gelu": ("erf",)}
+
 #: Piecewise-constant ops: their derivative is zero wherever it exists, so the
 #: derivation passes nothing through them (a mask's condition gets no gradient).
-STEPWISE = frozenset({"gt", "eq", "ne", "sign"})
+STEPWISE = frozenset(
+    {"gt", "ge", "lt", "le", "eq", "ne", "and_", "or_", "not_", "sign", "as_float"}
+)
 
 
 def spelling(op: str) -> Spelling:
@@ -602,7 +820,14 @@ def spelling(op: str) -> Spelling:
 #: Names a spec calls an op by besides its own (max and min are numpy's maximum and
 #: minimum, which a spec calls only by the short names).
 ALIASES = {"max": "maximum", "min": "minimum", "dot": "matmul"}
-_ONLY_BY_ALIAS = frozenset({"maximum", "minimum"})
+_ONLY_BY_ALIAS = frozenset({"maximum", "minimum", "amax", "amin"})
+#: Names whose one-argument call is another op: max(x) reduces, max(a, b) compares.
+_ONE_ARGUMENT = {"max": "amax", "min": "amin"}
+
+
+def one_argument_form(name: str) -> str | None:
+    """The op a one-argument call of `name` means, if it differs from its usual op."""
+    return _ONE_ARGUMENT.get(name)
 
 
 def functions() -> dict[str, str]:

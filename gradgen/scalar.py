@@ -51,9 +51,14 @@ def local_derivative(
     if inverse is None:
         return dx
     dy = sp.simplify(dx.subs(X, inverse))
-    if dy.has(X) or sp.count_ops(dy) >= sp.count_ops(dx):
+    if dy.has(X) or _cost(dy) >= _cost(dx):
         return dx
     return dy
+
+
+def _cost(expr: sp.Expr) -> int:
+    """Arithmetic operations, and a function call (exp, tanh) worth ten of them."""
+    return int(sp.count_ops(expr)) + 10 * len(expr.atoms(sp.Function))
 
 
 def to_graph(expr: sp.Expr, x: Node, y: Node, ops: Ops) -> Node:
@@ -62,7 +67,7 @@ def to_graph(expr: sp.Expr, x: Node, y: Node, ops: Ops) -> Node:
         return x
     if expr == Y:
         return y
-    if expr.is_Number:
+    if expr.is_number:  # 2, 1/2, sqrt(pi)
         return ops.const(float(expr))
     if expr.is_Add:
         terms = [to_graph(t, x, y, ops) for t in _ordered(expr.args)]
@@ -117,4 +122,9 @@ _FUNCTIONS: dict[type, str] = {
     sp.sin: "sin",
     sp.cos: "cos",
     sp.tanh: "tanh",
+    sp.tan: "tan",
+    sp.atan: "arctan",
+    sp.sinh: "sinh",
+    sp.cosh: "cosh",
+    sp.erf: "erf",
 }

@@ -50,11 +50,10 @@ def matmul(a: Shape, b: Shape) -> Shape:
     return a[:-1] + b[1:]
 
 
-def reduce(shape: Shape, axis: int | None, op: str) -> Shape:
-    if axis is None:
-        return ()
-    if not 0 <= axis < len(shape):
-        raise ShapeError(
-            f"`{op}(..., axis={axis})` needs rank > {axis}, got {show(shape)}"
-        )
-    return shape[:axis] + shape[axis + 1 :]
+def reduce(shape: Shape, axes: tuple[int, ...] | None, keepdims: bool) -> Shape:
+    """The shape after reducing `axes` (all of them for None); the parser has
+    checked them against the rank."""
+    gone = range(len(shape)) if axes is None else axes
+    if keepdims:
+        return tuple(1 if i in gone else d for i, d in enumerate(shape))
+    return tuple(d for i, d in enumerate(shape) if i not in gone)

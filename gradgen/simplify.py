@@ -37,11 +37,13 @@ from .graph import (
     ancestors,
     attr,
 )
+from .rules import RULES
 
 if TYPE_CHECKING:
     from .ops import Ops
 
-MASKS = frozenset({"gt", "eq", "ne"})
+#: Ops whose value is a boolean array (a condition).
+MASKS = frozenset({"gt", "ge", "lt", "le", "eq", "ne", "and_", "or_", "not_"})
 
 _ARITHMETIC: dict[str, Callable[..., float]] = {
     "add": operator.add,
@@ -180,7 +182,9 @@ def _log(
         return a.args[0]  # log(exp(x)) = x
     if a.op == "sum" and a.args[0].op == "exp":
         # log(sum(exp(x))) = logsumexp(x): finite where exp(x) overflows
-        return ops.reduce("logsumexp", a.args[0].args[0], attr(a, Axis).axis)
+        return ops.reduce("logsumexp", a.args[0].args[0], attr(a, Axis))
+    if a.op == "softmax":  # log(softmax(x)) = log_softmax(x): finite where y -> 0
+        return ops.make("log_softmax", a.args[0], attrs=a.attrs)
     if a.op == "sigmoid":
         # log(sigmoid(x)) = -log(1 + e^-x) = -softplus(-x)
         return ops.neg(ops.call("softplus", ops.neg(a.args[0])))
@@ -192,6 +196,48 @@ def _log(
         # log(1 - sigmoid(x)) = log(sigmoid(-x)) = -softplus(x)
         return ops.neg(ops.call("softplus", a.args[1].args[0]))
     return None
+
+
+#: Element-wise ops defined only on part of the real line, and the operand that
+#: must stay inside it. 1 is inside every one of them.
+RESTRICTED = {"log": 0, "sqrt": 0, "log1p": 0, "div": 1, "pow": 0}
+_ELEMENTWISE = frozenset(
+    {"add", "sub", "mul", "div", "neg", "powc", "pow", "maximum", "minimum", "clip"}
+)
+
+
+def guard(ops: Ops, branch: Node, cond: Node) -> Node:
+    """`branch` of `where`, with the arguments of its domain-restricted element-wise
+    ops (log, sqrt, a divisor...) replaced by 1 where `cond` is false: the values
+    where `cond` holds are unchanged, and the untaken positions can no longer
+    produce a NaN or inf whose gradient (0 * inf) would leak through the mask. This
+    is the double `where` experts write: `where(x > 0, sqrt(where(x > 0, x, 1)), 0)`.
+    Only positions that line up with `cond` are guarded: the element-wise region
+    below `branch`, where `cond` broadcasts into the argument's own shape."""
+    region: dict[Node, None] = {}
+    stack = [branch]
+    while stack:
+        n = stack.pop()
+        if n in region:
+            continue
+        region[n] = None
+        if n.op in _ELEMENTWISE or (n.op in RULES and RULES[n.op].elementwise):
+            stack.extend(n.args)
+    new: dict[Node, Node] = {}
+    for n in sorted(region, key=lambda n: n.id):
+        args = tuple(new.get(a, a) for a in n.args)
+        restricted = RESTRICTED.get(n.op)
+        if n.op == "powc":
+            k = attr(n, Exponent).k
+            restricted = None if k.is_integer() and k >= 0 else 0
+        if restricted is not None:
+            u = args[restricted]
+            if u.rank >= cond.rank and u.shape[u.rank - cond.rank :] == cond.shape:
+                safe = ops.make("where", cond, u, ops.const(1.0))
+                args = (*args[:restricted], safe, *args[restricted + 1 :])
+        if args != n.args:
+            new[n] = ops.make(n.op, *args, attrs=n.attrs, shape=n.shape)
+    return new.get(branch, branch)
 
 
 def _reshape_noop(
