@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/grammar_tour.yaml
 spec-sha256: 95f44d4952aa211a009dfb95fdb564acca1cf7c24e5b204ec2e86c68921c616f
-body-sha256: 15c2097249052baa4e22113e72a7f53055e4513adb0f6b814fc14e17df14ffc9
+body-sha256: 8b6712b1c1f4e81f68fc71443bbd667c79c78730f1bb6874a7dda04de3a17b4b
 
 Exercises the rest of the expression grammar in one smooth-enough loss: a bias row, a leaky ReLU built from max(0, z) and min(z, 0), abs, square, sqrt, exp, log, cos, tanh, sigmoid, unary minus, division, .T, dot, sum(..., axis=0), mean(..., axis=1), a dim used as a number, a scalar input and a scalar param broadcast over arrays. Every argument stays inside its domain (sqrt(square(.) + 1), log(1 + exp(.))). Trained with momentum with a non-default beta. The outputs depend on only some of the params and inputs.
 
@@ -182,6 +182,37 @@ def step(
         u=params.u - lr * velocity.u,
     )
     return new_params, State(velocity), value
+
+
+def pack(params: Params) -> np.ndarray:
+    """The params (or gradients) as one flat float vector, in spec order: the
+    vector that scipy.optimize and other flat-vector optimizers work on."""
+    return np.concatenate([np.ravel(p) for p in params]).astype(float)
+
+
+def unpack(theta: np.ndarray, *, n: int, k: int) -> Params:
+    """The inverse of `pack`: fresh params of their spec shapes, read from `theta`."""
+    theta = np.asarray(theta, dtype=float)
+    if theta.shape != (n * k + k + 1 + n,):
+        raise ValueError(f"theta has shape {theta.shape}, not ({n * k + k + 1 + n},)")
+    return Params(
+        W=theta[0 : n * k].reshape((n, k)).copy(),
+        c=theta[n * k : n * k + k].reshape((k,)).copy(),
+        s=float(theta[n * k + k]),
+        u=theta[n * k + k + 1 : n * k + k + 1 + n].reshape((n,)).copy(),
+    )
+
+
+def loss_and_gradient_flat(
+    theta: np.ndarray, X: np.ndarray, Y: np.ndarray, tau: float
+) -> tuple[float, np.ndarray]:
+    """The loss and its gradient at the flat vector `theta` (see `pack`), for
+    `scipy.optimize.minimize(loss_and_gradient_flat, theta, args=(X, Y, tau), jac=True)`.
+    """
+    n = np.shape(X)[1]
+    k = np.shape(Y)[1]
+    value, grads = loss_and_gradients(X, Y, tau, *unpack(theta, n=n, k=k))
+    return value, pack(grads)
 
 
 class ActivationJacobian(NamedTuple):

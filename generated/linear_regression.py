@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/linear_regression.yaml
 spec-sha256: 0b9f98848b0e6a65e6fe02efccb50d3d3478647f9f958fc1287e6259e92d70c2
-body-sha256: 065428ef21ffd0a32e93d7c8848e05a9c476e98f1449f15a0ff63a20b7bdd93c
+body-sha256: 421cbc1aae421badf6e7973437a95b39f5f958aa5428a0e8ae3eb31a11e2b8ee
 
 Linear regression by mean squared error: a matrix-vector product, a scalar bias broadcast over the batch, and a mean reduction. Plain gradient descent.
 
@@ -82,6 +82,33 @@ def step(
         b=params.b - lr * grads.b,
     )
     return new_params, state, value
+
+
+def pack(params: Params) -> np.ndarray:
+    """The params (or gradients) as one flat float vector, in spec order: the
+    vector that scipy.optimize and other flat-vector optimizers work on."""
+    return np.concatenate([np.ravel(p) for p in params]).astype(float)
+
+
+def unpack(theta: np.ndarray, *, n: int) -> Params:
+    """The inverse of `pack`: fresh params of their spec shapes, read from `theta`."""
+    theta = np.asarray(theta, dtype=float)
+    if theta.shape != (n + 1,):
+        raise ValueError(f"theta has shape {theta.shape}, not ({n + 1},)")
+    return Params(
+        w=theta[0:n].reshape((n,)).copy(),
+        b=float(theta[n]),
+    )
+
+
+def loss_and_gradient_flat(
+    theta: np.ndarray, X: np.ndarray, y: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """The loss and its gradient at the flat vector `theta` (see `pack`), for
+    `scipy.optimize.minimize(loss_and_gradient_flat, theta, args=(X, y), jac=True)`."""
+    n = np.shape(X)[1]
+    value, grads = loss_and_gradients(X, y, *unpack(theta, n=n))
+    return value, pack(grads)
 
 
 class PredictionJacobian(NamedTuple):

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/linear_regression_momentum.yaml
 spec-sha256: 77080f92c832f3ed925aa548550ae0a9bfd74d05572147a079e777f4747ddc1a
-body-sha256: a2f89d1718509926a8498403595050fde2ec40680f2f20dbb7a55e55d4b09f21
+body-sha256: dd0df8720759822ca301bd4b29524d89b7cf4ed4ac9d3def2bdc4a0e8858786c
 
 The linear regression model trained with heavy-ball momentum (v = beta v + g; p = p - lr v). The loss is written with the batch size used as a number, sum(e**2) / N, which equals the mean.
 
@@ -94,3 +94,30 @@ def step(
         b=params.b - lr * velocity.b,
     )
     return new_params, State(velocity), value
+
+
+def pack(params: Params) -> np.ndarray:
+    """The params (or gradients) as one flat float vector, in spec order: the
+    vector that scipy.optimize and other flat-vector optimizers work on."""
+    return np.concatenate([np.ravel(p) for p in params]).astype(float)
+
+
+def unpack(theta: np.ndarray, *, n: int) -> Params:
+    """The inverse of `pack`: fresh params of their spec shapes, read from `theta`."""
+    theta = np.asarray(theta, dtype=float)
+    if theta.shape != (n + 1,):
+        raise ValueError(f"theta has shape {theta.shape}, not ({n + 1},)")
+    return Params(
+        w=theta[0:n].reshape((n,)).copy(),
+        b=float(theta[n]),
+    )
+
+
+def loss_and_gradient_flat(
+    theta: np.ndarray, X: np.ndarray, y: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """The loss and its gradient at the flat vector `theta` (see `pack`), for
+    `scipy.optimize.minimize(loss_and_gradient_flat, theta, args=(X, y), jac=True)`."""
+    n = np.shape(X)[1]
+    value, grads = loss_and_gradients(X, y, *unpack(theta, n=n))
+    return value, pack(grads)

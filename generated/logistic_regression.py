@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/logistic_regression.yaml
 spec-sha256: 131ed626b1e351121ae4ef3fcced199ab60165515c750f3c87c98d6e2d6122a7
-body-sha256: 1e4ecf8ee2da591d8ad87debc70f87cbcbb120ec1caf37a523127a6efc5d978c
+body-sha256: 396480259680f3ba5a58579105b23f4c35e88fbfcbd4a35d8084bce253a7518c
 
 A sigmoid unit, sigmoid(X w + b), fitted by mean squared error. Trained with adam with every hyperparameter given explicitly (non-default beta1, beta2 and eps).
 
@@ -120,6 +120,33 @@ def step(
         - lr * (moment1.b / correction1) / (np.sqrt(moment2.b / correction2) + eps),
     )
     return new_params, State(count, moment1, moment2), value
+
+
+def pack(params: Params) -> np.ndarray:
+    """The params (or gradients) as one flat float vector, in spec order: the
+    vector that scipy.optimize and other flat-vector optimizers work on."""
+    return np.concatenate([np.ravel(p) for p in params]).astype(float)
+
+
+def unpack(theta: np.ndarray, *, n: int) -> Params:
+    """The inverse of `pack`: fresh params of their spec shapes, read from `theta`."""
+    theta = np.asarray(theta, dtype=float)
+    if theta.shape != (n + 1,):
+        raise ValueError(f"theta has shape {theta.shape}, not ({n + 1},)")
+    return Params(
+        w=theta[0:n].reshape((n,)).copy(),
+        b=float(theta[n]),
+    )
+
+
+def loss_and_gradient_flat(
+    theta: np.ndarray, X: np.ndarray, y: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """The loss and its gradient at the flat vector `theta` (see `pack`), for
+    `scipy.optimize.minimize(loss_and_gradient_flat, theta, args=(X, y), jac=True)`."""
+    n = np.shape(X)[1]
+    value, grads = loss_and_gradients(X, y, *unpack(theta, n=n))
+    return value, pack(grads)
 
 
 class ProbabilityJacobian(NamedTuple):

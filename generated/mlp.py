@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/mlp.yaml
 spec-sha256: f19e146670e5d447051eeba444e07245803d9b14e1b414c7ebd7e6c049a0839f
-body-sha256: 3d7654625a8b8dce23fdde7efaeb05bf4be3e3bbe2519c717a1eb3b2f628de86
+body-sha256: 88dc3c8394e9fb99c73df05b9b5a28dd10dc8652734abf3e4dd91215796c73b3
 
 A two-layer perceptron: a tanh hidden layer and a linear output layer, with bias rows broadcast over the batch, fitted by mean squared error. Matrix-matrix products give the adjoints X^T G and G W^T. The prediction output has a rank-4 Jacobian with respect to the weight matrices.
 
@@ -116,6 +116,38 @@ def step(
         b2=params.b2 - lr * grads.b2,
     )
     return new_params, state, value
+
+
+def pack(params: Params) -> np.ndarray:
+    """The params (or gradients) as one flat float vector, in spec order: the
+    vector that scipy.optimize and other flat-vector optimizers work on."""
+    return np.concatenate([np.ravel(p) for p in params]).astype(float)
+
+
+def unpack(theta: np.ndarray, *, n: int, h: int, k: int) -> Params:
+    """The inverse of `pack`: fresh params of their spec shapes, read from `theta`."""
+    theta = np.asarray(theta, dtype=float)
+    if theta.shape != (n * h + h + h * k + k,):
+        raise ValueError(
+            f"theta has shape {theta.shape}, not ({n * h + h + h * k + k},)"
+        )
+    return Params(
+        W1=theta[0 : n * h].reshape((n, h)).copy(),
+        b1=theta[n * h : n * h + h].reshape((h,)).copy(),
+        W2=theta[n * h + h : n * h + h + h * k].reshape((h, k)).copy(),
+        b2=theta[n * h + h + h * k : n * h + h + h * k + k].reshape((k,)).copy(),
+    )
+
+
+def loss_and_gradient_flat(
+    theta: np.ndarray, X: np.ndarray, Y: np.ndarray, *, h: int
+) -> tuple[float, np.ndarray]:
+    """The loss and its gradient at the flat vector `theta` (see `pack`), for
+    `scipy.optimize.minimize(loss_and_gradient_flat, theta, args=(X, Y), jac=True)`."""
+    n = np.shape(X)[1]
+    k = np.shape(Y)[1]
+    value, grads = loss_and_gradients(X, Y, *unpack(theta, n=n, h=h, k=k))
+    return value, pack(grads)
 
 
 class PredictionJacobian(NamedTuple):

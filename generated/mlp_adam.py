@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/mlp_adam.yaml
 spec-sha256: b8c468cd185a4514dac58a7649f78466eeed29407a9891506b3b2ce96785a5f8
-body-sha256: 43af3b35965feb18aab757b10fda97b9d832198fe11bbdbab854441158c60b25
+body-sha256: 0947d86d79caddcbb04b3d61c546d9d41545e228376b1d299378cce88d64c55b
 
 The two-layer perceptron trained with adam (default beta1, beta2 and eps). The loss is the same mean squared error, written as a mean over rows of per-row means of squares.
 
@@ -151,3 +151,35 @@ def step(
         - lr * (moment1.b2 / correction1) / (np.sqrt(moment2.b2 / correction2) + eps),
     )
     return new_params, State(count, moment1, moment2), value
+
+
+def pack(params: Params) -> np.ndarray:
+    """The params (or gradients) as one flat float vector, in spec order: the
+    vector that scipy.optimize and other flat-vector optimizers work on."""
+    return np.concatenate([np.ravel(p) for p in params]).astype(float)
+
+
+def unpack(theta: np.ndarray, *, n: int, h: int, k: int) -> Params:
+    """The inverse of `pack`: fresh params of their spec shapes, read from `theta`."""
+    theta = np.asarray(theta, dtype=float)
+    if theta.shape != (n * h + h + h * k + k,):
+        raise ValueError(
+            f"theta has shape {theta.shape}, not ({n * h + h + h * k + k},)"
+        )
+    return Params(
+        W1=theta[0 : n * h].reshape((n, h)).copy(),
+        b1=theta[n * h : n * h + h].reshape((h,)).copy(),
+        W2=theta[n * h + h : n * h + h + h * k].reshape((h, k)).copy(),
+        b2=theta[n * h + h + h * k : n * h + h + h * k + k].reshape((k,)).copy(),
+    )
+
+
+def loss_and_gradient_flat(
+    theta: np.ndarray, X: np.ndarray, Y: np.ndarray, *, h: int
+) -> tuple[float, np.ndarray]:
+    """The loss and its gradient at the flat vector `theta` (see `pack`), for
+    `scipy.optimize.minimize(loss_and_gradient_flat, theta, args=(X, Y), jac=True)`."""
+    n = np.shape(X)[1]
+    k = np.shape(Y)[1]
+    value, grads = loss_and_gradients(X, Y, *unpack(theta, n=n, h=h, k=k))
+    return value, pack(grads)

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/nested_chain.yaml
 spec-sha256: 45f00e6ec60ca56b31993199d00db734ecd4a4280b3d138ef6ba04d98dcd1ea0
-body-sha256: 220388c1f396c3cea2185ddeb4e77392706bac06f776e6d9b6ddcdc558ee68bc
+body-sha256: 3aec9f84cee152f87cc586caf3fc6d186e6a6f59bc40ac004360b3cd38f9bc6a
 
 The article's deeply nested single-variable chain, y = ln(sin(x^3)^2), whose derivative is 6 x^2 cos(x^3) / sin(x^3) (6 cot 1 at x = 1). Also the warm-up sin(x^2) as a second output (3 cos(2.25) at x = 1.5). No optimizer is given, so the default (sgd, lr 0.01) applies.
 
@@ -74,6 +74,29 @@ def step(
         x=params.x - lr * grads.x,
     )
     return new_params, state, value
+
+
+def pack(params: Params) -> np.ndarray:
+    """The params (or gradients) as one flat float vector, in spec order: the
+    vector that scipy.optimize and other flat-vector optimizers work on."""
+    return np.concatenate([np.ravel(p) for p in params]).astype(float)
+
+
+def unpack(theta: np.ndarray) -> Params:
+    """The inverse of `pack`: fresh params of their spec shapes, read from `theta`."""
+    theta = np.asarray(theta, dtype=float)
+    if theta.shape != (1,):
+        raise ValueError(f"theta has shape {theta.shape}, not ({1},)")
+    return Params(
+        x=float(theta[0]),
+    )
+
+
+def loss_and_gradient_flat(theta: np.ndarray) -> tuple[float, np.ndarray]:
+    """The loss and its gradient at the flat vector `theta` (see `pack`), for
+    `scipy.optimize.minimize(loss_and_gradient_flat, theta, args=(), jac=True)`."""
+    value, grads = loss_and_gradients(*unpack(theta))
+    return value, pack(grads)
 
 
 class YJacobian(NamedTuple):

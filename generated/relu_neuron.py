@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/relu_neuron.yaml
 spec-sha256: 13c44e6eeee1a69a117039719489234068023a3f6febd8c2162e272814fa5c5c
-body-sha256: c9b3e37e25e1719d63d08747611001dc8f024f80393709e2492c9e82faaea026
+body-sha256: 4f36204470902b9ac197b3d08911336309fd528bd229e50733c75f633f548ad1
 
 One ReLU neuron fitted by mean squared error.
 
@@ -89,6 +89,33 @@ def step(
         b=params.b - lr * grads.b,
     )
     return new_params, state, value
+
+
+def pack(params: Params) -> np.ndarray:
+    """The params (or gradients) as one flat float vector, in spec order: the
+    vector that scipy.optimize and other flat-vector optimizers work on."""
+    return np.concatenate([np.ravel(p) for p in params]).astype(float)
+
+
+def unpack(theta: np.ndarray, *, n: int) -> Params:
+    """The inverse of `pack`: fresh params of their spec shapes, read from `theta`."""
+    theta = np.asarray(theta, dtype=float)
+    if theta.shape != (n + 1,):
+        raise ValueError(f"theta has shape {theta.shape}, not ({n + 1},)")
+    return Params(
+        w=theta[0:n].reshape((n,)).copy(),
+        b=float(theta[n]),
+    )
+
+
+def loss_and_gradient_flat(
+    theta: np.ndarray, X: np.ndarray, y: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """The loss and its gradient at the flat vector `theta` (see `pack`), for
+    `scipy.optimize.minimize(loss_and_gradient_flat, theta, args=(X, y), jac=True)`."""
+    n = np.shape(X)[1]
+    value, grads = loss_and_gradients(X, y, *unpack(theta, n=n))
+    return value, pack(grads)
 
 
 class PredictionJacobian(NamedTuple):

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/softmax_regression.yaml
 spec-sha256: 3932443e86754dedc4f5d5e1a24f85ce7c0157185913d7fae88b3a74cda25f77
-body-sha256: 4ada3c804c1947391c6b0ffd221aec85088367be42a3551edaede1eb7ac0fb1a
+body-sha256: 5b4da6d2668c5b2400e551dedebb97266fb4d2f0fae32153cb0af327563dc507
 
 Multinomial logistic regression: softmax cross-entropy over k classes, written the textbook way as log(sum(exp(Z))) - sum(Y * Z). gradgen recognises the log-sum-exp and emits a stable form, so logits in the thousands stay finite, and the gradient comes out as (softmax(Z) - Y) / N.
 
@@ -119,6 +119,34 @@ def step(
         - lr * (moment1.b / correction1) / (np.sqrt(moment2.b / correction2) + eps),
     )
     return new_params, State(count, moment1, moment2), value
+
+
+def pack(params: Params) -> np.ndarray:
+    """The params (or gradients) as one flat float vector, in spec order: the
+    vector that scipy.optimize and other flat-vector optimizers work on."""
+    return np.concatenate([np.ravel(p) for p in params]).astype(float)
+
+
+def unpack(theta: np.ndarray, *, n: int, k: int) -> Params:
+    """The inverse of `pack`: fresh params of their spec shapes, read from `theta`."""
+    theta = np.asarray(theta, dtype=float)
+    if theta.shape != (n * k + k,):
+        raise ValueError(f"theta has shape {theta.shape}, not ({n * k + k},)")
+    return Params(
+        W=theta[0 : n * k].reshape((n, k)).copy(),
+        b=theta[n * k : n * k + k].reshape((k,)).copy(),
+    )
+
+
+def loss_and_gradient_flat(
+    theta: np.ndarray, X: np.ndarray, Y: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """The loss and its gradient at the flat vector `theta` (see `pack`), for
+    `scipy.optimize.minimize(loss_and_gradient_flat, theta, args=(X, Y), jac=True)`."""
+    n = np.shape(X)[1]
+    k = np.shape(Y)[1]
+    value, grads = loss_and_gradients(X, Y, *unpack(theta, n=n, k=k))
+    return value, pack(grads)
 
 
 class LogNormaliserJacobian(NamedTuple):

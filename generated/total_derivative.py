@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/total_derivative.yaml
 spec-sha256: d9ff94b1c5fd68bc506996323a4e7cf40771ba6e316554db449f28a6094cf559
-body-sha256: 71ed3ff4986a1fa5125748063662fbce805fb53f43e2ea3c696b52dc33fbaec3
+body-sha256: dd08b4b7f5ae174860e34196a73d2dea3de56587c17d868bf6c63c424c3c3f92
 
 Total-derivative chain rule: x reaches the result along two paths, so the contributions of both paths must be summed (d/dx (x + x^2) = 1 + 2x, not the naive 2x). The outputs add the product rule x * x^2 (3x^2), a composition sin(x + x^2) and a scaled sum 9 (x + x^2).
 
@@ -73,6 +73,29 @@ def step(
         x=params.x - lr * grads.x,
     )
     return new_params, state, value
+
+
+def pack(params: Params) -> np.ndarray:
+    """The params (or gradients) as one flat float vector, in spec order: the
+    vector that scipy.optimize and other flat-vector optimizers work on."""
+    return np.concatenate([np.ravel(p) for p in params]).astype(float)
+
+
+def unpack(theta: np.ndarray) -> Params:
+    """The inverse of `pack`: fresh params of their spec shapes, read from `theta`."""
+    theta = np.asarray(theta, dtype=float)
+    if theta.shape != (1,):
+        raise ValueError(f"theta has shape {theta.shape}, not ({1},)")
+    return Params(
+        x=float(theta[0]),
+    )
+
+
+def loss_and_gradient_flat(theta: np.ndarray) -> tuple[float, np.ndarray]:
+    """The loss and its gradient at the flat vector `theta` (see `pack`), for
+    `scipy.optimize.minimize(loss_and_gradient_flat, theta, args=(), jac=True)`."""
+    value, grads = loss_and_gradients(*unpack(theta))
+    return value, pack(grads)
 
 
 class SumPathJacobian(NamedTuple):

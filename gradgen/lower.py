@@ -24,7 +24,7 @@ from .derive import Derivatives
 from .graph import Exponent, Node, Position, ancestors, attr
 from .model import Model
 from .ops import Ops
-from .simplify import base, owned
+from .simplify import MASKS, base, owned
 
 MAX_PRODUCT_POWER = 16  # x**16 is 4 multiplications
 
@@ -127,11 +127,58 @@ def fresh(ops: Ops, results: list[Node]) -> list[Node]:
     made: list[Node] = []
     taken: set[Node] = set()  # the memory of the results so far
     for i, node in enumerate(results):
-        if not owned(node) or base(node) in taken:
+        if not owned(node) or base(node) in taken or integral(node):
             node = ops.make("copy", node, attrs=Position(i), shape=node.shape)
         taken.add(base(node))
         made.append(node)
     return made
+
+
+#: Ops whose result is an integer (or boolean) array when every operand is one.
+_KEEPS_INTEGERS = frozenset(
+    {
+        "add",
+        "sub",
+        "mul",
+        "neg",
+        "maximum",
+        "minimum",
+        "matmul",
+        "outer",
+        "stack",
+        "einsum",
+        "sum_axes",
+        "sum_keep",
+        "tfill",
+        "lift",
+        "trail",
+        "index",
+        "expand_dims",
+        "transpose",
+        "swap01",
+        "reshape",
+    }
+)
+
+
+def integral(node: Node) -> bool:
+    """True if numpy would compute `node` as integers or booleans: built from
+    conditions, whole-number literals and dims by ops that keep integers (a mask
+    summed over a broadcast axis is an int64 array). Such a result is copied as
+    float."""
+    memo: dict[Node, bool] = {}
+    for n in ancestors([node]):
+        if n.op in MASKS or n.op == "dim":
+            memo[n] = True
+        elif n.is_const:
+            memo[n] = n.value.is_integer()
+        elif n.op in ("tfill", "reshape"):  # the second operand is a shape
+            memo[n] = memo[n.args[0]]
+        elif n.op in _KEEPS_INTEGERS:
+            memo[n] = all(memo[a] for a in n.args)
+        else:
+            memo[n] = False
+    return memo[node]
 
 
 def lower_powers(ops: Ops, roots: list[Node]) -> dict[Node, Node]:

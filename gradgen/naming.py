@@ -26,6 +26,10 @@ MODULE_NAMES = frozenset(
         "loss_and_gradients",
         "init_state",
         "step",
+        "pack",
+        "unpack",
+        "loss_and_gradient_flat",
+        "theta",
         "_sigmoid",
     }
 )

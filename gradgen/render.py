@@ -8,6 +8,7 @@ an error, never an empty string.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -49,7 +50,9 @@ class Output:
     fields: tuple[str, ...]  # the params it depends on
 
 
+@functools.cache
 def environment() -> jinja2.Environment:
+    """The Jinja environment, built once: it compiles each template once."""
     env = jinja2.Environment(
         loader=jinja2.FunctionLoader(_template_source),
         undefined=jinja2.StrictUndefined,
@@ -167,10 +170,51 @@ def render_module(
         "functions": functions,
         "outputs": outputs,
         "helpers": sorted(helpers),
+        "flat": _flat(model),
         "optimizer": spec.optimizer.rule,
         "hyper": [(k, number(v)) for k, v in spec.optimizer.hyper],
     }
     return environment().get_template("module.py.jinja").render(context)
+
+
+def _flat(model: Model) -> dict[str, object]:
+    """What `pack`, `unpack` and `loss_and_gradient_flat` need: each param's slice of
+    the flat vector, and the dims its shapes use (read from the inputs where one
+    has them, else keyword-only arguments)."""
+    dims: list[str] = []
+    fields: list[dict[str, str]] = []
+    start = "0"
+    for name, node in model.params.items():
+        size = " * ".join(str(d) for d in node.shape) or "1"
+        dims += [
+            d for d in dict.fromkeys(node.shape) if isinstance(d, str) and d not in dims
+        ]
+        end = size if start == "0" else f"{start} + {size}"
+        if node.rank == 0:
+            value = f"float(theta[{start}])"
+        else:
+            value = f"theta[{start}:{end}].reshape({show_tuple(node.shape)}).copy()"
+        fields.append({"name": name, "value": value})
+        start = end
+    sources = model.dim_sources(list(model.inputs))
+    return {
+        "dims": dims,
+        "size": start,
+        "fields": fields,
+        "extra": [d for d in dims if d not in sources],
+        "lines": [
+            f"{d} = np.shape({sources[d][0]})[{sources[d][1]}]"
+            for d in dims
+            if d in sources
+        ],
+    }
+
+
+def show_tuple(shape: tuple[object, ...]) -> str:
+    """A shape as the Python tuple that builds it: (n,), (n, h)."""
+    return (
+        "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+    )
 
 
 def _call(callee: str, fields: list[str], values: list[str]) -> str:

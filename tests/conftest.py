@@ -402,6 +402,15 @@ def grammar_namespace(xp: Any, kinks: list[Any] | None = None) -> dict[str, Any]
         "sum": sum_,
         "mean": mean,
         "dot": xp.dot,
+        "softplus": lambda z: xp.logaddexp(0.0, z),
+        "log1p": xp.log1p,
+        "expm1": xp.expm1,
+        "tan": xp.tan,
+        "arctan": xp.arctan,
+        "sinh": xp.sinh,
+        "cosh": xp.cosh,
+        "pi": np.pi,
+        "e": np.e,
     }
 
 

@@ -226,9 +226,12 @@ def test_doc_injection_generates_an_inert_module(
         "gradients",
         "init_state",
         "loss",
+        "loss_and_gradient_flat",
         "loss_and_gradients",
         "np",
+        "pack",
         "step",
+        "unpack",
     ]
     x, w = np.array([1.0, -2.0]), np.array([0.5, 3.0])
     assert np.allclose(module.gradients(x, w).w, 2 * x * x * w)
