@@ -23,6 +23,7 @@ __all__ = [
     "Dim",
     "Exponent",
     "Graph",
+    "Index",
     "Name",
     "Node",
     "Position",
@@ -90,14 +91,24 @@ class Count:
 
 
 @dataclass(frozen=True)
+class Index:
+    """A numpy index `x[...]`, one item per axis it consumes or adds, each a text
+    over the op's operands: `{1}` (an integer index), `:`, `{1}:`, `:{2}`, `None`.
+    `axis` is where an `arange` pick or a class axis runs (`take_along`)."""
+
+    items: tuple[str, ...] = ()
+    axis: int = 0
+
+
+@dataclass(frozen=True)
 class Subscripts:
     """An einsum's subscripts, `"ij,jk->ik"`."""
 
     spec: str
 
 
-Attrs = Name | Value | Exponent | Axis | Axes | Position | Count | Subscripts
-A = TypeVar("A", Name, Value, Exponent, Axis, Axes, Position, Count, Subscripts)
+Attrs = Name | Value | Exponent | Axis | Axes | Position | Count | Subscripts | Index
+A = TypeVar("A", Name, Value, Exponent, Axis, Axes, Position, Count, Subscripts, Index)
 
 
 @dataclass(frozen=True, eq=False)
@@ -137,7 +148,7 @@ def attr(node: Node, kind: type[A]) -> A:
     return found
 
 
-LEAVES = frozenset({"input", "param", "const", "dim"})
+LEAVES = frozenset({"input", "iinput", "param", "const", "dim"})
 
 
 class Graph:

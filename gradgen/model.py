@@ -18,7 +18,14 @@ from .graph import Node, ancestors, leaves_of
 from .limits import MAX_LENGTH, MAX_NODES, MAX_PRINTED
 from .load import YNode, YScalar, YSeq
 from .ops import Ops
-from .parse import ExpressionError, Parser, element_problem, syntax_tree, vector
+from .parse import (
+    ExpressionError,
+    Integers,
+    Parser,
+    element_problem,
+    syntax_tree,
+    vector,
+)
 from .shapes import ShapeError, show
 from .spec import Definition, Expr, Spec, Validated
 
@@ -36,10 +43,12 @@ class Model:
     names: dict[Node, str]  # nodes the spec named (inputs, params, define entries)
     loss: Node | None
     outputs: dict[str, Node]
+    integers: frozenset[str] = frozenset()  # inputs that are integer ids
 
     def arguments_of(self, roots: list[Node]) -> list[str]:
         """The inputs and params the roots depend on, in spec order."""
-        used = leaves_of(roots, "input") | leaves_of(roots, "param")
+        used = leaves_of(roots, "input") | leaves_of(roots, "iinput")
+        used |= leaves_of(roots, "param")
         dims = {n.name for n in ancestors(roots) if n.op == "dim"}
         order = [*self.inputs, *self.params]
         args = [a for a in order if a in used]
@@ -83,8 +92,14 @@ class _Builder:
         self.ops = Ops()
         self.failed = set(skipped)  # names whose value is unknown: no messages
         self.inputs = {
-            d.name: self.ops.leaf("input", d.name, d.shape) for d in spec.inputs
+            d.name: self.ops.leaf(
+                "iinput" if d.dtype == "int" else "input", d.name, d.shape
+            )
+            for d in spec.inputs
         }
+        self.integers = Integers(
+            frozenset(d.name for d in spec.inputs if d.dtype == "int")
+        )
         self.params = {
             d.name: self.ops.leaf("param", d.name, d.shape) for d in spec.params
         }
@@ -140,7 +155,29 @@ class _Builder:
                     f" {MAX_PRINTED}",
                 )
                 raise _TooBig
-        return Model(spec, self.ops, self.inputs, self.params, names, loss, outputs)
+        self._check_integers()
+        ids = frozenset(self.integers.declared | self.integers.as_ids.keys())
+        return Model(
+            spec, self.ops, self.inputs, self.params, names, loss, outputs, ids
+        )
+
+    def _check_integers(self) -> None:
+        """An input is integer ids or a number, never both."""
+        found = self.integers
+        for name, at in sorted(found.as_number.items()):
+            if name in found.declared:
+                self.c.error(
+                    at,
+                    f"`{name}` is declared `dtype: int` (integer ids):"
+                    " it cannot be used as a number",
+                )
+            elif name in found.as_ids:
+                ids = found.as_ids[name]
+                self.c.error(
+                    at,
+                    f"`{name}` is used as integer ids (line {ids.line}, column"
+                    f" {ids.col}); it cannot also be used as a number",
+                )
 
     def parse(self, definition: Definition) -> Node | None:
         node = self._parse(definition.expr, definition.name)
@@ -175,7 +212,9 @@ class _Builder:
             self.c.error(expr.loc, f"the number `{value}` is not finite")
             return None
         text = value if isinstance(value, str) else repr(value)
-        parser = Parser(self.ops, self.scope, self.spec.dims, expr.position)
+        parser = Parser(
+            self.ops, self.scope, self.spec.dims, expr.position, self.integers
+        )
         try:
             return parser.parse(text)
         except ExpressionError as e:

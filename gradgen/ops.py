@@ -191,8 +191,14 @@ class Ops:
         )
 
     def dimension(self, d: Dim) -> Node:
-        """A dim's size as a value: a literal, or the dim's name bound at run time."""
-        return self.const(d) if isinstance(d, int) else self.leaf("dim", d, ())
+        """A dim's size as a value: a literal, or the dim's name bound at run time;
+        a derived dim `N - 1` (the length of `x[1:]`) as that difference."""
+        if isinstance(d, int):
+            return self.const(d)
+        name, minus, count = d.partition(" - ")
+        if minus:
+            return self.sub(self.leaf("dim", name, ()), self.const(int(count)))
+        return self.leaf("dim", d, ())
 
     def shape_literal(self, shape: Shape) -> Node:
         """A shape tuple such as (N, k) for the printed code."""

@@ -22,14 +22,23 @@ import ast
 import math
 import warnings
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import Location, did_you_mean
-from .graph import Axis, Node, ancestors
+from .graph import Axis, Dim, Index, Node, ancestors
 from .limits import MAX_EXPONENT, MAX_EXPRESSION_DEPTH, MAX_LENGTH, MAX_VECTOR
 from .load import control_character
 from .ops import Ops
-from .rules import CONSTANTS, RULES, Rule, functions, one_argument_form
+from .rules import (
+    COMPOSITIONS,
+    CONSTANTS,
+    RULES,
+    Composition,
+    Rule,
+    functions,
+    one_argument_form,
+)
 from .rules import number as number_text
 from .shapes import ShapeError, show
 from .simplify import MASKS, guard
@@ -75,13 +84,18 @@ def _function_list() -> str:
     return ", ".join(sorted(functions()))
 
 
+def _rule_of(name: str, op: str) -> Rule | Composition:
+    """What a callable name means: a composition, or the rule of its op."""
+    return COMPOSITIONS.get(name) or RULES[one_argument_form(name) or op]
+
+
 def _axis_list(keepdims: bool = False) -> str:
     """The functions that take `axis=` (or `keepdims=`), in table order: "sum, mean
     and logsumexp"."""
     names = [
         name
         for name, op in functions().items()
-        if (rule := RULES[one_argument_form(name) or op]).axis is not None
+        if (rule := _rule_of(name, op)).axis is not None
         and (rule.keepdims or not keepdims)
     ]
     return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
@@ -132,6 +146,18 @@ class ExpressionError(ValueError):
         self.name = name
 
 
+@dataclass
+class Integers:
+    """Which inputs are integer ids, shared by the parsers of one spec: declared
+    `dtype: int`, or used as one (an index, `one_hot`'s ids, `cross_entropy`'s
+    labels). An input used both as ids and as a number is an error, reported by
+    `model.build` at the number."""
+
+    declared: frozenset[str] = frozenset()
+    as_ids: dict[str, Location] = field(default_factory=dict)  # first use as ids
+    as_number: dict[str, Location] = field(default_factory=dict)  # first as a number
+
+
 class Parser:
     """Turns one expression into nodes, with names resolved in `scope`.
 
@@ -146,8 +172,10 @@ class Parser:
         scope: Mapping[str, Node],
         dims: Mapping[str, Location],
         locate: Callable[[int], Location],
+        integers: Integers | None = None,
     ) -> None:
         self.ops = ops
+        self.integers = integers or Integers()
         self.scope = scope
         self.dims = dims
         self.locate = locate
@@ -259,7 +287,10 @@ class Parser:
     def _Name(self, node: ast.Name, depth: int) -> Node:
         name = node.id
         if name in self.scope:
-            return self.scope[name]
+            found = self.scope[name]
+            if found.op in ("input", "iinput"):
+                self.integers.as_number.setdefault(name, self.locate(self._at(node)))
+            return found
         if name in self.dims:
             return self.ops.leaf("dim", name, ())
         if name in CONSTANTS:
@@ -404,11 +435,189 @@ class Parser:
         except ShapeError as e:
             raise ExpressionError(str(e), where) from None
 
-    def _Subscript(self, node: ast.Subscript, depth: int) -> Node:
+    def _ids(self, node: ast.expr, depth: int, what: str) -> Node:
+        """An operand that is integer ids: an input (declared `dtype: int` or made
+        one by this use), or `arange(n)`."""
+        if isinstance(node, ast.Name) and node.id in self.scope:
+            found = self.scope[node.id]
+            if found.op in ("input", "iinput"):
+                self.integers.as_ids.setdefault(node.id, self.locate(self._at(node)))
+                return self.ops.leaf("iinput", node.id, found.shape)
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "arange"
+            and len(node.args) == 1
+            and not node.keywords
+        ):
+            length = self._node(node.args[0], depth + 1)
+            dim = _dim_of(length)
+            if dim is None:
+                raise ExpressionError(
+                    "`arange(n)` takes a dim or a positive integer", self._at(node)
+                )
+            return self.ops.make("arange", self.ops.dimension(dim), shape=(dim,))
         raise ExpressionError(
-            "subscripts (`x[i]`) are not allowed in expressions",
-            self._token_after(node.value, "["),
+            f"{what} must be integer ids: an input (`dtype: int`) or `arange(n)`",
+            self._at(node),
         )
+
+    def _Subscript(self, node: ast.Subscript, depth: int) -> Node:
+        """numpy indexing: integers and dim-valued indices (`X[0]`, `X[T - 1]`),
+        slices (`x[1:]`, `X[:, :k]`), `None`, `...`; rows by integer ids (`W[ids]`),
+        and one entry per row (`Z[arange(N), y]`)."""
+        value = number(self.ops, self._node(node.value, depth + 1))
+        where = self._token_after(node.value, "[")
+        items = (
+            list(node.slice.elts) if isinstance(node.slice, ast.Tuple) else [node.slice]
+        )
+        arrays = [
+            i
+            for i, item in enumerate(items)
+            if (isinstance(item, ast.Name) and self._is_input(item.id))
+            or (
+                isinstance(item, ast.Call)
+                and isinstance(item.func, ast.Name)
+                and item.func.id == "arange"
+            )
+        ]
+        if arrays:
+            return self._pick(value, items, arrays, where, depth)
+        return self._basic_index(value, items, where, depth)
+
+    def _is_input(self, name: str) -> bool:
+        return name in self.scope and self.scope[name].op in ("input", "iinput")
+
+    def _pick(
+        self,
+        value: Node,
+        items: list[ast.expr],
+        arrays: list[int],
+        where: int,
+        depth: int,
+    ) -> Node:
+        """Integer-array indexing: `W[ids]` (rows), or `Z[arange(N), y]` (a pick)."""
+        if arrays == [0] and all(_full_slice(i) for i in items[1:]):
+            ids = self._ids(items[0], depth + 1, "an array index")
+            if ids.op == "iinput" and value.rank >= 1:
+                return self.ops.make(
+                    "gather", value, ids, shape=ids.shape + value.shape[1:]
+                )
+        if len(items) == 2 and arrays == [0, 1] and value.rank == 2:
+            rows = self._ids(items[0], depth + 1, "the first index")
+            labels = self._ids(items[1], depth + 1, "the second index")
+            if (
+                rows.op == "arange"
+                and rows.shape == value.shape[:1]
+                and labels.op == "iinput"
+                and labels.shape == value.shape[:1]
+            ):
+                return self.ops.make(
+                    "take_along", value, labels, attrs=Index((), 1), shape=labels.shape
+                )
+        raise ExpressionError(
+            "integer-array indexing takes the forms `W[ids]` (rows by integer ids)"
+            f" and `Z[arange(N), y]` (one entry per row); here on shape {show(value.shape)}",
+            where,
+        )
+
+    def _basic_index(
+        self, value: Node, items: list[ast.expr], where: int, depth: int
+    ) -> Node:
+        ellipses = [i for i, item in enumerate(items) if _is_constant(item, Ellipsis)]
+        if len(ellipses) > 1:
+            raise ExpressionError("an index can have only one `...`", where)
+        consumed = sum(
+            1
+            for i in items
+            if not _is_constant(i, None) and not _is_constant(i, Ellipsis)
+        )
+        if consumed > value.rank:
+            raise ExpressionError(
+                f"too many indices ({consumed}) for shape {show(value.shape)}", where
+            )
+        if ellipses:
+            at = ellipses[0]
+            fill: list[ast.expr] = [ast.Slice() for _ in range(value.rank - consumed)]
+            items = items[:at] + fill + items[at + 1 :]
+        operands: list[Node] = []
+        texts: list[str] = []
+        shape: list[Dim] = []
+        axis = 0
+        for item in items:
+            if _is_constant(item, None):
+                texts.append("None")
+                shape.append(1)
+                continue
+            dim = value.shape[axis]
+            axis += 1
+            if isinstance(item, ast.Slice):
+                text, length = self._slice(item, dim, operands, depth)
+                texts.append(text)
+                shape.append(length)
+                continue
+            index = self._whole_index(item, dim, depth)
+            operands.append(index)
+            texts.append("{" + str(len(operands)) + "}")
+        shape += value.shape[axis:]
+        return self.ops.make(
+            "getitem", value, *operands, attrs=Index(tuple(texts)), shape=tuple(shape)
+        )
+
+    def _whole_index(self, item: ast.expr, dim: Dim, depth: int) -> Node:
+        """An integer index: a literal or a dim-valued expression (`T - 1`)."""
+        index = self._node(item, depth + 1)
+        if not (index.is_const and index.value.is_integer()) and not _whole(index):
+            raise ExpressionError(
+                "an index is an integer: a literal, or dims and integers under + - *"
+                " (a float or an array is not an index)",
+                self._at(item),
+            )
+        if index.is_const and isinstance(dim, int) and not -dim <= index.value < dim:
+            raise ExpressionError(
+                f"index {number_text(index.value)} is out of range for an axis of"
+                f" length {dim}",
+                self._at(item),
+            )
+        return index
+
+    def _slice(
+        self, item: ast.Slice, dim: Dim, operands: list[Node], depth: int
+    ) -> tuple[str, Dim]:
+        """A slice's text and its length: `:`; `a:` and `:b` with integers or a dim."""
+        if item.step is not None:
+            raise ExpressionError(
+                "slices with a step are not supported", self._at(item.step)
+            )
+        bounds: list[Node | None] = []
+        for bound in (item.lower, item.upper):
+            bounds.append(
+                None if bound is None else self._whole_index_bound(bound, depth)
+            )
+        lower, upper = bounds
+        length = _slice_length(dim, lower, upper)
+        if length is None:
+            raise ExpressionError(
+                f"the length of this slice of an axis of length {dim} is not known;"
+                " a slice is `:`, `a:` or `:b` with integers, or `:k` with a dim",
+                self._at(item),
+            )
+        texts = []
+        for given in bounds:
+            if given is None:
+                texts.append("")
+            else:
+                operands.append(given)
+                texts.append("{" + str(len(operands)) + "}")
+        return ":".join(texts), length
+
+    def _whole_index_bound(self, bound: ast.expr, depth: int) -> Node:
+        node = self._node(bound, depth + 1)
+        if not (node.is_const and node.value.is_integer()) and not (node.op == "dim"):
+            raise ExpressionError(
+                "a slice bound is an integer or a dim", self._at(bound)
+            )
+        return node
 
     def _refuse_at_keyword(self, node: ast.AST, depth: int) -> Node:
         """Refuse a construct, pointing at the keyword or operator that makes it."""
@@ -467,6 +676,8 @@ class Parser:
         for arg in node.args:
             if isinstance(arg, ast.Starred):
                 raise ExpressionError(_REFUSED[ast.Starred], self._at(arg))
+        if name in COMPOSITIONS:
+            return self._composition(name, node, depth)
         op = one_argument_form(name) if len(node.args) == 1 else None
         op = op or callable_[name]
         rule = RULES[op]
@@ -498,8 +709,57 @@ class Parser:
         except ShapeError as e:
             raise ExpressionError(str(e), self._at(node)) from None
 
+    def _composition(self, name: str, node: ast.Call, depth: int) -> Node:
+        """A function built from other ops (`cross_entropy`, `mse`, `one_hot`...)."""
+        made = COMPOSITIONS[name]
+        keywords = self._keywords(name, made, node)
+        if len(node.args) != made.arity:
+            raise ExpressionError(
+                f"`{name}` takes {made.arity} arguments, got {len(node.args)}",
+                self._at(node),
+            )
+        first: Node | None = None
+        args: list[Node] = []
+        for i, given in enumerate(node.args):
+            if i == made.ids:
+                args.append(self._ids(given, depth + 1, f"`{name}`'s ids"))
+            elif i == made.size:
+                size = self._node(given, depth + 1)
+                if _dim_of(size) is None:
+                    raise ExpressionError(
+                        f"`{name}` takes a dim or a positive integer here",
+                        self._at(given),
+                    )
+                args.append(size)
+            elif (
+                name == "cross_entropy"
+                and first is not None
+                and self._labels_are_ids(given, first)
+            ):
+                args.append(self._ids(given, depth + 1, "the labels"))
+            else:
+                parsed = self._node(given, depth + 1)
+                args.append(as_float(self.ops, number(self.ops, parsed)))
+            first = first or args[0]
+        extra = {}
+        if made.axis is not None:
+            assert first is not None
+            extra["axis"] = self._axis(made, keywords, first)
+        try:
+            return made.build(self.ops, *args, **extra)
+        except ShapeError as e:
+            raise ExpressionError(str(e), self._at(node)) from None
+
+    def _labels_are_ids(self, given: ast.expr, logits: Node) -> bool:
+        """`cross_entropy`'s labels are class ids when they are an input one rank
+        below the logits (or declared `dtype: int`), else probabilities."""
+        if not (isinstance(given, ast.Name) and self._is_input(given.id)):
+            return False
+        leaf = self.scope[given.id]
+        return leaf.op == "iinput" or leaf.rank == logits.rank - 1
+
     def _keywords(
-        self, name: str, rule: Rule, node: ast.Call
+        self, name: str, rule: Rule | Composition, node: ast.Call
     ) -> dict[str, ast.keyword]:
         """The call's keyword arguments, each one the op takes, at most once."""
         allowed = (
@@ -522,7 +782,9 @@ class Parser:
             found[kw.arg] = kw
         return found
 
-    def _axis(self, rule: Rule, keywords: dict[str, ast.keyword], x: Node) -> Axis:
+    def _axis(
+        self, rule: Rule | Composition, keywords: dict[str, ast.keyword], x: Node
+    ) -> Axis:
         """`axis=` (an int, negative counting from the end, a tuple of them, or
         None) and `keepdims=` as an `Axis` checked against the operand's rank."""
         keepdims = False
@@ -690,3 +952,48 @@ def vector(ops: Ops, items: list[Node]) -> Node:
     """The vector literal `[e1, e2, ...]` of scalar elements (`element_problem`),
     whether the spec wrote it in an expression or as a YAML list."""
     return ops.stack([as_float(ops, number(ops, item)) for item in items])
+
+
+def _is_constant(node: ast.expr, value: object) -> bool:
+    return isinstance(node, ast.Constant) and node.value is value
+
+
+def _full_slice(node: ast.expr) -> bool:
+    return isinstance(node, ast.Slice) and node.lower is node.upper is node.step is None
+
+
+def _dim_of(node: Node) -> Dim | None:
+    """The dim a node stands for: a dim name, or a positive integer literal."""
+    if node.op == "dim":
+        return node.name
+    if node.is_const and node.value.is_integer() and node.value > 0:
+        return int(node.value)
+    return None
+
+
+def _slice_length(dim: Dim, lower: Node | None, upper: Node | None) -> Dim | None:
+    """The length of dim[lower:upper], when it is a known dim: integer bounds on an
+    integer dim; `:k` with a dim k (taken to fit); `c:` or `:-c` on a named dim,
+    whose length is the derived dim `N - c`."""
+
+    def const(n: Node | None) -> int | None:
+        return int(n.value) if n is not None and n.is_const else None
+
+    lo, hi = const(lower), const(upper)
+    if lower is None and upper is None:
+        return dim
+    if (
+        isinstance(dim, int)
+        and (lower is None or lo is not None)
+        and (upper is None or hi is not None)
+    ):
+        return len(range(dim)[lo:hi]) or None
+    if (lower is None or lo == 0) and upper is not None and upper.op == "dim":
+        return upper.name
+    if (lower is None or lo == 0) and hi is not None and hi > 0:
+        return hi  # `:2` of a named axis: taken to fit, as `:k`
+    if isinstance(dim, str) and upper is None and lo is not None and lo > 0:
+        return f"{dim} - {lo}"
+    if isinstance(dim, str) and lower is None and hi is not None and hi < 0:
+        return f"{dim} - {-hi}"
+    return None

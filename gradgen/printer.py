@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from . import naming
-from .graph import Node, ancestors
+from .graph import LEAVES, Index, Node, ancestors
 from .lower import Program
 from .rules import ATOM, HELPERS_NEED, UNARY, number
 from .rules import spelling as spelling_of
@@ -77,7 +77,7 @@ def print_body(
             helpers.add(helper)
             helpers.update(HELPERS_NEED.get(helper, ()))
         code, prec = spell(n, text)
-        if n.op in ("input", "param", "dim", "const"):
+        if n.op in LEAVES:
             text[n] = (code, prec)
             continue
         preferred = names.get(n)
@@ -106,4 +106,8 @@ def spell(node: Node, text: Mapping[Node, tuple[str, int]]) -> tuple[str, int]:
         operands.append(f"({code})" if prec < need else code)
     if "{args}" in spelling.template:
         fields["args"] = ", ".join(operands)
+    if operands and "{last}" in spelling.template:
+        fields["last"] = operands[-1]
+    if isinstance(node.attrs, Index):  # x[t, :, None]: items over the operands
+        fields["index"] = ", ".join(item.format(*operands) for item in node.attrs.items)
     return spelling.template.format(*operands, **fields), spelling.prec

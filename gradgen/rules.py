@@ -52,7 +52,9 @@ from .graph import (
     Axes,
     Axis,
     Count,
+    Dim,
     Exponent,
+    Index,
     Node,
     Shape,
     attr,
@@ -588,6 +590,72 @@ def _broadcast3(a: Shape, b: Shape, c: Shape) -> Shape:
     return shapes.broadcast(shapes.broadcast(a, b, "where"), c, "where")
 
 
+def getitem_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node | None:
+    # y = x[index] (basic indexing): x̄ = zeros of x's shape with ḡ put at the
+    # index; the integer indices get nothing
+    if i:
+        return None
+    x, *index = out.args
+    shape = ops.shape_literal(x.shape)  # the last operand; the index's stay in place
+    return ops.make("put", g, *index, shape, attrs=out.attrs, shape=x.shape)
+
+
+def getitem_jvp(
+    ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node
+) -> Node | None:
+    # the same index picks the tangent's value axes; the param's axes trail
+    t = ts[0]
+    if t is None:
+        return None
+    x, *index = out.args
+    t = ops.tfill(t, x, p)
+    return ops.make("getitem", t, *index, attrs=out.attrs, shape=out.shape + p.shape)
+
+
+def gather_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node | None:
+    # y = W[ids] (rows picked by an integer array): W̄ = the rows of ḡ added up at
+    # ids, repeated ids summing (a scatter-add; no one-hot matrix is built)
+    if i:
+        return None
+    w, ids = out.args
+    g = ops.fill(g, out) if g.shape != out.shape else g
+    size = ops.dimension(w.shape[0])
+    return ops.make("scatter_add", g, ids, size, shape=w.shape)
+
+
+def gather_jvp(
+    ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node
+) -> Node | None:
+    t = ts[0]
+    if t is None:
+        return None
+    w, ids = out.args
+    return ops.make("gather", ops.tfill(t, w, p), ids, shape=out.shape + p.shape)
+
+
+def take_along_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node | None:
+    # y = x picked at `labels` along the axis (one entry per slice, as Z[arange(N),
+    # y]): x̄ = zeros with ḡ put at the labels; the labels get nothing
+    if i:
+        return None
+    x, labels = out.args
+    axis = attr(out, Index).axis
+    g = ops.fill(g, out) if g.shape != out.shape else g
+    size = ops.dimension(x.shape[axis])
+    return ops.make("put_along", g, labels, size, attrs=out.attrs, shape=x.shape)
+
+
+def take_along_jvp(
+    ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node
+) -> Node | None:
+    t = ts[0]
+    if t is None:
+        return None
+    x, labels = out.args
+    t = ops.tfill(t, x, p)
+    return ops.make("take_along", t, labels, attrs=out.attrs, shape=out.shape + p.shape)
+
+
 # --- the table ----------------------------------------------------------------------
 
 
@@ -722,6 +790,25 @@ RULES: dict[str, Rule] = {
         clip_vjp,
         user=True,
     ),
+    # indexing (the parser states the shapes): x[t, :, None] with integer-valued
+    # indices; W[ids] by an integer array; Z[arange(N), y] as a pick along an axis
+    "getitem": Rule(
+        -1, None, Spelling("{0}[{index}]", ATOM, (ATOM,)), getitem_vjp, getitem_jvp
+    ),
+    "gather": Rule(
+        2, None, Spelling("{0}[{1}]", ATOM, (ATOM,)), gather_vjp, gather_jvp
+    ),
+    "take_along": Rule(
+        2,
+        None,
+        Spelling(
+            "_take_along({0}, {1}, {axis})",
+            helper="take_along",
+            fields=lambda a: {"axis": str(a.axis)},
+        ),
+        take_along_vjp,
+        take_along_jvp,
+    ),
     # where(cond, a, b): cond is a comparison (or & | ~ of comparisons)
     "where": diagonal(
         3,
@@ -766,6 +853,18 @@ PLUMBING: dict[str, Spelling] = {
     "xlogy": Spelling("_xlogy({0}, {1})", helper="xlogy"),
     "as_float": Spelling("np.asarray({0}, dtype=float)"),
     "select": Spelling("np.where({0}, {1}, {2})"),  # where, in derivatives
+    "iinput": Spelling("{name}", fields=lambda a: {"name": a.name}),  # integer ids
+    # adjoints of indexing: zeros with the adjoint put (or added up) at the index
+    "put": Spelling("_put({0}, np.s_[{index}], {last})", helper="put"),
+    "scatter_add": Spelling("_scatter_add({0}, {1}, {2})", helper="scatter_add"),
+    "put_along": Spelling(
+        "_put_along({0}, {1}, {2}, {axis})",
+        helper="put_along",
+        fields=lambda a: {"axis": str(a.axis)},
+    ),
+    # one_hot(y, k): a float matrix of the integer ids (not differentiable)
+    "one_hot": Spelling("np.eye({1})[{0}]"),
+    "arange": Spelling("np.arange({0})"),
     # a divisor made safe where it is 0 (the numerator is 0 there too)
     "nonzero": Spelling("np.where({0} == 0, 1, {0})"),
     # adjoints: indexing, broadcasting back, summing over broadcast axes
@@ -817,6 +916,77 @@ def spelling(op: str) -> Spelling:
     return rule.spelling if rule is not None else PLUMBING[op]
 
 
+# --- compositions: functions a spec calls that are built from the ops above -----------
+# Each lowers to its numerically stable form; the derivation never sees them.
+
+
+def _mean(ops: Ops, x: Node) -> Node:
+    return ops.reduce("mean", x, None)
+
+
+def mse(ops: Ops, a: Node, y: Node) -> Node:
+    # mse(a, y) = mean((a - y)^2)
+    return _mean(ops, ops.call("square", ops.sub(a, y)))
+
+
+def binary_cross_entropy_with_logits(ops: Ops, z: Node, y: Node) -> Node:
+    # -mean(y log sigmoid(z) + (1 - y) log sigmoid(-z)) = mean(softplus(z) - y z):
+    # finite for every z
+    return _mean(ops, ops.sub(ops.call("softplus", z), ops.mul(y, z)))
+
+
+def huber(ops: Ops, r: Node, delta: Node) -> Node:
+    # mean of r^2/2 where |r| <= delta, else delta (|r| - delta/2)
+    size = ops.call("abs", r)
+    half = ops.const(0.5)
+    quadratic = ops.mul(half, ops.call("square", r))
+    linear = ops.mul(delta, ops.sub(size, ops.mul(half, delta)))
+    inside = ops.compare("le", size, delta)
+    return _mean(ops, ops.make("where", inside, quadratic, linear))
+
+
+def cross_entropy(ops: Ops, logits: Node, labels: Node, axis: Axis) -> Node:
+    # integer labels: -mean(log_softmax(z)[labels]) along the class axis, its
+    # gradient (softmax(z) - onehot) / N with the one-hot written by index;
+    # probabilities of the logits' shape: -mean(sum(Y log_softmax(z), axis))
+    log_p = ops.make("log_softmax", logits, attrs=axis)
+    assert axis.axes is not None
+    (k,) = axis.axes
+    if labels.op == "iinput":
+        picked = ops.make(
+            "take_along", log_p, labels, attrs=Index((), k), shape=labels.shape
+        )
+        return ops.neg(_mean(ops, picked))
+    return ops.neg(_mean(ops, ops.reduce("sum", ops.mul(labels, log_p), k)))
+
+
+def one_hot(ops: Ops, ids: Node, size: Node) -> Node:
+    # one_hot(y, k)[..., j] = [y == j]: a float matrix (not differentiable)
+    k: Dim = size.name if size.op == "dim" else int(size.value)
+    return ops.make("one_hot", ids, ops.dimension(k), shape=(*ids.shape, k))
+
+
+@dataclass(frozen=True)
+class Composition:
+    arity: int
+    build: Callable[..., Node]
+    ids: int | None = None  # the operand that is integer ids (`one_hot`'s)
+    size: int | None = None  # the operand that is a dim or a positive integer
+    axis: str | None = None  # takes `axis=` ("last" by default), passed to `build`
+    keepdims: bool = False
+
+
+COMPOSITIONS: dict[str, Composition] = {
+    "mse": Composition(2, mse),
+    "binary_cross_entropy_with_logits": Composition(
+        2, binary_cross_entropy_with_logits
+    ),
+    "huber": Composition(2, huber),
+    "cross_entropy": Composition(2, cross_entropy, axis="last"),
+    "one_hot": Composition(2, one_hot, ids=0, size=1),
+}
+
+
 #: Names a spec calls an op by besides its own (max and min are numpy's maximum and
 #: minimum, which a spec calls only by the short names).
 ALIASES = {"max": "maximum", "min": "minimum", "dot": "matmul"}
@@ -835,4 +1005,5 @@ def functions() -> dict[str, str]:
     Read from the table each time, so a rule added to `RULES` is callable at once."""
     found = {op: op for op, rule in RULES.items() if rule.user}
     found.update(ALIASES)
+    found.update({name: name for name in COMPOSITIONS})
     return {name: op for name, op in found.items() if name not in _ONLY_BY_ALIAS}

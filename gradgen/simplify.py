@@ -263,12 +263,12 @@ def base(node: Node) -> Node:
 
 def borrowed(node: Node) -> bool:
     """True if the value is (a view of) an array the caller passed in."""
-    return base(node).op in ("input", "param")
+    return base(node).op in ("input", "iinput", "param")
 
 
 def constant(node: Node) -> bool:
     """True if the value is built from literals and dims only."""
-    return not any(n.op in ("input", "param") for n in ancestors([node]))
+    return not any(n.op in ("input", "iinput", "param") for n in ancestors([node]))
 
 
 #: Ops that build a new float array, whatever their operands (a 0-d one too).

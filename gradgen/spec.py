@@ -69,6 +69,7 @@ class Declaration:
     name: str
     shape: Shape
     loc: Location
+    dtype: str = "float"  # "int": an input of integer ids (indices, class labels)
 
 
 @dataclass(frozen=True)
@@ -371,10 +372,48 @@ def _declarations(
     out = []
     for k, value in section.entries:
         name = _entry_name(k, key, c)
+        dtype: str | None = "float"
+        if isinstance(value, YMap):  # {shape: [N], dtype: int}
+            dtype, value = _typed(value, key, c)
         shape = _shape(value, c, dims)
-        if name is not None and shape is not None:
-            out.append(Declaration(name, shape, k.loc))
+        if name is not None and shape is not None and dtype is not None:
+            out.append(Declaration(name, shape, k.loc, dtype))
     return tuple(out)
+
+
+def _typed(node: YMap, key: str, c: Collector) -> tuple[str | None, YNode]:
+    """`{shape: [N], dtype: int}`: the dtype (None if invalid) and the shape node."""
+    dtype: str | None = "float"
+    for k, _ in node.entries:
+        text = key_text(k)
+        if text not in ("shape", "dtype"):
+            c.error(
+                k.loc,
+                f"unknown key `{show_text(text)}`{did_you_mean(text, ['shape', 'dtype'])}"
+                " (a declaration is a shape, or `{shape: [...], dtype: int}`)",
+            )
+            dtype = None
+    given = node.get("dtype")
+    if given is not None:
+        value = given.value if isinstance(given, YScalar) else None
+        allowed = ("int", "float") if key == "inputs" else ("float",)
+        if value not in allowed:
+            c.error(
+                given.loc,
+                f"`dtype` in `{key}` is {' or '.join(allowed)}"
+                + (" (params are trained: they are floats)" if key == "params" else ""),
+            )
+            dtype = None
+        else:
+            dtype = str(value)
+    shape = node.get("shape")
+    if shape is None:
+        c.error(
+            node.loc,
+            "a declaration mapping needs a `shape`: `{shape: [N], dtype: int}`",
+        )
+        return None, YSeq((), node.loc, True)
+    return dtype, shape
 
 
 def _shape(node: YNode, c: Collector, dims: dict[str, Location]) -> Shape | None:

@@ -87,6 +87,14 @@ CASES = {
     "keepdims": "mean(A * x, axis=0, keepdims=True) * x + sum(W, axis=-1, keepdims=True)",
     "axis_tuple": "sum(W * x, axis=(0, 1)) * x + mean(A * x, axis=(-2, -1))",
     "constants": "x * pi + e * s",
+    "mse": "mse(A @ x, y) + x",
+    "binary_cross_entropy_with_logits": "binary_cross_entropy_with_logits(A @ x, y) * x",
+    "huber": "huber(A @ x - y, s * s + 0.5) + x",
+    "cross_entropy": "cross_entropy(A * x, ids) + cross_entropy(W * x, softmax(W, axis=0), axis=0)",
+    "one_hot": "one_hot(ids, n) @ (x * s)",
+    "getitem": "W[0] * x + W[:, 1] + sum(x[1:] @ W[1:, :2]) * s + W[-1, None][0] * x[...]",
+    "gather": "sum(W[ids], axis=0) * x + W[ids][0]",
+    "take_along": "(A * x)[arange(m), ids] * s",
 }
 
 
@@ -98,7 +106,7 @@ def load(tmp_path: Path, expr: str) -> ModuleType:
     spec = tmp_path / "rule_case.yaml"
     spec.write_text(
         "gradgen: 1\n"
-        "inputs: {A: [m, n], v: [n], y: [m]}\n"
+        "inputs: {A: [m, n], v: [n], y: [m], ids: {shape: [m], dtype: int}}\n"
         "params: {x: [n], W: [n, n], s: []}\n"
         f"define: {{f: '{expr}'}}\n"
         "loss: sum(f * f) / 2 + sum(y) * 0 + s * s\n"
@@ -116,6 +124,7 @@ def point(rng: np.random.Generator) -> dict[str, object]:
         "A": draw(4, 3),
         "v": draw(3),
         "y": draw(4),
+        "ids": rng.integers(0, 3, size=4),
         "x": draw(3),
         "W": draw(3, 3),
         "s": float(draw()),

@@ -239,7 +239,6 @@ def test_loss_independent_of_params() -> None:
             6,
             "a shape is a list of dims like `[N, n]` or `[]`, not the integer `5`",
         ),
-        ("{a: 1}", 6, "a shape is a list of dims like `[N, n]` or `[]`, not a mapping"),
         ("[1, 2, 3]", 6, "shapes have rank 0, 1 or 2; this one has rank 3"),
         ("[0]", 7, "a dim must be a positive integer, not 0"),
         ("[-3]", 7, "a dim must be a positive integer, not -3"),
@@ -530,3 +529,16 @@ def test_too_many_printed_operations() -> None:
         " compute 8016 operations (the loss counts twice, an output once more per"
         " param for its Jacobian); the limit is 8000"
     ]  # 7 operations, 3 times over, per output: the 382nd crosses the limit
+
+
+def test_a_declaration_mapping_needs_a_shape_and_known_keys() -> None:
+    assert errors(GOOD.replace("w: [n]", "w: {a: 1}")) == [
+        "5:6: a declaration mapping needs a `shape`: `{shape: [N], dtype: int}`",
+        "5:7: unknown key `a` (a declaration is a shape, or `{shape: [...], dtype: int}`)",
+    ]
+    spec = spec_of(
+        GOOD.replace("x: [n]", "x: [n]\n  y: {shape: [n], dtype: int}").replace(
+            "sum(x * w)", "sum(x * w) + sum(w[y])"
+        )
+    )
+    assert [(d.name, d.dtype) for d in spec.inputs] == [("x", "float"), ("y", "int")]
