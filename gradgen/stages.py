@@ -16,5 +16,6 @@ class Stage(StrEnum):
     GRAPH = "graph"
     DERIVATION = "derivation"
     LOWERED = "lowered"
+    EXPLANATION = "explanation"
     RENDERED = "rendered"
     MODULE = "module"
