@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/mlp.yaml
 spec-sha256: f19e146670e5d447051eeba444e07245803d9b14e1b414c7ebd7e6c049a0839f
-body-sha256: 3d7654625a8b8dce23fdde7efaeb05bf4be3e3bbe2519c717a1eb3b2f628de86
+body-sha256: 68413394f9866d1dcdab8f8f753d5ed6d3f05b732ce2a6eac4295f42c44f0dd4
 
 A two-layer perceptron: a tanh hidden layer and a linear output layer, with bias rows broadcast over the batch, fitted by mean squared error. Matrix-matrix products give the adjoints X^T G and G W^T. The prediction output has a rank-4 Jacobian with respect to the weight matrices.
 
@@ -64,7 +64,13 @@ def loss_and_gradients(
     W2: np.ndarray,
     b2: np.ndarray,
 ) -> tuple[float, Gradients]:
-    """The loss and its gradient with respect to every param."""
+    """The loss and its gradient with respect to every param.
+
+    dL/dW1 = 2/(N*k) * X.T @ ((1 - H**2) * ((out - Y) @ W2.T))
+    dL/db1 = 2/(N*k) * sum((1 - H**2) * ((out - Y) @ W2.T), axis=0)
+    dL/dW2 = 2/(N*k) * H.T @ (out - Y)
+    dL/db2 = 2/(N*k) * sum(out - Y, axis=0)
+    """
     N = np.shape(X)[0]
     k = np.shape(Y)[1]
     H = np.tanh(X @ W1 + b1)
@@ -88,7 +94,13 @@ def gradients(
     W2: np.ndarray,
     b2: np.ndarray,
 ) -> Gradients:
-    """The gradient of the loss with respect to every param."""
+    """The gradient of the loss with respect to every param.
+
+    dL/dW1 = 2/(N*k) * X.T @ ((1 - H**2) * ((out - Y) @ W2.T))
+    dL/db1 = 2/(N*k) * sum((1 - H**2) * ((out - Y) @ W2.T), axis=0)
+    dL/dW2 = 2/(N*k) * H.T @ (out - Y)
+    dL/db2 = 2/(N*k) * sum(out - Y, axis=0)
+    """
     return loss_and_gradients(X, Y, W1, b1, W2, b2)[1]
 
 
@@ -139,7 +151,13 @@ def prediction(
 def jacobian_prediction(
     X: np.ndarray, W1: np.ndarray, b1: np.ndarray, W2: np.ndarray, b2: np.ndarray
 ) -> PredictionJacobian:
-    """The Jacobians of `prediction`: shape [N, k] + each param's shape."""
+    """The Jacobians of `prediction`: shape [N, k] + each param's shape.
+
+    dprediction/dW1 = einsum('ik,il,lj->ijkl', X, 1 - H**2, W2)
+    dprediction/db1 = einsum('ik,kj->ijk', 1 - H**2, W2)
+    dprediction/dW2 = einsum('ip,jq->ijpq', H, eye(k))
+    dprediction/db2 = eye(k)
+    """
     N = np.shape(X)[0]
     k = np.shape(W2)[1]
     H = np.tanh(X @ W1 + b1)

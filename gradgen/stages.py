@@ -19,3 +19,10 @@ class Stage(StrEnum):
     EXPLANATION = "explanation"
     RENDERED = "rendered"
     MODULE = "module"
+
+
+class Format(StrEnum):
+    """What `gradgen explain --format` writes."""
+
+    MARKDOWN = "markdown"
+    HTML = "html"
