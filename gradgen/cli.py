@@ -14,7 +14,7 @@ import typer
 
 from . import __version__, plan
 from .plan import Job, Kind
-from .report import FAILED, OK, Reporter
+from .report import CHANGED, FAILED, OK, Reporter
 from .report import run as _run
 from .stages import Format, Stage
 

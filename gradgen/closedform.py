@@ -33,6 +33,8 @@ from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
 from .graph import Axes, Axis, Count, Exponent, Node, Position, Subscripts, attr
+from .rules import RULES
+from .scalar import X
 
 __all__ = [
     "Op",
@@ -1257,7 +1259,7 @@ class Shadow:
             return Einsum(sp.Symbol(attr(n, Subscripts).spec), *args)
         if op == "shape":
             return sp.Integer(0)  # only read through `fill`'s own dims
-        raise NotImplementedError(f"no closed form for the op {op}")
+        return _unknown(n, args)
 
     def _dim(self, d: object) -> Any:
         if isinstance(d, int):
@@ -1266,6 +1268,51 @@ class Shadow:
             return sp.Symbol(d, positive=True, integer=True)
         assert isinstance(d, str)
         return sp.Mul(*(self._dim(p) for p in d.split("*")))
+
+
+class Generic(Op):
+    """An op this module has no notation for (one added to the rule table alone):
+    `op(operands)`; the last argument is its rank. It cannot be evaluated."""
+
+    operands = -1
+
+    @property
+    def arrays(self) -> tuple[Any, ...]:
+        return tuple(self.args[:-1])
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return int(self.args[-1])
+
+    def _operands(self, p: _Latex | _Text) -> str:
+        return ", ".join(p.doprint(a) for a in self.arrays)
+
+    def tex(self, p: _Latex) -> str:
+        return f"\\operatorname{{{type(self).__name__}}}\\left({self._operands(p)}\\right)"
+
+    def txt(self, p: _Text) -> str:
+        return f"{type(self).__name__}({self._operands(p)})"
+
+    def mml(self, p: _MathML) -> Element:
+        inner = p.row()
+        for i, a in enumerate(self.arrays):
+            if i:
+                inner.appendChild(p.mo(","))
+            inner.appendChild(p.doprint_element(a))
+        return p.row(p.mi(type(self).__name__), p.mo("("), inner, p.mo(")"))
+
+
+@functools.cache
+def _generic(op: str) -> type[Generic]:
+    return type(op, (Generic,), {})
+
+
+def _unknown(n: Node, args: list[Any]) -> Any:
+    """An op added to the rule table alone: an element-wise function by its sympy
+    definition (`log1p` is log(1 + x)), anything else as `op(operands)`."""
+    rule = RULES.get(n.op)
+    if rule is not None and rule.elementwise is not None and len(args) == 1:
+        return rule.elementwise[0].xreplace({X: args[0]})
+    return _generic(n.op)(*args, sp.Integer(n.rank))
 
 
 def _ancestors_until(root: Node, atoms: Mapping[Node, Any]) -> list[Node]:

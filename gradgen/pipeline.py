@@ -29,7 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, explain, write
+from . import __version__, write
+from . import explain as dumps
 from .derive import derive
 from .explanation import explain as explain_derivation
 from .formatting import format_python
@@ -82,16 +83,16 @@ def generate(
     model = build(checked)  # raises the spec's and its expressions' problems
     target = out_dir / f"{model.spec.name}.py"
     if stage is Stage.SPEC:
-        return result(explain.spec_text(model.spec))
+        return result(dumps.spec_text(model.spec))
     if stage is Stage.GRAPH:
-        return result(explain.graph_text(model))
+        return result(dumps.graph_text(model))
     derivatives = derive(model)
     if stage is Stage.DERIVATION:
-        return result(explain.derivation_text(model, derivatives.gradients))
+        return result(dumps.derivation_text(model, derivatives.gradients))
     program = lower(model, derivatives)
     bodies = print_program(program)
     if stage is Stage.LOWERED:
-        return result(explain.lowered_text(program, bodies))
+        return result(dumps.lowered_text(program, bodies))
     explained = explain_derivation(model, derivatives, program, bodies)
     header = {
         "version": __version__,
