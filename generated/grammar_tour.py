@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/grammar_tour.yaml
 spec-sha256: 95f44d4952aa211a009dfb95fdb564acca1cf7c24e5b204ec2e86c68921c616f
-body-sha256: 37ef2197eb7c9ddf02928ad40e87874b589a79b71d994dc0722c130efa77bda2
+body-sha256: d775715da1e8306abed6f75fce4d41937c609afceac83b1401681c279362eed9
 
 Exercises the rest of the expression grammar in one smooth-enough loss: a bias row, a leaky ReLU built from max(0, z) and min(z, 0), abs, square, sqrt, exp, log, cos, tanh, sigmoid, unary minus, division, .T, dot, sum(..., axis=0), mean(..., axis=1), a dim used as a number, a scalar input and a scalar param broadcast over arrays. Every argument stays inside its domain (sqrt(square(.) + 1), log(1 + exp(.))). Trained with momentum with a non-default beta. The outputs depend on only some of the params and inputs.
 
@@ -98,10 +98,10 @@ def loss_and_gradients(
 ) -> tuple[float, Gradients]:
     """The loss and its gradient with respect to every param.
 
-    dL/dW = X.T @ (1/(k*n) * s * sigmoid(q) * (X @ u)[:, None] * sign(Z) + 1/N * (A - Y) * (max(0, Z) != 0) / R + 1/(10*N) * (A - Y) * (min(Z, 0) != 0) / R) + outer(u, (tanh(sum(W.T @ u))**2 - 1)/(s**2 + 1))
+    dL/dW = X.T @ (1/(k*n) * s * sigmoid(q) * (X @ u)[:, None] * sign(Z) + 1/N * (A - Y) * (max(0, Z) != 0) / R + 1/(10*N) * (A - Y) * (min(Z, 0) != 0) / R) + outer(u, ones(k) * ((tanh(sum(W.T @ u))**2 - 1)/(s**2 + 1)))
     dL/dc = sum(1/(k*n) * s * sigmoid(q) * (X @ u)[:, None] * sign(Z) + 1/N * (A - Y) * (max(0, Z) != 0) / R + 1/(10*N) * (A - Y) * (min(Z, 0) != 0) / R, axis=0)
     dL/ds = 2*s*tanh(sum(W.T @ u))/(s**2 + 1)**2 + (1 - sigmoid(s)) * sigmoid(s) + 1/(k*n) * sigmoid(q) * sum(abs(Z) * (X @ u)[:, None])
-    dL/du = 1/n * sigmoid(q) * back + W @ ((tanh(sum(W.T @ u))**2 - 1)/(s**2 + 1)) - 2/n * tau * u * cos(u) * exp(-u**2) - 1/n * tau * exp(-u**2) * sin(u)
+    dL/du = 1/n * sigmoid(q) * back + W @ ones(k) * ((tanh(sum(W.T @ u))**2 - 1)/(s**2 + 1)) - 2/n * tau * u * cos(u) * exp(-u**2) - 1/n * tau * exp(-u**2) * sin(u)
     """
     N = np.shape(X)[0]
     n = np.shape(X)[1]
@@ -153,10 +153,10 @@ def gradients(
 ) -> Gradients:
     """The gradient of the loss with respect to every param.
 
-    dL/dW = X.T @ (1/(k*n) * s * sigmoid(q) * (X @ u)[:, None] * sign(Z) + 1/N * (A - Y) * (max(0, Z) != 0) / R + 1/(10*N) * (A - Y) * (min(Z, 0) != 0) / R) + outer(u, (tanh(sum(W.T @ u))**2 - 1)/(s**2 + 1))
+    dL/dW = X.T @ (1/(k*n) * s * sigmoid(q) * (X @ u)[:, None] * sign(Z) + 1/N * (A - Y) * (max(0, Z) != 0) / R + 1/(10*N) * (A - Y) * (min(Z, 0) != 0) / R) + outer(u, ones(k) * ((tanh(sum(W.T @ u))**2 - 1)/(s**2 + 1)))
     dL/dc = sum(1/(k*n) * s * sigmoid(q) * (X @ u)[:, None] * sign(Z) + 1/N * (A - Y) * (max(0, Z) != 0) / R + 1/(10*N) * (A - Y) * (min(Z, 0) != 0) / R, axis=0)
     dL/ds = 2*s*tanh(sum(W.T @ u))/(s**2 + 1)**2 + (1 - sigmoid(s)) * sigmoid(s) + 1/(k*n) * sigmoid(q) * sum(abs(Z) * (X @ u)[:, None])
-    dL/du = 1/n * sigmoid(q) * back + W @ ((tanh(sum(W.T @ u))**2 - 1)/(s**2 + 1)) - 2/n * tau * u * cos(u) * exp(-u**2) - 1/n * tau * exp(-u**2) * sin(u)
+    dL/du = 1/n * sigmoid(q) * back + W @ ones(k) * ((tanh(sum(W.T @ u))**2 - 1)/(s**2 + 1)) - 2/n * tau * u * cos(u) * exp(-u**2) - 1/n * tau * exp(-u**2) * sin(u)
     """
     return loss_and_gradients(X, Y, tau, W, c, s, u)[1]
 
@@ -294,10 +294,10 @@ def jacobian_score(
 ) -> ScoreJacobian:
     """The Jacobians of `score`: shape [2] + each param's shape.
 
-    dscore/dW = [1/(k*n) * s * einsum('k,k...->...', u, einsum('ik,k...->i...', X.T, einsum('ij,ik->ijk', X, sign(Z)))), 0]
-    dscore/dc = [1/(k*n) * s * einsum('k,k...->...', u, einsum('ik,k...->i...', X.T, sign(Z))), 0]
-    dscore/ds = [1/(k*n) * einsum('k,k...->...', u, einsum('ik,k...->i...', X.T, sum(abs(Z), axis=1))), -1]
-    dscore/du = [1/n * back, 0]
+    dscore/dW = stack([1/(k*n) * s * einsum('k,k...->...', u, einsum('ik,k...->i...', X.T, einsum('ij,ik->ijk', X, sign(Z)))), 0])
+    dscore/dc = stack([1/(k*n) * s * einsum('k,k...->...', u, einsum('ik,k...->i...', X.T, sign(Z))), 0])
+    dscore/ds = stack([1/(k*n) * einsum('k,k...->...', u, einsum('ik,k...->i...', X.T, sum(abs(Z), axis=1))), -1])
+    dscore/du = stack([1/n * back, 0])
     """
     n = np.shape(X)[1]
     k = np.shape(W)[1]

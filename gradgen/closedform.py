@@ -339,7 +339,10 @@ class Stack(Op):
         return p.row(p.mo("["), table, p.mo("]"))
 
     def txt(self, p: _Text) -> str:
-        return "[" + ", ".join(p.doprint(a) for a in self.args) + "]"
+        """`[a, b]` for numbers; `stack([A, 0])`, the elements broadcast to one
+        shape, where they are arrays (a Jacobian's rows)."""
+        items = "[" + ", ".join(p.doprint(a) for a in self.args) + "]"
+        return items if all(p.rank(a) == 0 for a in self.args) else f"stack({items})"
 
     def compute(self, *values: Any) -> Any:
         return _np().array(values, dtype=float)
@@ -385,7 +388,30 @@ class ExpandDims(_Transparent):
 
 
 class Fill(_Transparent):
-    """g broadcast to a shape (the trailing arguments are its dims)."""
+    """g broadcast to a shape (the trailing arguments are its dims): transparent,
+    or `g 1` (a scalar times the array of ones) where g has fewer axes."""
+
+    def _spread(self, p: _Printer) -> bool:
+        return p.rank(self.args[0]) < len(self.extra)
+
+    def tex(self, p: _Latex) -> str:
+        if not self._spread(p):
+            return p.doprint(self.args[0])
+        return f"{p.parenthesize(self.args[0], _MUL)} \\mathbf{{1}}"
+
+    def mml(self, p: _MathML) -> Element:
+        if not self._spread(p):
+            return p.doprint_element(self.args[0])
+        one = p.mi("1")
+        one.setAttribute("mathvariant", "bold")
+        return p.row(p.parenthesize(self.args[0], _MUL), p.mo("\u2062"), one)
+
+    def txt(self, p: _Text) -> str:
+        if not self._spread(p):
+            return p.doprint(self.args[0])
+        dims = ", ".join(p.doprint(d) for d in self.extra)
+        shape = dims if len(self.extra) == 1 else f"({dims})"
+        return f"ones({shape}) * {p.parenthesize(self.args[0], _MUL)}"
 
     def out_rank(self, ranks: list[int]) -> int:
         return len(self.extra)
@@ -1357,9 +1383,10 @@ def evaluate(expr: Any, values: Mapping[str, Any]) -> Any:
         return values[expr.name]
     if expr.is_Number:
         return float(expr)
-    args = [evaluate(a, values) for a in expr.args]
     if isinstance(expr, Einsum):
-        return expr.compute(expr.args[0].name, *args[1:])
+        operands = [evaluate(a, values) for a in expr.args[1:]]
+        return expr.compute(expr.args[0].name, *operands)
+    args = [evaluate(a, values) for a in expr.args]
     if isinstance(expr, Op):
         return expr.compute(*args)
     if expr.is_Add:
