@@ -30,6 +30,7 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.mathml import MathMLPresentationPrinter
 from sympy.printing.precedence import PRECEDENCE
+from sympy.printing.printer import Printer
 from sympy.printing.str import StrPrinter
 
 from .graph import Axes, Axis, Count, Exponent, Node, Position, Subscripts, attr
@@ -65,10 +66,15 @@ class Op(sp.Function):
     subscripts) are trailing arguments, so that sympy keeps them with the operands.
     """
 
-    precedence: ClassVar[int] = _ATOM
+    base_precedence: ClassVar[int] = _ATOM
     operands: ClassVar[int] = 1  # array operands; the remaining args are attributes
     operator: ClassVar[bool] = True  # printed before its operand (Σ, X^T ·): in a
     # product, numeric coefficients are written in front of it, `2/N Σ ...`
+
+    @property
+    def precedence(self) -> int:
+        """How tightly it binds, for sympy's printers (`sympy.printing.precedence`)."""
+        return self.base_precedence
 
     @property
     def arrays(self) -> tuple[Any, ...]:
@@ -114,7 +120,7 @@ def _np() -> Any:
 class MatMul(Op):
     """a @ b: `X w`, `X^T G`; two vectors: `u^T v`."""
 
-    precedence = _MUL
+    base_precedence = _MUL
     operands = 2
 
     def out_rank(self, ranks: list[int]) -> int:
@@ -147,7 +153,7 @@ class MatMul(Op):
 class Outer(Op):
     """The outer product of two vectors, `a b^T`."""
 
-    precedence = _MUL
+    base_precedence = _MUL
     operands = 2
 
     def out_rank(self, ranks: list[int]) -> int:
@@ -174,7 +180,7 @@ class Outer(Op):
 class Transpose(Op):
     """`A^T`."""
 
-    precedence = _POW
+    base_precedence = _POW
 
     def tex(self, p: _Latex) -> str:
         return f"{p.parenthesize(self.args[0], _POW, strict=True)}^{{\\top}}"
@@ -200,7 +206,7 @@ def _axis_value(arg: Any) -> int | None:
 class Sum(Op):
     """sum(x) over every element, or along one axis (-1: every element)."""
 
-    precedence = _MUL
+    base_precedence = _MUL
 
     def out_rank(self, ranks: list[int]) -> int:
         return 0 if _axis_value(self.args[1]) is None else ranks[0] - 1
@@ -219,7 +225,11 @@ class Sum(Op):
         index, sub = self._index(p)
         x = self.args[0]
         body = p.doprint(x)
-        summand = f"{{{body}}}_{{{sub}}}" if x.is_Symbol else f"\\left({body}\\right)_{{{sub}}}"
+        summand = (
+            f"{{{body}}}_{{{sub}}}"
+            if x.is_Symbol
+            else f"\\left({body}\\right)_{{{sub}}}"
+        )
         return f"\\sum_{{{index}}} {summand}"
 
     def mml(self, p: _MathML) -> Element:
@@ -265,7 +275,9 @@ class LogSumExp(Op):
     def tex(self, p: _Latex) -> str:
         axis = _axis_value(self.args[1])
         sub = "" if axis is None else f"_{{{axis}}}"
-        return f"\\operatorname{{logsumexp}}{sub}\\left({p.doprint(self.args[0])}\\right)"
+        return (
+            f"\\operatorname{{logsumexp}}{sub}\\left({p.doprint(self.args[0])}\\right)"
+        )
 
     def mml(self, p: _MathML) -> Element:
         axis = _axis_value(self.args[1])
@@ -307,7 +319,9 @@ class Index(Op):
         )
 
     def txt(self, p: _Text) -> str:
-        return f"{p.parenthesize(self.args[0], _ATOM, strict=True)}[{int(self.args[1])}]"
+        return (
+            f"{p.parenthesize(self.args[0], _ATOM, strict=True)}[{int(self.args[1])}]"
+        )
 
     def compute(self, x: Any, i: Any) -> Any:
         return x[int(i)]
@@ -364,7 +378,8 @@ class _Transparent(Op):
         return p.doprint(self.args[0])
 
     @property
-    def precedence(self) -> int:  # type: ignore[override]
+    def precedence(self) -> int:
+        """Its operand's: it prints as its operand."""
         from sympy.printing.precedence import precedence
 
         result: int = precedence(self.args[0])
@@ -521,7 +536,9 @@ class Einsum(Op):
     def tex(self, p: _Latex) -> str:
         spec = str(self.args[0].name).replace("->", "\\to ")
         operands = ", ".join(p.doprint(a) for a in self.args[1:])
-        return f"\\operatorname{{einsum}}_{{\\mathtt{{{spec}}}}}\\left({operands}\\right)"
+        return (
+            f"\\operatorname{{einsum}}_{{\\mathtt{{{spec}}}}}\\left({operands}\\right)"
+        )
 
     def mml(self, p: _MathML) -> Element:
         spec = str(self.args[0].name).replace("->", "\u2192")
@@ -646,7 +663,7 @@ class Compare(Elementwise):
     """A mask: 1 where the comparison holds, else 0."""
 
     operands = 2
-    precedence = _ATOM
+    base_precedence = _ATOM
     symbol: ClassVar[str] = ""
     tex_symbol: ClassVar[str] = ""
     mml_symbol: ClassVar[str] = ""
@@ -688,7 +705,7 @@ class NotEqual(Compare):
 class Hadamard(Op):
     """The element-wise product of arrays, `a ⊙ b` (built only for printing)."""
 
-    precedence = _MUL
+    base_precedence = _MUL
     operands = -1
 
     def tex(self, p: _Latex) -> str:
@@ -754,7 +771,7 @@ class Assign(Op):
     the third argument is 0."""
 
     operands = 2
-    precedence = PRECEDENCE["Lambda"]
+    base_precedence = PRECEDENCE["Lambda"]
 
     def _arrow(self) -> bool:
         return len(self.args) < 3 or bool(self.args[2])
@@ -794,7 +811,7 @@ class Hat(Op):
 
 
 class Ones(Op):
-    """The vector of ones, 𝟏."""
+    """The vector of ones, 1 (bold)."""
 
     operands = 0
 
@@ -826,7 +843,7 @@ class _Printer:
         return rank(expr, self.ranks)
 
     def _as_ordered_terms(self, expr: Any, order: Any = None) -> list[Any]:
-        terms: list[Any] = super()._as_ordered_terms(expr, order=order)  # type: ignore[misc]
+        terms: list[Any] = Printer._as_ordered_terms(self, expr, order=order)
         positive = [t for t in terms if not t.could_extract_minus_sign()]
         if positive and terms[0] is not positive[0]:
             terms.remove(positive[0])
@@ -862,7 +879,7 @@ def _split(
     return sp.Mul(*coefficient), scalars, top, bottom
 
 
-class _Latex(_Printer, LatexPrinter):  # type: ignore[misc]
+class _Latex(_Printer, LatexPrinter):
     def __init__(self, ranks: Mapping[sp.Symbol, int]) -> None:
         super().__init__({"mul_symbol": None})
         self.ranks = ranks
@@ -870,14 +887,18 @@ class _Latex(_Printer, LatexPrinter):  # type: ignore[misc]
     def _print_Mul(self, expr: Any) -> str:
         split = _split(expr, self.ranks)
         if split is None:
-            return super()._print_Mul(expr)  # type: ignore[no-any-return]
+            return super()._print_Mul(expr)
         coefficient, scalars, top, bottom = split
         many = len(scalars) + len(top) > 1
-        parts = [self.parenthesize(f, _MUL) if many else self._print(f) for f in scalars]
+        parts = [
+            self.parenthesize(f, _MUL) if many else self._print(f) for f in scalars
+        ]
         if top:
-            parts.append(" \\odot ".join(
-                self.parenthesize(f, _MUL) if many else self._print(f) for f in top
-            ))
+            parts.append(
+                " \\odot ".join(
+                    self.parenthesize(f, _MUL) if many else self._print(f) for f in top
+                )
+            )
         body = " ".join(parts) or "1"
         if bottom:
             body = f"\\frac{{{body}}}{{{self._print(sp.Mul(*bottom))}}}"
@@ -888,7 +909,7 @@ class _Latex(_Printer, LatexPrinter):  # type: ignore[misc]
         return f"{self._print(coefficient)} {body}"
 
 
-class _Text(_Printer, StrPrinter):  # type: ignore[misc]
+class _Text(_Printer, StrPrinter):
     def __init__(self, ranks: Mapping[sp.Symbol, int]) -> None:
         super().__init__()
         self.ranks = ranks
@@ -898,8 +919,8 @@ class _Text(_Printer, StrPrinter):  # type: ignore[misc]
         while isinstance(item, _Transparent) and type(item).txt is _Transparent.txt:
             item = item.args[0]
         if isinstance(item, Op) and not isinstance(item, MatMul | Hadamard):
-            return self._print(item)  # type: ignore[no-any-return]
-        return super().parenthesize(item, level, strict)  # type: ignore[no-any-return]
+            return self._print(item)
+        return super().parenthesize(item, level, strict)
 
     def _print_Mul(self, expr: Any) -> str:
         """Coefficient first, then the factors: `2/N * X.T @ ((z > 0) * (a - y))`.
@@ -907,7 +928,7 @@ class _Text(_Printer, StrPrinter):  # type: ignore[misc]
         parentheses."""
         split = _split(expr, self.ranks)
         if split is None:
-            return super()._print_Mul(expr)  # type: ignore[no-any-return]
+            return super()._print_Mul(expr)
         coefficient, scalars, top, bottom = split
         factors = [*scalars, *top]
         body = " * ".join(
@@ -932,7 +953,7 @@ class _Text(_Printer, StrPrinter):  # type: ignore[misc]
         return f"abs({self.doprint(expr.args[0])})"
 
 
-class _MathML(_Printer, MathMLPresentationPrinter):  # type: ignore[misc]
+class _MathML(_Printer, MathMLPresentationPrinter):
     def __init__(self, ranks: Mapping[sp.Symbol, int]) -> None:
         super().__init__({"mul_symbol": None})
         self.ranks = ranks
@@ -940,7 +961,7 @@ class _MathML(_Printer, MathMLPresentationPrinter):  # type: ignore[misc]
     def _print_Mul(self, expr: Any) -> Element:
         split = _split(expr, self.ranks)
         if split is None:
-            return super()._print_Mul(expr)  # type: ignore[no-any-return]
+            return super()._print_Mul(expr)
         coefficient, scalars, top, bottom = split
         many = len(scalars) + len(top) > 1
         body = self.row()
@@ -963,7 +984,7 @@ class _MathML(_Printer, MathMLPresentationPrinter):  # type: ignore[misc]
 
     # small element builders for the opaque functions
     def element(self, tag: str) -> Element:
-        return self.dom.createElement(tag)  # type: ignore[no-any-return]
+        return self.dom.createElement(tag)
 
     def _leaf(self, tag: str, text: str) -> Element:
         e = self.element(tag)
@@ -998,10 +1019,10 @@ class _MathML(_Printer, MathMLPresentationPrinter):  # type: ignore[misc]
         return self.row(self.mo("("), self.doprint_element(expr), self.mo(")"))
 
     def doprint_element(self, expr: Any) -> Element:
-        return self._print(expr)  # type: ignore[no-any-return]
+        return self._print(expr)
 
     def parenthesize(self, item: Any, level: int, strict: bool = False) -> Element:
-        return super().parenthesize(item, level, strict)  # type: ignore[no-any-return]
+        return super().parenthesize(item, level, strict)
 
     def tex_fallback(self, expr: Any) -> Element:
         raise NotImplementedError(type(expr).__name__)
@@ -1009,7 +1030,7 @@ class _MathML(_Printer, MathMLPresentationPrinter):  # type: ignore[misc]
 
 def latex(expr: Any, ranks: Mapping[sp.Symbol, int]) -> str:
     """LaTeX, for Markdown's `$...$`."""
-    return _Latex(ranks).doprint(expr)  # type: ignore[no-any-return]
+    return _Latex(ranks).doprint(expr)
 
 
 def mathml(expr: Any, ranks: Mapping[sp.Symbol, int]) -> str:
@@ -1023,7 +1044,7 @@ def mathml(expr: Any, ranks: Mapping[sp.Symbol, int]) -> str:
 
 def text(expr: Any, ranks: Mapping[sp.Symbol, int]) -> str:
     """One readable numpy-like line (`2/N * X.T @ ((z > 0) * (a - y))`)."""
-    return _Text(ranks).doprint(expr)  # type: ignore[no-any-return]
+    return _Text(ranks).doprint(expr)
 
 
 def rank(expr: Any, ranks: Mapping[sp.Symbol, int]) -> int:
@@ -1078,7 +1099,8 @@ _LINEAR: tuple[type, ...] = (
 
 def _scalar_factor(expr: Any, ranks: Mapping[sp.Symbol, int]) -> tuple[Any, Any]:
     """`expr` as (scalar, rest): the product of its rank-0 factors, and the others."""
-    scalars, others = [], []
+    scalars: list[Any] = []
+    others: list[Any] = []
     for f in sp.Mul.make_args(expr):
         (scalars if rank(f, ranks) == 0 else others).append(f)
     if not others:
@@ -1110,7 +1132,9 @@ def _simplify(expr: Any, ranks: Mapping[sp.Symbol, int]) -> Any:
     def hide(e: Any) -> Any:
         if isinstance(e, Op) and not isinstance(e, Elementwise):
             if e not in opaque:
-                opaque[e] = sp.Symbol(f"_op{len(opaque)}", real=True)  # no spec name starts with _
+                opaque[e] = sp.Symbol(
+                    f"_op{len(opaque)}", real=True
+                )  # no spec name starts with _
             return opaque[e]
         if not e.args or isinstance(e, sp.Symbol):
             return e
@@ -1313,7 +1337,9 @@ class Generic(Op):
         return ", ".join(p.doprint(a) for a in self.arrays)
 
     def tex(self, p: _Latex) -> str:
-        return f"\\operatorname{{{type(self).__name__}}}\\left({self._operands(p)}\\right)"
+        return (
+            f"\\operatorname{{{type(self).__name__}}}\\left({self._operands(p)}\\right)"
+        )
 
     def txt(self, p: _Text) -> str:
         return f"{type(self).__name__}({self._operands(p)})"

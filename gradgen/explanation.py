@@ -67,7 +67,7 @@ class Local:
     operand: str
     rule: str
     jacobian: Formula | None  # element-wise: the diagonal Jacobian ∂v/∂operand
-    shape: str  # of the Jacobian, N × n
+    shape: str  # of the Jacobian, N x n
     contribution: Formula  # ∂L/∂v passed back: the vector-Jacobian product
 
 
@@ -79,7 +79,7 @@ class Adjoint:
     equation: Formula  # ∂L/∂v = sum of the contributions, symbolically
     value: Formula  # ... = its value in terms of the variables
     users: tuple[str, ...]  # the variables whose contributions were summed
-    chains: tuple[str, ...]  # vector chain rule, shapes: "∂L/∂w (1 × n) = ..."
+    chains: tuple[str, ...]  # vector chain rule, shapes: "∂L/∂w (1 x n) = ..."
 
 
 @dataclass(frozen=True)
@@ -224,9 +224,7 @@ class _Builder:
             found.append(Variable(name, symbol, definition, show(n.shape), kind, n))
         return found
 
-    def derivation(
-        self, derivation: Derivation
-    ) -> tuple[list[Local], list[Adjoint]]:
+    def derivation(self, derivation: Derivation) -> tuple[list[Local], list[Adjoint]]:
         ops = self.model.ops
         placeholders: dict[Node, Node] = {}
         atoms: dict[Node, Any] = dict(self.symbols)
@@ -354,7 +352,9 @@ class _Builder:
         return Diagram(tuple(nodes), tuple(edges))
 
 
-def optimizer_updates(model: Model) -> tuple[tuple[tuple[Formula, str], ...], tuple[Formula, ...]]:
+def optimizer_updates(
+    model: Model,
+) -> tuple[tuple[tuple[Formula, str], ...], tuple[Formula, ...]]:
     """The optimizer's update of every param θ, in the article's notation."""
     rule = model.spec.optimizer.rule
     theta, v, m, t = (sp.Symbol(s, real=True) for s in ("theta", "v", "m", "t"))
@@ -412,9 +412,7 @@ def explain(
     derivation = derivatives.gradients
     if derivation is not None:
         locals_, adjoints = b.derivation(derivation)
-        gradients = [
-            b.result("L", p, g) for p, g in derivation.gradients.items()
-        ]
+        gradients = [b.result("L", p, g) for p, g in derivation.gradients.items()]
     jacobians = [
         b.result(out, p, j)
         for out, per_param in derivatives.jacobians.items()

@@ -16,11 +16,11 @@ import jinja2
 
 from . import naming
 from .explanation import Diagram, Explanation, Result
+from .graph import Exponent, ancestors, attr
 from .load import YNode, YScalar, YSeq
 from .lower import Program
 from .model import Model
 from .printer import Body
-from .graph import Exponent, ancestors, attr
 from .rules import CONVENTIONS, number
 from .shapes import show
 

@@ -598,7 +598,10 @@ STEPWISE = frozenset({"gt", "eq", "ne", "sign"})
 #: A generated module's header lists the rows of the ops it uses; the README has
 #: the table, and tests/test_explain.py checks every row against generated code.
 CONVENTIONS: dict[str, tuple[str, str]] = {
-    "relu": ("relu", "relu'(0) = 0, as in the article (the step function with H(0) = 0)"),
+    "relu": (
+        "relu",
+        "relu'(0) = 0, as in the article (the step function with H(0) = 0)",
+    ),
     "abs": ("abs", "abs'(0) = sign(0) = 0"),
     "maximum": (
         "max",

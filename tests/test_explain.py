@@ -20,7 +20,6 @@ import pytest
 import sympy as sp
 from conftest import (
     EXAMPLES,
-    LOSS_EXAMPLES,
     Example,
     call,
     evaluate,
@@ -286,7 +285,10 @@ def test_check_treats_explanations_like_modules(
     md = tmp_path / "gen" / "relu_neuron.md"
     md.write_text(md.read_text().replace("sgd", "SGD"))
     code, stdout, _ = run(["check"])
-    assert (code, stdout.splitlines()[0]) == (1, "would change gen/relu_neuron.md (edited by hand)")
+    assert (code, stdout.splitlines()[0]) == (
+        1,
+        "would change gen/relu_neuron.md (edited by hand)",
+    )
     md.unlink()
     code, stdout, _ = run(["check"])
     assert code == 1 and "missing gen/relu_neuron.md" in stdout
@@ -329,7 +331,7 @@ def test_conventions_are_what_the_code_does(tmp_path: Path) -> None:
         assert power.gradients(zero, 2.0).b == 0.0  # xlogy
         assert power.gradients(zero, 0.5).a == np.inf
     assert "xlogy" in text
-    smooth, text = _module(tmp_path, "k_smooth", "params: {x: []}\nloss: exp(x)\n")
+    _, text = _module(tmp_path, "k_smooth", "params: {x: []}\nloss: exp(x)\n")
     assert "Where a derivative does not exist" not in text
 
 

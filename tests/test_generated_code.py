@@ -64,7 +64,11 @@ def _code(fn: ast.FunctionDef) -> list[ast.stmt]:
     """The function's statements, without its docstring (which states closed forms
     in math, `x**3` included)."""
     body = fn.body
-    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+    if (
+        body
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+    ):
         body = body[1:]
     return body
 
