@@ -400,9 +400,12 @@ def explain(
     derivatives: Derivatives,
     program: Program,
     bodies: Mapping[str, Body],
+    *,
+    steps: bool = True,
 ) -> Explanation:
     """The explanation of a derived model (its program and printed bodies give the
-    names the generated code uses)."""
+    names the generated code uses). Without `steps`, only the closed forms (what a
+    module's docstrings state): no local derivatives, no chain rule."""
     del program  # the names come from the printed bodies
     b = _Builder(model, derivatives, bodies if "loss_and_gradients" in bodies else {})
     variables = b.variables()
@@ -411,7 +414,8 @@ def explain(
     gradients: list[Result] = []
     derivation = derivatives.gradients
     if derivation is not None:
-        locals_, adjoints = b.derivation(derivation)
+        if steps:
+            locals_, adjoints = b.derivation(derivation)
         gradients = [b.result("L", p, g) for p, g in derivation.gradients.items()]
     jacobians = [
         b.result(out, p, j)

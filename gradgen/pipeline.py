@@ -93,7 +93,8 @@ def generate(
     bodies = print_program(program)
     if stage is Stage.LOWERED:
         return result(dumps.lowered_text(program, bodies))
-    explained = explain_derivation(model, derivatives, program, bodies)
+    steps = explain is not None or stage is Stage.EXPLANATION  # else: closed forms
+    explained = explain_derivation(model, derivatives, program, bodies, steps=steps)
     header = {
         "version": __version__,
         "spec_rel": write.relative_spec(spec_path, out_dir),
