@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/grammar_tour.yaml
 spec-sha256: 95f44d4952aa211a009dfb95fdb564acca1cf7c24e5b204ec2e86c68921c616f
-body-sha256: 8b6712b1c1f4e81f68fc71443bbd667c79c78730f1bb6874a7dda04de3a17b4b
+body-sha256: 1bef6a68a189d5c7dc31049e274c0fb1cc374885f7134a583d8fb2b3b4b01127
 
 Exercises the rest of the expression grammar in one smooth-enough loss: a bias row, a leaky ReLU built from max(0, z) and min(z, 0), abs, square, sqrt, exp, log, cos, tanh, sigmoid, unary minus, division, .T, dot, sum(..., axis=0), mean(..., axis=1), a dim used as a number, a scalar input and a scalar param broadcast over arrays. Every argument stays inside its domain (sqrt(square(.) + 1), log(1 + exp(.))). Trained with momentum with a non-default beta. The outputs depend on only some of the params and inputs.
 
@@ -23,6 +23,12 @@ Model:
     row_mean = row
     score = [q, -s]
     optimizer: momentum (lr=0.01, beta=0.8)
+
+Where a derivative does not exist, the gradients use:
+    abs: abs'(0) = sign(0) = 0
+    max: at a tie a == b the whole gradient goes to one operand: a constant one if there is one (so max(0, z) is relu, 0 at z = 0), else the first
+    min: at a tie, as max: a constant operand, else the first
+    sqrt: sqrt'(0) = 1/(2*0) = inf; gradgen has no norm, and the gradient of sqrt(sum(x**2)) at x = 0 is nan (inf * 0), not 0
 
 Regenerate with `gradgen generate`; `gradgen check` fails while this file is stale.
 """
@@ -90,7 +96,13 @@ def loss_and_gradients(
     s: float,
     u: np.ndarray,
 ) -> tuple[float, Gradients]:
-    """The loss and its gradient with respect to every param."""
+    """The loss and its gradient with respect to every param.
+
+    dL/dW = X.T @ (1/(k*n) * s * sigmoid(q) * (X @ u)[:, None] * sign(Z) + 1/N * (A - Y) * (max(0, Z) != 0) / R + 1/(10*N) * (A - Y) * (min(Z, 0) != 0) / R) + outer(u, ones(k) * ((tanh(sum(W.T @ u))**2 - 1)/(s**2 + 1)))
+    dL/dc = sum(1/(k*n) * s * sigmoid(q) * (X @ u)[:, None] * sign(Z) + 1/N * (A - Y) * (max(0, Z) != 0) / R + 1/(10*N) * (A - Y) * (min(Z, 0) != 0) / R, axis=0)
+    dL/ds = 2*s*tanh(sum(W.T @ u))/(s**2 + 1)**2 + (1 - sigmoid(s)) * sigmoid(s) + 1/(k*n) * sigmoid(q) * sum(abs(Z) * (X @ u)[:, None])
+    dL/du = 1/n * sigmoid(q) * back + W @ ones(k) * ((tanh(sum(W.T @ u))**2 - 1)/(s**2 + 1)) - 2/n * tau * u * cos(u) * exp(-u**2) - 1/n * tau * exp(-u**2) * sin(u)
+    """
     N = np.shape(X)[0]
     n = np.shape(X)[1]
     k = np.shape(Y)[1]
@@ -139,7 +151,13 @@ def gradients(
     s: float,
     u: np.ndarray,
 ) -> Gradients:
-    """The gradient of the loss with respect to every param."""
+    """The gradient of the loss with respect to every param.
+
+    dL/dW = X.T @ (1/(k*n) * s * sigmoid(q) * (X @ u)[:, None] * sign(Z) + 1/N * (A - Y) * (max(0, Z) != 0) / R + 1/(10*N) * (A - Y) * (min(Z, 0) != 0) / R) + outer(u, ones(k) * ((tanh(sum(W.T @ u))**2 - 1)/(s**2 + 1)))
+    dL/dc = sum(1/(k*n) * s * sigmoid(q) * (X @ u)[:, None] * sign(Z) + 1/N * (A - Y) * (max(0, Z) != 0) / R + 1/(10*N) * (A - Y) * (min(Z, 0) != 0) / R, axis=0)
+    dL/ds = 2*s*tanh(sum(W.T @ u))/(s**2 + 1)**2 + (1 - sigmoid(s)) * sigmoid(s) + 1/(k*n) * sigmoid(q) * sum(abs(Z) * (X @ u)[:, None])
+    dL/du = 1/n * sigmoid(q) * back + W @ ones(k) * ((tanh(sum(W.T @ u))**2 - 1)/(s**2 + 1)) - 2/n * tau * u * cos(u) * exp(-u**2) - 1/n * tau * exp(-u**2) * sin(u)
+    """
     return loss_and_gradients(X, Y, tau, W, c, s, u)[1]
 
 
@@ -232,7 +250,11 @@ def activation(X: np.ndarray, W: np.ndarray, c: np.ndarray) -> np.ndarray:
 def jacobian_activation(
     X: np.ndarray, W: np.ndarray, c: np.ndarray
 ) -> ActivationJacobian:
-    """The Jacobians of `activation`: shape [N, k] + each param's shape."""
+    """The Jacobians of `activation`: shape [N, k] + each param's shape.
+
+    dactivation/dW = einsum('ik,jl,ij->ijkl', X, eye(k), (max(0, Z) != 0)) + 1/10 * einsum('ik,jl,ij->ijkl', X, eye(k), (min(Z, 0) != 0))
+    dactivation/dc = einsum('jk,ij->ijk', eye(k), (max(0, Z) != 0)) + 1/10 * einsum('jk,ij->ijk', eye(k), (min(Z, 0) != 0))
+    """
     k = np.shape(W)[1]
     Z = X @ W + c
     t0 = np.eye(k)
@@ -260,7 +282,12 @@ def row_mean(X: np.ndarray, W: np.ndarray, c: np.ndarray, s: float) -> np.ndarra
 def jacobian_row_mean(
     X: np.ndarray, W: np.ndarray, c: np.ndarray, s: float
 ) -> RowMeanJacobian:
-    """The Jacobians of `row_mean`: shape [N] + each param's shape."""
+    """The Jacobians of `row_mean`: shape [N] + each param's shape.
+
+    drow_mean/dW = 1/k * s * einsum('ij,ik->ijk', X, sign(Z))
+    drow_mean/dc = 1/k * s * sign(Z)
+    drow_mean/ds = 1/k * sum(abs(Z), axis=1)
+    """
     k = np.shape(W)[1]
     Z = X @ W + c
     t0 = np.sign(Z)
@@ -296,7 +323,13 @@ def score(
 def jacobian_score(
     X: np.ndarray, W: np.ndarray, c: np.ndarray, s: float, u: np.ndarray
 ) -> ScoreJacobian:
-    """The Jacobians of `score`: shape [2] + each param's shape."""
+    """The Jacobians of `score`: shape [2] + each param's shape.
+
+    dscore/dW = stack([1/(k*n) * s * einsum('k,k...->...', u, einsum('ik,k...->i...', X.T, einsum('ij,ik->ijk', X, sign(Z)))), 0])
+    dscore/dc = stack([1/(k*n) * s * einsum('k,k...->...', u, einsum('ik,k...->i...', X.T, sign(Z))), 0])
+    dscore/ds = stack([1/(k*n) * einsum('k,k...->...', u, einsum('ik,k...->i...', X.T, sum(abs(Z), axis=1))), -1])
+    dscore/du = stack([1/n * back, 0])
+    """
     n = np.shape(X)[1]
     k = np.shape(W)[1]
     Z = X @ W + c

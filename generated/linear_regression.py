@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/linear_regression.yaml
 spec-sha256: 0b9f98848b0e6a65e6fe02efccb50d3d3478647f9f958fc1287e6259e92d70c2
-body-sha256: 421cbc1aae421badf6e7973437a95b39f5f958aa5428a0e8ae3eb31a11e2b8ee
+body-sha256: c7a7b2cfbb5556aac70c04053856a7a9ca3d7b4268795c6638703b0ac35e73ea
 
 Linear regression by mean squared error: a matrix-vector product, a scalar bias broadcast over the batch, and a mean reduction. Plain gradient descent.
 
@@ -46,7 +46,11 @@ def loss(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> float:
 def loss_and_gradients(
     X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float
 ) -> tuple[float, Gradients]:
-    """The loss and its gradient with respect to every param."""
+    """The loss and its gradient with respect to every param.
+
+    dL/dw = 2/N * X.T @ (b - y + X @ w)
+    dL/db = 2/N * sum(b - y + X @ w)
+    """
     N = np.shape(X)[0]
     t0 = X @ w + b - y
     t1 = 2 / N * t0
@@ -56,7 +60,11 @@ def loss_and_gradients(
 
 
 def gradients(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> Gradients:
-    """The gradient of the loss with respect to every param."""
+    """The gradient of the loss with respect to every param.
+
+    dL/dw = 2/N * X.T @ (b - y + X @ w)
+    dL/db = 2/N * sum(b - y + X @ w)
+    """
     return loss_and_gradients(X, y, w, b)[1]
 
 
@@ -124,7 +132,11 @@ def prediction(X: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
 
 
 def jacobian_prediction(X: np.ndarray, w: np.ndarray, b: float) -> PredictionJacobian:
-    """The Jacobians of `prediction`: shape [N] + each param's shape."""
+    """The Jacobians of `prediction`: shape [N] + each param's shape.
+
+    dprediction/dw = X
+    dprediction/db = 1
+    """
     N = np.shape(X)[0]
     n = np.shape(X)[1]
     return PredictionJacobian(

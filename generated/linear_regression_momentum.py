@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/linear_regression_momentum.yaml
 spec-sha256: 77080f92c832f3ed925aa548550ae0a9bfd74d05572147a079e777f4747ddc1a
-body-sha256: dd0df8720759822ca301bd4b29524d89b7cf4ed4ac9d3def2bdc4a0e8858786c
+body-sha256: 10294c845822108540d527a9b58f154d03b625e57d33b637e37955afd4c50007
 
 The linear regression model trained with heavy-ball momentum (v = beta v + g; p = p - lr v). The loss is written with the batch size used as a number, sum(e**2) / N, which equals the mean.
 
@@ -46,7 +46,11 @@ def loss(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> float:
 def loss_and_gradients(
     X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float
 ) -> tuple[float, Gradients]:
-    """The loss and its gradient with respect to every param."""
+    """The loss and its gradient with respect to every param.
+
+    dL/dw = 2/N * X.T @ e
+    dL/db = 2/N * sum(e)
+    """
     N = np.shape(X)[0]
     e = X @ w + b - y
     dL_de = 2 / N * e
@@ -56,7 +60,11 @@ def loss_and_gradients(
 
 
 def gradients(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> Gradients:
-    """The gradient of the loss with respect to every param."""
+    """The gradient of the loss with respect to every param.
+
+    dL/dw = 2/N * X.T @ e
+    dL/db = 2/N * sum(e)
+    """
     return loss_and_gradients(X, y, w, b)[1]
 
 

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/logistic_l2.yaml
 spec-sha256: 0583a1a9539c9e708178793f985e079a60737992316eec3f59630f18559347be
-body-sha256: b245556b49411d6c2aded1f1b1b2bbaeaef5dd531b5e3ebaa9d1ffeb0a33164f
+body-sha256: bde6f55ed0124d4371710a6069150ff3172decaa40f3bb18b6855752ae21daf3
 
 L2-regularised logistic regression, written as binary cross-entropy with logits (softplus(z) - y z, finite for any z). Small models like this one are fitted with scipy's L-BFGS through the generated loss_and_gradient_flat (examples/fit_lbfgs.py).
 
@@ -52,7 +52,11 @@ def loss(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> float:
 def loss_and_gradients(
     X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float
 ) -> tuple[float, Gradients]:
-    """The loss and its gradient with respect to every param."""
+    """The loss and its gradient with respect to every param.
+
+    dL/dw = 1/20 * w + 1/N * X.T @ (sigmoid(z) - y)
+    dL/db = 1/N * sum(sigmoid(z) - y)
+    """
     N = np.shape(X)[0]
     z = X @ w + b
     dL_dz = _sigmoid(z) / N - y / N
@@ -64,7 +68,11 @@ def loss_and_gradients(
 
 
 def gradients(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> Gradients:
-    """The gradient of the loss with respect to every param."""
+    """The gradient of the loss with respect to every param.
+
+    dL/dw = 1/20 * w + 1/N * X.T @ (sigmoid(z) - y)
+    dL/db = 1/N * sum(sigmoid(z) - y)
+    """
     return loss_and_gradients(X, y, w, b)[1]
 
 
@@ -133,7 +141,11 @@ def probability(X: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
 
 
 def jacobian_probability(X: np.ndarray, w: np.ndarray, b: float) -> ProbabilityJacobian:
-    """The Jacobians of `probability`: shape [N] + each param's shape."""
+    """The Jacobians of `probability`: shape [N] + each param's shape.
+
+    dprobability/dw = X * ((1 - sigmoid(z)) * sigmoid(z))[..., None]
+    dprobability/db = (1 - sigmoid(z)) * sigmoid(z)
+    """
     z = X @ w + b
     t0 = _sigmoid(z)
     t1 = t0 * (1 - t0)

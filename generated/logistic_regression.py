@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/logistic_regression.yaml
 spec-sha256: 131ed626b1e351121ae4ef3fcced199ab60165515c750f3c87c98d6e2d6122a7
-body-sha256: 396480259680f3ba5a58579105b23f4c35e88fbfcbd4a35d8084bce253a7518c
+body-sha256: 51f88b72d9a942808e9f1a810f8172dc89e31a6001dfc0f40db346f4e02a86d1
 
 A sigmoid unit, sigmoid(X w + b), fitted by mean squared error. Trained with adam with every hyperparameter given explicitly (non-default beta1, beta2 and eps).
 
@@ -54,7 +54,11 @@ def loss(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> float:
 def loss_and_gradients(
     X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float
 ) -> tuple[float, Gradients]:
-    """The loss and its gradient with respect to every param."""
+    """The loss and its gradient with respect to every param.
+
+    dL/dw = 2/N * X.T @ (p * (1 - p) * (p - y))
+    dL/db = 2/N * sum(p * (1 - p) * (p - y))
+    """
     N = np.shape(X)[0]
     p = _sigmoid(X @ w + b)
     t0 = p - y
@@ -66,7 +70,11 @@ def loss_and_gradients(
 
 
 def gradients(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> Gradients:
-    """The gradient of the loss with respect to every param."""
+    """The gradient of the loss with respect to every param.
+
+    dL/dw = 2/N * X.T @ (p * (1 - p) * (p - y))
+    dL/db = 2/N * sum(p * (1 - p) * (p - y))
+    """
     return loss_and_gradients(X, y, w, b)[1]
 
 
@@ -163,7 +171,11 @@ def probability(X: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
 
 
 def jacobian_probability(X: np.ndarray, w: np.ndarray, b: float) -> ProbabilityJacobian:
-    """The Jacobians of `probability`: shape [N] + each param's shape."""
+    """The Jacobians of `probability`: shape [N] + each param's shape.
+
+    dprobability/dw = X * (p * (1 - p))[..., None]
+    dprobability/db = p * (1 - p)
+    """
     p = _sigmoid(X @ w + b)
     t0 = p * (1 - p)
     return ProbabilityJacobian(w=X * t0[..., None], b=t0)

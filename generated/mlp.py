@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/mlp.yaml
 spec-sha256: f19e146670e5d447051eeba444e07245803d9b14e1b414c7ebd7e6c049a0839f
-body-sha256: 88dc3c8394e9fb99c73df05b9b5a28dd10dc8652734abf3e4dd91215796c73b3
+body-sha256: 35758ec1969d319172fd81394c60f0f2c278b97d92608734c14c463165632e6b
 
 A two-layer perceptron: a tanh hidden layer and a linear output layer, with bias rows broadcast over the batch, fitted by mean squared error. Matrix-matrix products give the adjoints X^T G and G W^T. The prediction output has a rank-4 Jacobian with respect to the weight matrices.
 
@@ -64,7 +64,13 @@ def loss_and_gradients(
     W2: np.ndarray,
     b2: np.ndarray,
 ) -> tuple[float, Gradients]:
-    """The loss and its gradient with respect to every param."""
+    """The loss and its gradient with respect to every param.
+
+    dL/dW1 = 2/(N*k) * X.T @ ((1 - H**2) * ((out - Y) @ W2.T))
+    dL/db1 = 2/(N*k) * sum((1 - H**2) * ((out - Y) @ W2.T), axis=0)
+    dL/dW2 = 2/(N*k) * H.T @ (out - Y)
+    dL/db2 = 2/(N*k) * sum(out - Y, axis=0)
+    """
     N = np.shape(X)[0]
     k = np.shape(Y)[1]
     H = np.tanh(X @ W1 + b1)
@@ -88,7 +94,13 @@ def gradients(
     W2: np.ndarray,
     b2: np.ndarray,
 ) -> Gradients:
-    """The gradient of the loss with respect to every param."""
+    """The gradient of the loss with respect to every param.
+
+    dL/dW1 = 2/(N*k) * X.T @ ((1 - H**2) * ((out - Y) @ W2.T))
+    dL/db1 = 2/(N*k) * sum((1 - H**2) * ((out - Y) @ W2.T), axis=0)
+    dL/dW2 = 2/(N*k) * H.T @ (out - Y)
+    dL/db2 = 2/(N*k) * sum(out - Y, axis=0)
+    """
     return loss_and_gradients(X, Y, W1, b1, W2, b2)[1]
 
 
@@ -171,7 +183,13 @@ def prediction(
 def jacobian_prediction(
     X: np.ndarray, W1: np.ndarray, b1: np.ndarray, W2: np.ndarray, b2: np.ndarray
 ) -> PredictionJacobian:
-    """The Jacobians of `prediction`: shape [N, k] + each param's shape."""
+    """The Jacobians of `prediction`: shape [N, k] + each param's shape.
+
+    dprediction/dW1 = einsum('ik,il,lj->ijkl', X, 1 - H**2, W2)
+    dprediction/db1 = einsum('ik,kj->ijk', 1 - H**2, W2)
+    dprediction/dW2 = einsum('ip,jq->ijpq', H, eye(k))
+    dprediction/db2 = eye(k)
+    """
     N = np.shape(X)[0]
     k = np.shape(W2)[1]
     H = np.tanh(X @ W1 + b1)

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/mlp_adam.yaml
 spec-sha256: b8c468cd185a4514dac58a7649f78466eeed29407a9891506b3b2ce96785a5f8
-body-sha256: 0947d86d79caddcbb04b3d61c546d9d41545e228376b1d299378cce88d64c55b
+body-sha256: 15a3200c59af252076a0a3035043098c31d0ef411659ef8bee57ccd8485c4525
 
 The two-layer perceptron trained with adam (default beta1, beta2 and eps). The loss is the same mean squared error, written as a mean over rows of per-row means of squares.
 
@@ -63,7 +63,13 @@ def loss_and_gradients(
     W2: np.ndarray,
     b2: np.ndarray,
 ) -> tuple[float, Gradients]:
-    """The loss and its gradient with respect to every param."""
+    """The loss and its gradient with respect to every param.
+
+    dL/dW1 = 2/(N*k) * X.T @ ((1 - H**2) * ((out - Y) @ W2.T))
+    dL/db1 = 2/(N*k) * sum((1 - H**2) * ((out - Y) @ W2.T), axis=0)
+    dL/dW2 = 2/(N*k) * H.T @ (out - Y)
+    dL/db2 = 2/(N*k) * sum(out - Y, axis=0)
+    """
     N = np.shape(X)[0]
     k = np.shape(Y)[1]
     H = np.tanh(X @ W1 + b1)
@@ -89,7 +95,13 @@ def gradients(
     W2: np.ndarray,
     b2: np.ndarray,
 ) -> Gradients:
-    """The gradient of the loss with respect to every param."""
+    """The gradient of the loss with respect to every param.
+
+    dL/dW1 = 2/(N*k) * X.T @ ((1 - H**2) * ((out - Y) @ W2.T))
+    dL/db1 = 2/(N*k) * sum((1 - H**2) * ((out - Y) @ W2.T), axis=0)
+    dL/dW2 = 2/(N*k) * H.T @ (out - Y)
+    dL/db2 = 2/(N*k) * sum(out - Y, axis=0)
+    """
     return loss_and_gradients(X, Y, W1, b1, W2, b2)[1]
 
 

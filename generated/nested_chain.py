@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/nested_chain.yaml
 spec-sha256: 45f00e6ec60ca56b31993199d00db734ecd4a4280b3d138ef6ba04d98dcd1ea0
-body-sha256: 3aec9f84cee152f87cc586caf3fc6d186e6a6f59bc40ac004360b3cd38f9bc6a
+body-sha256: ad0f2cb666fccec9d0e9ae0dcacd1c60cc4abf19bd7d6b6d1e7c04bd29f15780
 
 The article's deeply nested single-variable chain, y = ln(sin(x^3)^2), whose derivative is 6 x^2 cos(x^3) / sin(x^3) (6 cot 1 at x = 1). Also the warm-up sin(x^2) as a second output (3 cos(2.25) at x = 1.5). No optimizer is given, so the default (sgd, lr 0.01) applies.
 
@@ -40,7 +40,10 @@ def loss(x: float) -> float:
 
 
 def loss_and_gradients(x: float) -> tuple[float, Gradients]:
-    """The loss and its gradient with respect to every param."""
+    """The loss and its gradient with respect to every param.
+
+    dL/dx = 6*x**2*cot(x**3)
+    """
     t0 = x * x * x
     t1 = np.sin(t0)
     t2 = t1**2
@@ -49,7 +52,10 @@ def loss_and_gradients(x: float) -> tuple[float, Gradients]:
 
 
 def gradients(x: float) -> Gradients:
-    """The gradient of the loss with respect to every param."""
+    """The gradient of the loss with respect to every param.
+
+    dL/dx = 6*x**2*cot(x**3)
+    """
     return loss_and_gradients(x)[1]
 
 
@@ -111,7 +117,10 @@ def y(x: float) -> float:
 
 
 def jacobian_y(x: float) -> YJacobian:
-    """The Jacobians of `y`: shape [] + each param's shape."""
+    """The Jacobians of `y`: shape [] + each param's shape.
+
+    dy/dx = 6*x**2*cot(x**3)
+    """
     t0 = x * x * x
     t1 = np.sin(t0)
     return YJacobian(x=3 * x**2 * np.cos(t0) * (2 * t1) / t1**2)
@@ -129,5 +138,8 @@ def s(x: float) -> float:
 
 
 def jacobian_s(x: float) -> SJacobian:
-    """The Jacobians of `s`: shape [] + each param's shape."""
+    """The Jacobians of `s`: shape [] + each param's shape.
+
+    ds/dx = 2*x*cos(x**2)
+    """
     return SJacobian(x=2 * x * np.cos(x**2))

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/relu_neuron.yaml
 spec-sha256: 13c44e6eeee1a69a117039719489234068023a3f6febd8c2162e272814fa5c5c
-body-sha256: 4f36204470902b9ac197b3d08911336309fd528bd229e50733c75f633f548ad1
+body-sha256: 63a72fd874dff0aa1f83f63f85f971202853c834a5108447cfb38d2aa5bf76be
 
 One ReLU neuron fitted by mean squared error.
 
@@ -15,6 +15,9 @@ Model:
     loss = mean((a - y)**2)
     prediction = a
     optimizer: sgd (lr=0.01)
+
+Where a derivative does not exist, the gradients use:
+    relu: relu'(0) = 0, as in the article (the step function with H(0) = 0)
 
 Regenerate with `gradgen generate`; `gradgen check` fails while this file is stale.
 """
@@ -50,7 +53,11 @@ def loss(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> float:
 def loss_and_gradients(
     X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float
 ) -> tuple[float, Gradients]:
-    """The loss and its gradient with respect to every param."""
+    """The loss and its gradient with respect to every param.
+
+    dL/dw = 2/N * X.T @ ((a - y) * (z > 0))
+    dL/db = 2/N * sum((a - y) * (z > 0))
+    """
     N = np.shape(X)[0]
     z = X @ w + b
     a = np.maximum(z, 0)
@@ -63,7 +70,11 @@ def loss_and_gradients(
 
 
 def gradients(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> Gradients:
-    """The gradient of the loss with respect to every param."""
+    """The gradient of the loss with respect to every param.
+
+    dL/dw = 2/N * X.T @ ((a - y) * (z > 0))
+    dL/db = 2/N * sum((a - y) * (z > 0))
+    """
     return loss_and_gradients(X, y, w, b)[1]
 
 
@@ -133,7 +144,11 @@ def prediction(X: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
 
 
 def jacobian_prediction(X: np.ndarray, w: np.ndarray, b: float) -> PredictionJacobian:
-    """The Jacobians of `prediction`: shape [N] + each param's shape."""
+    """The Jacobians of `prediction`: shape [N] + each param's shape.
+
+    dprediction/dw = X * (z > 0)[..., None]
+    dprediction/db = (z > 0)
+    """
     z = X @ w + b
     t0 = np.asarray(z > 0, dtype=float)
     return PredictionJacobian(w=X * t0[..., None], b=t0)

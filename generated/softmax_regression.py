@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/softmax_regression.yaml
 spec-sha256: 3932443e86754dedc4f5d5e1a24f85ce7c0157185913d7fae88b3a74cda25f77
-body-sha256: 5b4da6d2668c5b2400e551dedebb97266fb4d2f0fae32153cb0af327563dc507
+body-sha256: f06aaa31cabf64d9f9c84d01d2ba3023a643d576281f64c71d5e07aae890a6cd
 
 Multinomial logistic regression: softmax cross-entropy over k classes, written the textbook way as log(sum(exp(Z))) - sum(Y * Z). gradgen recognises the log-sum-exp and emits a stable form, so logits in the thousands stay finite, and the gradient comes out as (softmax(Z) - Y) / N.
 
@@ -54,7 +54,11 @@ def loss(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray) -> float:
 def loss_and_gradients(
     X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray
 ) -> tuple[float, Gradients]:
-    """The loss and its gradient with respect to every param."""
+    """The loss and its gradient with respect to every param.
+
+    dL/dW = 1/N * X.T @ (exp(Z - logsumexp(Z, axis=1)[:, None]) - Y)
+    dL/db = 1/N * sum(exp(Z - logsumexp(Z, axis=1)[:, None]) - Y, axis=0)
+    """
     N = np.shape(X)[0]
     Z = X @ W + b
     t0 = _logsumexp(Z, axis=1)
@@ -65,7 +69,11 @@ def loss_and_gradients(
 
 
 def gradients(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray) -> Gradients:
-    """The gradient of the loss with respect to every param."""
+    """The gradient of the loss with respect to every param.
+
+    dL/dW = 1/N * X.T @ (exp(Z - logsumexp(Z, axis=1)[:, None]) - Y)
+    dL/db = 1/N * sum(exp(Z - logsumexp(Z, axis=1)[:, None]) - Y, axis=0)
+    """
     return loss_and_gradients(X, Y, W, b)[1]
 
 
@@ -165,7 +173,11 @@ def log_normaliser(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
 def jacobian_log_normaliser(
     X: np.ndarray, W: np.ndarray, b: np.ndarray
 ) -> LogNormaliserJacobian:
-    """The Jacobians of `log_normaliser`: shape [N] + each param's shape."""
+    """The Jacobians of `log_normaliser`: shape [N] + each param's shape.
+
+    dlog_normaliser/dW = einsum('ij,ik->ijk', X, exp(Z - logsumexp(Z, axis=1)[:, None]))
+    dlog_normaliser/db = exp(Z - logsumexp(Z, axis=1)[:, None])
+    """
     Z = X @ W + b
     t0 = np.exp(Z - _logsumexp(Z, axis=1)[:, None])
     return LogNormaliserJacobian(W=np.einsum("ij,ik->ijk", X, t0), b=t0)

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/total_derivative.yaml
 spec-sha256: d9ff94b1c5fd68bc506996323a4e7cf40771ba6e316554db449f28a6094cf559
-body-sha256: dd08b4b7f5ae174860e34196a73d2dea3de56587c17d868bf6c63c424c3c3f92
+body-sha256: 29a34aa673fc8668c508a096e8985564f47468dbef6014b9eec4236e1af080c9
 
 Total-derivative chain rule: x reaches the result along two paths, so the contributions of both paths must be summed (d/dx (x + x^2) = 1 + 2x, not the naive 2x). The outputs add the product rule x * x^2 (3x^2), a composition sin(x + x^2) and a scaled sum 9 (x + x^2).
 
@@ -42,13 +42,19 @@ def loss(x: float) -> float:
 
 
 def loss_and_gradients(x: float) -> tuple[float, Gradients]:
-    """The loss and its gradient with respect to every param."""
+    """The loss and its gradient with respect to every param.
+
+    dL/dx = 2*x + 1
+    """
     dL_dx = 1 + 2 * x
     return float(x + x**2), Gradients(x=dL_dx)
 
 
 def gradients(x: float) -> Gradients:
-    """The gradient of the loss with respect to every param."""
+    """The gradient of the loss with respect to every param.
+
+    dL/dx = 2*x + 1
+    """
     return loss_and_gradients(x)[1]
 
 
@@ -110,7 +116,10 @@ def sum_path(x: float) -> float:
 
 
 def jacobian_sum_path(x: float) -> SumPathJacobian:
-    """The Jacobians of `sum_path`: shape [] + each param's shape."""
+    """The Jacobians of `sum_path`: shape [] + each param's shape.
+
+    dsum_path/dx = 2*x + 1
+    """
     return SumPathJacobian(x=1 + 2 * x)
 
 
@@ -126,7 +135,10 @@ def product(x: float) -> float:
 
 
 def jacobian_product(x: float) -> ProductJacobian:
-    """The Jacobians of `product`: shape [] + each param's shape."""
+    """The Jacobians of `product`: shape [] + each param's shape.
+
+    dproduct/dx = 3*x**2
+    """
     return ProductJacobian(x=x**2 + 2 * x * x)
 
 
@@ -142,7 +154,10 @@ def composed(x: float) -> float:
 
 
 def jacobian_composed(x: float) -> ComposedJacobian:
-    """The Jacobians of `composed`: shape [] + each param's shape."""
+    """The Jacobians of `composed`: shape [] + each param's shape.
+
+    dcomposed/dx = (2*x + 1)*cos(x**2 + x)
+    """
     return ComposedJacobian(x=(1 + 2 * x) * np.cos(x + x**2))
 
 
@@ -158,5 +173,8 @@ def scaled(x: float) -> float:
 
 
 def jacobian_scaled(x: float) -> ScaledJacobian:
-    """The Jacobians of `scaled`: shape [] + each param's shape."""
+    """The Jacobians of `scaled`: shape [] + each param's shape.
+
+    dscaled/dx = 18*x + 9
+    """
     return ScaledJacobian(x=9 * (1 + 2 * x))

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/two_by_two_jacobian.yaml
 spec-sha256: fc7c2ca2d3390abc052d5ec9ffd9c318db153e12ea9b40e06d2fa463897da2fc
-body-sha256: 370b017aa600790f5f3389cbed805ab13d8d5a4225eecec091ce9ea011f87220
+body-sha256: c6b111137740572c81141f6ad475f27854c6d8827548b9a00cce7d3f675e5219
 
 A 2x2 Jacobian from two scalar parameters: f = [3 x^2 y, 2x + y^8], written as a quoted expression-level list literal. At (x, y) = (2, 1) the Jacobian is [[12, 12], [2, 8]]. Outputs only, no loss.
 
@@ -35,7 +35,11 @@ def f(x: float, y: float) -> np.ndarray:
 
 
 def jacobian_f(x: float, y: float) -> FJacobian:
-    """The Jacobians of `f`: shape [2] + each param's shape."""
+    """The Jacobians of `f`: shape [2] + each param's shape.
+
+    df/dx = [6*x*y, 2]
+    df/dy = [3*x**2, 8*y**7]
+    """
     t0 = y * y
     return FJacobian(
         x=np.array([3 * (2 * x) * y, 2]),

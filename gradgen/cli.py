@@ -7,27 +7,18 @@ internal error (a gradgen bug, reported without a traceback); 130 interrupted.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import Annotated
 
 import typer
 
 from . import __version__, plan
-from .errors import Diagnostic
 from .plan import Job, Kind
-from .stages import Stage
+from .report import CHANGED, FAILED, OK, Reporter
+from .report import run as _run
+from .stages import Format, Stage
 
-OK, CHANGED, FAILED, INTERNAL_ERROR, INTERRUPTED = 0, 1, 2, 3, 130
-Style = Callable[[str], str]
-_BOLD, _RED = partial(typer.style, bold=True), partial(typer.style, fg="red", bold=True)
-_GREEN, _CYAN, _MINUS = (partial(typer.style, fg=c) for c in ("green", "cyan", "red"))
-_DIFF = {"+++": _BOLD, "---": _BOLD, "@@": _CYAN, "+": _GREEN, "-": _MINUS}
+__all__ = ["Reporter", "app"]
 _STALE = {  # what `check` says of a module that would change
     Kind.MISSING: "missing {a.shown} (from {a.target.job.display})",
     Kind.STALE: "would change {a.shown}",
@@ -43,87 +34,13 @@ app = typer.Typer(
 )
 
 
-@dataclass
-class Reporter:
-    """Results to stdout, errors to stderr; colour only on a terminal without
-    ``NO_COLOR`` (https://no-color.org). `quiet` drops all but errors and output
-    asked for (diffs, dumps); `verbose` adds unchanged modules."""
-
-    quiet: bool = False
-    verbose: bool = False
-    out: TextIO = field(default_factory=lambda: sys.stdout)
-    err: TextIO = field(default_factory=lambda: sys.stderr)
-    errors: int = field(default=0, init=False)
-    job: Job | None = field(default=None, init=False)  # named if gradgen fails
-
-    @staticmethod
-    def use_color(stream: TextIO) -> bool:
-        """Whether to colour output written to `stream`."""
-        try:
-            return not os.environ.get("NO_COLOR") and stream.isatty()
-        except (AttributeError, OSError, ValueError):  # no isatty, or a closed stream
-            return False
-
-    def _echo(self, stream: TextIO, text: str, style: Style | None, nl: bool) -> None:
-        color = self.use_color(stream)
-        text = style(text) if color and style else text
-        typer.echo(text, file=stream, nl=nl, color=color)
-
-    def line(self, message: str, detail: bool = False, fg: str | None = None) -> None:
-        """A result line on stdout; `detail` lines only with --verbose."""
-        if not self.quiet and (self.verbose or not detail):
-            style = partial(typer.style, fg=fg) if fg else None
-            self._echo(self.out, message, style, nl=True)
-
-    def diff(self, text: str) -> None:
-        """A unified diff, printed even with --quiet; on a terminal, each line in
-        the style of the first `_DIFF` prefix it starts with."""
-        for line in text.splitlines(keepends=True):
-            body = line.rstrip("\n")
-            style = next((s for p, s in _DIFF.items() if line.startswith(p)), None)
-            self._echo(self.out, body, style, nl=False)
-            typer.echo(line[len(body) :], file=self.out, nl=False)
-
-    def error(self, *diagnostics: Diagnostic) -> None:
-        """Errors, `path:line:col: error: message`, on stderr."""
-        for diagnostic in diagnostics:
-            location, _, message = diagnostic.format().partition(": error: ")
-            self._echo(self.err, location + ": ", _BOLD, nl=False)
-            self._error("error: ", message)
-
-    def usage(self, message: str) -> None:
-        """An error about the command line or the project, not about one file."""
-        self._error("gradgen: error: ", message)
-
-    def _error(self, prefix: str, message: str) -> None:
-        self.errors += 1
-        self._echo(self.err, prefix, _RED, nl=False)
-        self._echo(self.err, message, None, nl=True)
-
-
-@contextlib.contextmanager
-def _run(quiet: bool, verbose: bool) -> Iterator[Reporter]:
-    """A command's reporter; a gradgen bug exits 3, Ctrl-C 130, never a traceback."""
-    report = Reporter(quiet, verbose)
-    try:
-        yield report
-        return
-    except (typer.Exit, typer.Abort, BrokenPipeError):
-        raise  # Typer exits with the code / quietly on a closed pipe
-    except KeyboardInterrupt:
-        code, message = INTERRUPTED, "interrupted; every file is either old or new"
-    except Exception as exc:  # a gradgen bug: say so, without a traceback
-        where = f" while processing {report.job.display}" if report.job else ""
-        code, message = INTERNAL_ERROR, (
-            f"internal error{where}: {type(exc).__name__}: {exc}\nThis is a bug in"
-            " gradgen, not in your spec; please report it with the spec."
-        )
-    typer.echo(f"gradgen: {message}", file=report.err, color=False)
-    raise typer.Exit(code) from None
-
-
-def _jobs(specs: list[Path] | None, out: Path | None, report: Reporter) -> list[Job]:
-    selection = plan.select(specs or [], out)
+def _jobs(
+    specs: list[Path] | None,
+    out: Path | None,
+    report: Reporter,
+    explain: bool | None = None,
+) -> list[Job]:
+    selection = plan.select(specs or [], out, explain)
     report.error(*selection.errors)
     if selection.usage is not None:
         report.usage(selection.usage)
@@ -145,7 +62,7 @@ def _targets(
         if isinstance(result, plan.Failed):
             report.error(*result.errors)
         else:
-            targets.append(result)
+            targets.extend(result)
     report.job = None
     report.error(*(clashes := plan.clashes(targets)))
     if clashes:
@@ -171,6 +88,13 @@ Specs = Annotated[
     list[Path] | None,
     typer.Argument(
         help="Spec files or folders of them (default: [tool.gradgen] specs)."
+    ),
+]
+Explain = Annotated[
+    bool | None,
+    typer.Option(
+        "--explain/--no-explain",
+        help="Also write DIR/<name>.md, the derivation (default: [tool.gradgen] explain).",
     ),
 ]
 Out = Annotated[
@@ -219,6 +143,7 @@ def generate_command(
             metavar="<stage>",
         ),
     ] = None,
+    explain: Explain = None,
     fail_fast: FailFast = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -230,7 +155,7 @@ def generate_command(
     would write the same file write nothing at all.
     """
     with _run(quiet, verbose) as report:
-        jobs = _jobs(specs, out, report)
+        jobs = _jobs(specs, out, report, explain)
         if dump is not None:
             for job in jobs:
                 report.job = job
@@ -266,6 +191,7 @@ def check(
     diff: Annotated[
         bool, typer.Option("--diff", help="Print a unified diff of what would change.")
     ] = False,
+    explain: Explain = None,
     fail_fast: FailFast = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -276,7 +202,7 @@ def check(
     and path, and whose body hash still matches, is up to date without deriving.
     """
     with _run(quiet, verbose) as report:
-        jobs = _jobs(specs, out, report)
+        jobs = _jobs(specs, out, report, explain)
         stale = 0
         for target in _targets(jobs, report, fail_fast=fail_fast, trust_headers=True):
             report.job = target.job
@@ -296,3 +222,31 @@ def check(
             modules = f"{stale} module{'s' if stale > 1 else ''}"
             report.line(f"{modules} would change; run `gradgen generate`", fg="yellow")
         raise typer.Exit(CHANGED if stale else OK)
+
+
+@app.command(name="explain")
+def explain_command(
+    spec: Annotated[Path, typer.Argument(help="The spec file.")],
+    fmt: Annotated[
+        Format,
+        typer.Option("--format", "-f", help="markdown, or html (one offline page)."),
+    ] = Format.MARKDOWN,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write it to FILE.")
+    ] = None,
+) -> None:
+    """Print the derivation in math: the intermediate variables, local derivatives,
+    chain rule, closed forms and the data flow (or write it to FILE)."""
+    with _run(False, False) as report:
+        for job in _jobs([spec], None, report)[:1]:
+            report.job = job
+            result = plan.explain(job, fmt)
+            if isinstance(result, plan.Failed):
+                report.error(*result.errors)
+            elif output is not None:
+                assert result.explanation is not None
+                problem = plan.write_file(output, result.explanation)
+                report.error(*([problem] if problem else []))
+            else:
+                typer.echo(result.explanation, file=report.out, nl=False, color=False)
+        raise typer.Exit(FAILED if report.errors else OK)

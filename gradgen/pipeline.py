@@ -12,12 +12,16 @@ Each stage is a module named for it, and a stage imports only the stages above i
     lower     lower.lower            the module's functions: fast spellings, fresh
                                      results, names
     print     printer.print_program  graph -> numpy statements
+    explain   explanation.explain    the derivation as the article teaches it, in
+                                     closed form (the module's docstrings state it)
     render    render.render_module   the printed program in the Jinja templates
     format    formatting             black
     seal      write.seal             the header's hashes
 
 Writing files is `write.py`'s job, driven by the CLI. `dump` names a stage whose
-result is returned as text instead (`gradgen generate --dump STAGE`).
+result is returned as text instead (`gradgen generate --dump STAGE`). `explain`
+asks for the explanation too, as Markdown (sealed like the module, for
+`<name>.md` beside it) or as a self-contained HTML page.
 """
 
 from __future__ import annotations
@@ -25,14 +29,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, explain, write
+from . import __version__, write
+from . import explain as dumps
 from .derive import derive
+from .explanation import explain as explain_derivation
 from .formatting import format_python
 from .load import load_yaml_text, read_spec_bytes
 from .lower import lower
 from .model import build
 from .printer import print_program
-from .render import render_module
+from .render import render_explanation, render_module
 from .spec import validate
 from .stages import Stage
 
@@ -46,6 +52,12 @@ class Generated:
     target: Path
     text: str  # the sealed, formatted module; or the dumped stage
     spec_sha256: str
+    explanation: str | None = None  # the explanation, when asked for
+
+    @property
+    def explanation_target(self) -> Path:
+        """Where the Markdown explanation goes: beside the module."""
+        return self.target.with_suffix(".md")
 
 
 def generate(
@@ -55,12 +67,15 @@ def generate(
     name: str | None = None,
     display: str | None = None,
     dump: Stage | str | None = None,
+    explain: str | None = None,
 ) -> Generated:
+    """The module for a spec (`explain`: and its explanation, "markdown" or
+    "html"), or the result of stage `dump`."""
     shown = display or str(spec_path)
     stage = None if dump is None else Stage(dump)
 
-    def result(text: str) -> Generated:
-        return Generated(spec_path, model.spec.name, target, text, digest)
+    def result(text: str, explanation: str | None = None) -> Generated:
+        return Generated(spec_path, model.spec.name, target, text, digest, explanation)
 
     data = read_spec_bytes(spec_path, shown)  # read once: hashed and parsed alike
     digest = write.spec_digest(data, name)
@@ -68,25 +83,32 @@ def generate(
     model = build(checked)  # raises the spec's and its expressions' problems
     target = out_dir / f"{model.spec.name}.py"
     if stage is Stage.SPEC:
-        return result(explain.spec_text(model.spec))
+        return result(dumps.spec_text(model.spec))
     if stage is Stage.GRAPH:
-        return result(explain.graph_text(model))
+        return result(dumps.graph_text(model))
     derivatives = derive(model)
     if stage is Stage.DERIVATION:
-        return result(explain.derivation_text(model, derivatives.gradients))
+        return result(dumps.derivation_text(model, derivatives.gradients))
     program = lower(model, derivatives)
     bodies = print_program(program)
     if stage is Stage.LOWERED:
-        return result(explain.lowered_text(program, bodies))
-    rendered = render_module(
-        model,
-        program,
-        bodies,
-        version=__version__,
-        spec_rel=write.relative_spec(spec_path, out_dir),
-        spec_sha256=digest,
-        placeholder=write.PLACEHOLDER,
-    )
+        return result(dumps.lowered_text(program, bodies))
+    steps = explain is not None or stage is Stage.EXPLANATION  # else: closed forms
+    explained = explain_derivation(model, derivatives, program, bodies, steps=steps)
+    header = {
+        "version": __version__,
+        "spec_rel": write.relative_spec(spec_path, out_dir),
+        "spec_sha256": digest,
+        "placeholder": write.PLACEHOLDER,
+    }
+    if stage is Stage.EXPLANATION:
+        return result(write.seal(render_explanation(explained, "markdown", **header)))
+    rendered = render_module(model, program, bodies, explained, **header)
     if stage is Stage.RENDERED:
         return result(rendered)
-    return result(write.seal(format_python(rendered)))
+    explanation = None
+    if explain == "markdown":
+        explanation = write.seal(render_explanation(explained, explain, **header))
+    elif explain is not None:
+        explanation = render_explanation(explained, explain, **header)
+    return result(write.seal(format_python(rendered)), explanation)

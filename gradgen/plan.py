@@ -21,7 +21,7 @@ from . import __version__, write
 from .config import Config, SpecOverride, load_config
 from .errors import Diagnostic, Location, SpecError
 from .load import YMap, YScalar, load_yaml, read_spec_bytes
-from .stages import Stage
+from .stages import Format, Stage
 
 if TYPE_CHECKING:
     from .pipeline import Generated
@@ -38,6 +38,7 @@ class Job:
     display: str  # the spec's path as shown in messages
     out_dir: Path
     name: str | None  # module name override from [tool.gradgen], if any
+    explain: bool = False  # also write <name>.md, the explanation, beside the module
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,12 +65,21 @@ class Failed:
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """The module a job writes; `generated` is None when the file's header already
-    proves it up to date (then nothing was derived)."""
+    """A file a job writes, its module or its explanation; `generated` is None when
+    the file's header already proves it up to date (then nothing was derived)."""
 
     job: Job
     path: Path
     generated: Generated | None
+    explanation: bool = False  # the Markdown explanation, not the module
+
+    @property
+    def text(self) -> str:
+        """The file's new text (empty when nothing was derived)."""
+        g = self.generated
+        if g is None:
+            return ""
+        return (g.explanation or "") if self.explanation else g.text
 
 
 class Kind(enum.Enum):
@@ -95,9 +105,8 @@ class Action:
 
     @property
     def text(self) -> str:
-        """The module's new text (empty when nothing was derived)."""
-        g = self.target.generated
-        return g.text if g is not None else ""
+        """The file's new text (empty when nothing was derived)."""
+        return self.target.text
 
     def diff(self) -> str:
         """A unified diff from the file to the new text."""
@@ -150,9 +159,12 @@ def _expand(path: Path) -> list[Path]:
     return found or [path]
 
 
-def select(specs: Sequence[Path], out: Path | None) -> Selection:
+def select(
+    specs: Sequence[Path], out: Path | None, explain: bool | None = None
+) -> Selection:
     """The specs to process, from the arguments or else from [tool.gradgen], in a
-    fixed order (by resolved path) whatever the order they were given in."""
+    fixed order (by resolved path) whatever the order they were given in.
+    `explain`: write each module's explanation too (None: as [tool.gradgen] says)."""
     try:
         config: Config | None = load_config(_config_start(specs))
     except SpecError as e:
@@ -166,6 +178,8 @@ def select(specs: Sequence[Path], out: Path | None) -> Selection:
             )
         specs = config.specs
     default_out = config.out if config is not None else DEFAULT_OUT
+    if explain is None:
+        explain = config is not None and config.explain
     jobs: dict[Path, Job] = {}
     errors: list[Diagnostic] = []
     for given in specs:
@@ -178,15 +192,19 @@ def select(specs: Sequence[Path], out: Path | None) -> Selection:
             key = spec.resolve()
             override = config.override_for(key) if config else SpecOverride()
             spec_out = out if out is not None else (override.out or default_out)
-            jobs.setdefault(key, Job(spec, display(spec), spec_out, override.name))
+            job = Job(spec, display(spec), spec_out, override.name, explain)
+            jobs.setdefault(key, job)
     return Selection(tuple(jobs[k] for k in sorted(jobs)), tuple(errors))
 
 
 # --- which targets --------------------------------------------------------------------
 
 
-def derive(job: Job, dump: Stage | None = None) -> Generated | Failed:
-    """Run the pipeline on one spec (or up to stage `dump`)."""
+def derive(
+    job: Job, dump: Stage | None = None, explain: Format | None = None
+) -> Generated | Failed:
+    """Run the pipeline on one spec (or up to stage `dump`); the explanation too in
+    format `explain`, or as Markdown when the job writes one."""
     if not job.spec.is_file():
         problem = (
             f"a folder with no spec files ({', '.join('*' + s for s in SPEC_SUFFIXES)})"
@@ -196,9 +214,16 @@ def derive(job: Job, dump: Stage | None = None) -> Generated | Failed:
         return Failed(job, (Diagnostic(Location(job.display), problem),))
     from . import pipeline  # heavy (sympy, black, jinja): only when deriving
 
+    if explain is None and job.explain and dump is None:
+        explain = Format.MARKDOWN
     try:
         return pipeline.generate(
-            job.spec, job.out_dir, name=job.name, display=job.display, dump=dump
+            job.spec,
+            job.out_dir,
+            name=job.name,
+            display=job.display,
+            dump=dump,
+            explain=explain,
         )
     except SpecError as e:
         return Failed(job, tuple(e.diagnostics))
@@ -206,25 +231,35 @@ def derive(job: Job, dump: Stage | None = None) -> Generated | Failed:
         return Failed(job, (_os_error(job.display, "cannot read the spec", e),))
 
 
-def target(job: Job, *, trust_headers: bool) -> Target | Failed:
-    """The module `job` writes, derived unless `trust_headers` and its header
-    proves it up to date.
+def target(job: Job, *, trust_headers: bool) -> list[Target] | Failed:
+    """The files `job` writes (its module, and its explanation if asked for),
+    derived unless `trust_headers` and their headers prove them up to date.
 
     Only `check` trusts headers. `generate` always derives: within one version
     number a development build of gradgen may emit different code, and what
     generate writes must be exactly what this gradgen derives.
     """
-    path = _up_to_date_target(job) if trust_headers and job.spec.is_file() else None
-    if path is not None:
-        return Target(job, path, None)
+    suffixes = (".py", ".md") if job.explain else (".py",)
+    if trust_headers and job.spec.is_file():
+        paths = [_up_to_date_target(job, suffix) for suffix in suffixes]
+        if all(paths):
+            return [
+                Target(job, p, None, explanation=p.suffix == ".md")
+                for p in paths
+                if p is not None
+            ]
     generated = derive(job)
     if isinstance(generated, Failed):
         return generated
-    return Target(job, generated.target, generated)
+    found = [Target(job, generated.target, generated)]
+    if job.explain:
+        found.append(Target(job, generated.explanation_target, generated, True))
+    return found
 
 
-def _up_to_date_target(job: Job) -> Path | None:
-    """The module's path if its header proves it up to date, without deriving.
+def _up_to_date_target(job: Job, suffix: str = ".py") -> Path | None:
+    """The module's (or explanation's) path if its header proves it up to date,
+    without deriving.
 
     None when that cannot be decided cheaply (then the caller derives, and
     reports any problem).
@@ -233,7 +268,7 @@ def _up_to_date_target(job: Job) -> Path | None:
         name = job.name if job.name is not None else _declared_name(job.spec)
         if name is None or not name.isidentifier():
             return None
-        path = job.out_dir / f"{name}.py"
+        path = job.out_dir / f"{name}{suffix}"
         verdict = write.fast_verdict(
             path,
             version=__version__,
@@ -288,14 +323,13 @@ def write_action(t: Target, *, force: bool) -> Action:
     """For `generate`: WRITE, UP_TO_DATE, or REFUSED (a file gradgen did not
     generate, unless `force`; or one it cannot read)."""
     shown = display(t.path)
-    g = t.generated
-    assert g is not None, "generate always derives"
+    assert t.generated is not None, "generate always derives"
     try:
-        verdict = write.plan_write(g.target, g.text, force=force)
+        verdict = write.plan_write(t.path, t.text, force=force)
     except OSError as e:
         return _refused(t, shown, _os_error(shown, "cannot write", e))
     if verdict is write.Verdict.FOREIGN:
-        hint = " (move it away, or pass --force)" if g.target.is_file() else ""
+        hint = " (move it away, or pass --force)" if t.path.is_file() else ""
         return _refused(
             t, shown, f"this file was not generated by gradgen; left untouched{hint}"
         )
@@ -322,14 +356,13 @@ def check_action(t: Target) -> Action:
     """For `check`: UP_TO_DATE, MISSING, STALE, EDITED, or REFUSED (a file that
     `generate` would refuse to overwrite, or one that cannot be read)."""
     shown = display(t.path)
-    g = t.generated
-    if g is None:
+    if t.generated is None:
         return Action(t, Kind.UP_TO_DATE, shown)
     try:
-        verdict = write.plan_write(g.target, g.text, force=False)
+        verdict = write.plan_write(t.path, t.text, force=False)
         # Bytes as they are (no newline translation), so a CRLF checkout shows.
         old = (
-            g.target.read_bytes().decode("utf-8")
+            t.path.read_bytes().decode("utf-8")
             if verdict is write.Verdict.STALE
             else ""
         )
@@ -347,3 +380,19 @@ def check_action(t: Target) -> Action:
     if verdict is write.Verdict.MISSING:
         return Action(t, Kind.MISSING, shown)
     return Action(t, Kind.STALE if write.body_intact(old) else Kind.EDITED, shown, old)
+
+
+def explain(job: Job, fmt: Format) -> Generated | Failed:
+    """The explanation of one spec, in format `fmt` (`gradgen explain`)."""
+    return derive(job, explain=fmt)
+
+
+def write_file(path: Path, text: str) -> Diagnostic | None:
+    """Write `text` to a file the user named (`gradgen explain -o FILE`), atomically;
+    the problem if it cannot be written."""
+    shown = display(path)
+    try:
+        write.atomic_write(path, text)
+    except OSError as e:
+        return _os_error(shown, "cannot write", e)
+    return None

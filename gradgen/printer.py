@@ -28,6 +28,7 @@ class Body:
     lines: tuple[str, ...]  # statements, in evaluation order
     results: tuple[str, ...]  # one expression per requested result
     helpers: frozenset[str]  # module-level helpers the code calls (e.g. "sigmoid")
+    named: tuple[tuple[Node, str], ...] = ()  # the nodes given a line, by name
 
 
 def print_program(program: Program) -> dict[str, Body]:
@@ -71,6 +72,7 @@ def print_body(
         lines.append(f"{d} = np.shape({array})[{axis}]")
 
     named: set[str] = set()
+    lined: list[tuple[Node, str]] = []
     for n in needed:
         helper = spelling_of(n.op).helper
         if helper:
@@ -86,11 +88,17 @@ def print_body(
         if preferred is not None or uses[n] > 1 or len(code) > INLINE_LIMIT:
             name = preferred if preferred is not None else temps.fresh()
             named.add(name)
+            lined.append((n, name))
             lines.append(f"{name} = {code}")
             text[n] = (name, ATOM)
         else:
             text[n] = (code, prec)
-    return Body(tuple(lines), tuple(text[r][0] for r in results), frozenset(helpers))
+    return Body(
+        tuple(lines),
+        tuple(text[r][0] for r in results),
+        frozenset(helpers),
+        tuple(lined),
+    )
 
 
 def spell(node: Node, text: Mapping[Node, tuple[str, int]]) -> tuple[str, int]:

@@ -16,11 +16,13 @@ from importlib import resources
 import jinja2
 
 from . import naming
+from .explanation import Diagram, Explanation, Result
+from .graph import Exponent, ancestors, attr
 from .load import YNode, YScalar, YSeq
 from .lower import Program
 from .model import Model
 from .printer import Body
-from .rules import number
+from .rules import CONVENTIONS, number
 from .shapes import show
 
 
@@ -80,6 +82,7 @@ def render_module(
     model: Model,
     program: Program,
     bodies: Mapping[str, Body],
+    explained: Explanation,
     *,
     version: str,
     spec_rel: str,
@@ -87,7 +90,9 @@ def render_module(
     placeholder: str,
 ) -> str:
     """The module's text from the lowered `program` and its printed `bodies` (by
-    kernel name); `placeholder` stands where sealing will write the body digest."""
+    kernel name); `placeholder` stands where sealing will write the body digest.
+    The gradient functions' docstrings state each gradient's closed form, from the
+    explanation."""
     spec = model.spec
     annotations = {
         n: ("float" if node.rank == 0 else "np.ndarray")
@@ -117,7 +122,10 @@ def render_module(
                 "loss_and_gradients",
                 arguments(all_args),
                 "tuple[float, Gradients]",
-                "The loss and its gradient with respect to every param.",
+                _closed_forms(
+                    "The loss and its gradient with respect to every param.",
+                    explained.gradients,
+                ),
                 backward,
                 f"float({loss_value}), {_call('Gradients', list(model.params), grads)}",
             ),
@@ -146,7 +154,11 @@ def render_module(
                     out.jacobian.name,
                     arguments(out.jacobian.args),
                     type_name,
-                    f"The Jacobians of `{out.name}`: shape {shape} + each param's shape.",
+                    _closed_forms(
+                        f"The Jacobians of `{out.name}`: shape {shape} + each"
+                        " param's shape.",
+                        [r for r in explained.jacobians if r.of == out.name],
+                    ),
                     jac,
                     _call(type_name, list(out.params), list(jac.results)),
                 ),
@@ -161,6 +173,11 @@ def render_module(
         "placeholder": placeholder,
         "doc": spec.doc,
         "summary": _summary(model),
+        "conventions": conventions(model),
+        "gradient_doc": _closed_forms(
+            "The gradient of the loss with respect to every param.",
+            explained.gradients,
+        ),
         "inputs": list(model.inputs),
         "params": [Argument(p, annotations[p]) for p in model.params],
         "data_args": arguments(list(model.inputs)),
@@ -217,6 +234,30 @@ def show_tuple(shape: tuple[object, ...]) -> str:
     )
 
 
+def _closed_forms(summary: str, results: Sequence[Result]) -> str:
+    """A docstring: the summary, then one line per derivative in closed form."""
+    if not results:
+        return summary
+    lines = [f"    {r.name} = {r.closed.text}" for r in results]
+    text = "\n".join([summary, "", *lines, "    "])
+    assert '"""' not in text and "\\" not in text, text
+    return text
+
+
+def conventions(model: Model) -> list[tuple[str, str]]:
+    """The conventions at non-differentiable points (`rules.CONVENTIONS`) of the
+    ops the model uses, in the table's order."""
+    roots = [*([model.loss] if model.loss is not None else []), *model.outputs.values()]
+    used = set()
+    for n in ancestors(roots):
+        used.add(n.op)
+        if n.op == "powc":  # a**k with a constant k < 1 is a**b's row too
+            k = attr(n, Exponent).k
+            if k < 1 and not k.is_integer():
+                used.add("pow")
+    return [row for op, row in CONVENTIONS.items() if op in used]
+
+
 def _call(callee: str, fields: list[str], values: list[str]) -> str:
     return (
         f"{callee}("
@@ -251,3 +292,121 @@ def _expr_text(expr: YNode) -> str:
         return " ".join(str(v).split()) if isinstance(v, str) else repr(v)
     assert isinstance(expr, YSeq)  # a YAML list: the vector literal
     return "[" + ", ".join(_expr_text(i) for i in expr.items) + "]"
+
+
+# --- the explanation ------------------------------------------------------------------
+
+#: The explanation's formats, by the name `--format` takes, and their templates.
+EXPLAIN_TEMPLATES = {"markdown": "explain.md.jinja", "html": "explain.html.jinja"}
+
+
+@dataclass(frozen=True)
+class SvgNode:
+    name: str
+    label: str
+    kind: str
+    x: int
+    y: int
+    width: int
+    height: int
+
+    @property
+    def cx(self) -> int:
+        return self.x + self.width // 2
+
+    @property
+    def cy(self) -> int:
+        return self.y + self.height // 2
+
+
+@dataclass(frozen=True)
+class Svg:
+    width: int
+    height: int
+    nodes: tuple[SvgNode, ...]
+    edges: tuple[str, ...]  # path data
+
+
+_CHAR, _PAD, _ROW, _HEIGHT, _GAP, _MARGIN = 8, 20, 48, 30, 56, 12
+
+
+def layout(diagram: Diagram) -> Svg:
+    """A layered layout: one column per topological depth, nodes in order of
+    appearance down each column, edges as curves from right edge to left edge."""
+    columns: dict[int, list[int]] = {}
+    for i, n in enumerate(diagram.nodes):
+        columns.setdefault(n.depth, []).append(i)
+    widths = [len(n.label) * _CHAR + _PAD for n in diagram.nodes]
+    x = _MARGIN
+    placed: dict[str, SvgNode] = {}
+    height = 0
+    for depth in sorted(columns):
+        members = columns[depth]
+        column_width = max(widths[i] for i in members)
+        for row, i in enumerate(members):
+            n = diagram.nodes[i]
+            y = _MARGIN + row * _ROW
+            placed[n.key] = SvgNode(
+                n.name, n.label, n.kind, x, y, column_width, _HEIGHT
+            )
+            height = max(height, y + _HEIGHT + _MARGIN)
+        x += column_width + _GAP
+    edges = []
+    for e in diagram.edges:
+        a, b = placed[e.source], placed[e.target]
+        x0, y0, x1, y1 = a.x + a.width, a.cy, b.x, b.cy
+        mid = (x0 + x1) // 2
+        edges.append(f"M {x0} {y0} C {mid} {y0}, {mid} {y1}, {x1} {y1}")
+    return Svg(
+        x - _GAP + _MARGIN,
+        height,
+        tuple(placed[n.key] for n in diagram.nodes),
+        tuple(edges),
+    )
+
+
+_MERMAID_SHAPES = {
+    "input": '[/"{}"/]',
+    "param": '[/"{}"/]',
+    "define": '["{}"]',
+    "introduced": '("{}")',
+    "loss": '(["{}"])',
+    "output": '(["{}"])',
+}
+
+
+def mermaid(diagram: Diagram) -> list[str]:
+    """The diagram as the lines of a mermaid flowchart."""
+    lines = [
+        n.key + _MERMAID_SHAPES[n.kind].format(n.label.replace('"', "#quot;"))
+        for n in diagram.nodes
+    ]
+    lines += [f"{e.source} --> {e.target}" for e in diagram.edges]
+    return lines
+
+
+def render_explanation(
+    explanation: Explanation,
+    fmt: str,
+    *,
+    version: str,
+    spec_rel: str,
+    spec_sha256: str,
+    placeholder: str,
+) -> str:
+    """The explanation as Markdown (sealed like a module) or a self-contained HTML
+    page; `placeholder` stands where sealing will write the body digest."""
+    symbols = {v.name: v.symbol for v in explanation.variables}
+    context = {
+        "e": explanation,
+        "version": version,
+        "spec_rel": spec_rel,
+        "spec_sha256": spec_sha256,
+        "placeholder": placeholder,
+        "tex": {k: f.tex for k, f in symbols.items()},
+        "mml": {k: f.mathml for k, f in symbols.items()},
+        "mermaid": mermaid(explanation.diagram),
+        "svg": layout(explanation.diagram),
+    }
+    template = environment().get_template(EXPLAIN_TEMPLATES[fmt])
+    return template.render(context)

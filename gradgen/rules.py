@@ -910,6 +910,35 @@ STEPWISE = frozenset(
 )
 
 
+#: What the derivatives are where the true derivative does not exist, for each op
+#: that has such points: one row per op, `(op as written in a spec, convention)`.
+#: A generated module's header lists the rows of the ops it uses; the README has
+#: the table, and tests/test_explain.py checks every row against generated code.
+CONVENTIONS: dict[str, tuple[str, str]] = {
+    "relu": (
+        "relu",
+        "relu'(0) = 0, as in the article (the step function with H(0) = 0)",
+    ),
+    "abs": ("abs", "abs'(0) = sign(0) = 0"),
+    "maximum": (
+        "max",
+        "at a tie a == b the whole gradient goes to one operand: a constant one if"
+        " there is one (so max(0, z) is relu, 0 at z = 0), else the first",
+    ),
+    "minimum": ("min", "at a tie, as max: a constant operand, else the first"),
+    "sqrt": (
+        "sqrt",
+        "sqrt'(0) = 1/(2*0) = inf; gradgen has no norm, and the gradient of"
+        " sqrt(sum(x**2)) at x = 0 is nan (inf * 0), not 0",
+    ),
+    "pow": (
+        "a**b",
+        "d(a**b)/db = a**b * log(a), taken as 0 at a = 0 (xlogy);"
+        " d(a**b)/da = b * a**(b - 1), inf at a = 0 when b < 1",
+    ),
+}
+
+
 def spelling(op: str) -> Spelling:
     """The numpy spelling of any op, differentiable or not."""
     rule = RULES.get(op)

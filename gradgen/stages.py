@@ -16,5 +16,13 @@ class Stage(StrEnum):
     GRAPH = "graph"
     DERIVATION = "derivation"
     LOWERED = "lowered"
+    EXPLANATION = "explanation"
     RENDERED = "rendered"
     MODULE = "module"
+
+
+class Format(StrEnum):
+    """What `gradgen explain --format` writes."""
+
+    MARKDOWN = "markdown"
+    HTML = "html"

@@ -32,15 +32,16 @@ LAYERS: list[set[str]] = [
     {"parse"},  # expression text -> nodes
     {"model"},  # Spec -> graph
     {"derive"},
+    {"closedform"},  # graph <-> sympy: closed forms, printed as math
     {"lower"},
     {"printer"},
-    {"explain"},  # dumps of the stages above
+    {"explain", "explanation"},  # dumps of the stages above; the explain stage
     {"render"},
     {"formatting"},
     {"write"},
     {"pipeline"},
     {"config", "plan"},
-    {"cli", "__main__", "__init__"},
+    {"cli", "report", "__main__", "__init__"},
 ]
 
 

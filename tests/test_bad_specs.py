@@ -201,10 +201,12 @@ def test_doc_injection_generates_an_inert_module(
     spec = GOOD / "doc_injection.yaml"
     code, stdout, stderr = run_cli(["generate", relative(spec), "--out", str(out)])
     assert (code, stderr) == (0, ""), stdout + stderr
-    assert tree(tmp_path) == ["out", "out/doc_injection.py"]
+    # this repository's [tool.gradgen] asks for explanations: the .md comes too
+    written = ["out", "out/doc_injection.md", "out/doc_injection.py"]
+    assert tree(tmp_path) == written
     monkeypatch.chdir(tmp_path)  # anything the import might write would land here
     module = import_file(out / "doc_injection.py", "doc_injection_module")
-    assert tree(tmp_path) == ["out", "out/doc_injection.py"]
+    assert tree(tmp_path) == written
     doc = module.__doc__
     assert isinstance(doc, str)
     for text in (

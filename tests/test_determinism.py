@@ -19,7 +19,11 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def tree(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.py"))}
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(folder.iterdir())
+        if p.suffix in (".py", ".md")
+    }
 
 
 @pytest.mark.slow
@@ -32,7 +36,15 @@ def test_bytes_identical_under_different_hash_seeds(tmp_path: Path) -> None:
         out = tmp_path / "generated"
         env = {**os.environ, "PYTHONHASHSEED": seed}
         done = subprocess.run(
-            [sys.executable, "-m", "gradgen", "generate", "-q", "examples"],
+            [
+                sys.executable,
+                "-m",
+                "gradgen",
+                "generate",
+                "-q",
+                "--explain",
+                "examples",
+            ],
             cwd=tmp_path,
             env=env,
             capture_output=True,
@@ -43,7 +55,10 @@ def test_bytes_identical_under_different_hash_seeds(tmp_path: Path) -> None:
         outputs.append(tree(out))
         shutil.rmtree(out)
     first, second = outputs
-    assert sorted(first) == sorted(p.stem + ".py" for p in _module_names())
+    names = _module_names()
+    assert sorted(first) == sorted(
+        [*(p.stem + ".py" for p in names), *(p.stem + ".md" for p in names)]
+    )
     for name in first:
         assert first[name] == second[name], f"{name} differs between hash seeds"
 

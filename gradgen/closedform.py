@@ -1,0 +1,1434 @@
+"""Closed forms: graph nodes as sympy expressions, simplified, printed as math.
+
+A graph computes with arrays; sympy computes with scalars. The two meet because
+every element-wise operation (`+ - * / **`, exp, log, relu, a mask `z > 0`...) is
+the same scalar operation applied to each element, so an expression made of them
+obeys scalar algebra element by element, broadcasting included. Array operations
+that are not element-wise (a matrix product, a sum, a transpose, a vector literal,
+an index) become *opaque* sympy functions (`Op` subclasses): sympy simplifies their
+operands but never looks inside them, so it never treats a matrix product as a
+commutative one. The element-wise regions between them are simplified with sympy,
+which turns the nested chain's derivative into `6 x**2 cot(x**3)` and the total
+derivative of `x + x**2` into `2x + 1`.
+
+Each opaque function prints itself in three notations: LaTeX (Markdown's `$...$`),
+MathML (HTML, `sympy.printing.mathml`) and a readable numpy-like line (the
+generated docstrings), and evaluates itself on numpy arrays (`evaluate`), so the
+tests can check a closed form numerically against the generated code.
+Products of arrays are printed with the Hadamard product `⊙`, products with
+scalars by juxtaposition, `X^T G` for a matrix product, as the article writes them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+from xml.dom.minidom import Element
+
+import sympy as sp
+from sympy.printing.latex import LatexPrinter
+from sympy.printing.mathml import MathMLPresentationPrinter
+from sympy.printing.precedence import PRECEDENCE
+from sympy.printing.printer import Printer
+from sympy.printing.str import StrPrinter
+
+from .graph import Axes, Axis, Count, Exponent, Node, Position, Subscripts, attr
+from .rules import RULES
+from .scalar import X
+
+__all__ = [
+    "Op",
+    "Partial",
+    "Shadow",
+    "evaluate",
+    "latex",
+    "mathml",
+    "rank",
+    "simplify",
+    "text",
+]
+
+_MUL = PRECEDENCE["Mul"]
+_POW = PRECEDENCE["Pow"]
+_ATOM = PRECEDENCE["Atom"]
+_REL = PRECEDENCE["Relational"]
+
+# --- the opaque array operations ----------------------------------------------------
+
+
+class Op(sp.Function):
+    """An array operation that is not element-wise: sympy keeps it whole.
+
+    Subclasses say how to print themselves (`tex`, `mml`, `txt`), their result's
+    rank from their operands' ranks (`out_rank`), and how to compute themselves on
+    numpy arrays (`compute`). Integer attributes (an axis, a count) and names (einsum
+    subscripts) are trailing arguments, so that sympy keeps them with the operands.
+    """
+
+    base_precedence: ClassVar[int] = _ATOM
+    operands: ClassVar[int] = 1  # array operands; the remaining args are attributes
+    operator: ClassVar[bool] = True  # printed before its operand (Σ, X^T ·): in a
+    # product, numeric coefficients are written in front of it, `2/N Σ ...`
+
+    @property
+    def precedence(self) -> int:
+        """How tightly it binds, for sympy's printers (`sympy.printing.precedence`)."""
+        return self.base_precedence
+
+    @property
+    def arrays(self) -> tuple[Any, ...]:
+        return tuple(self.args[: self.operands])
+
+    @property
+    def extra(self) -> tuple[Any, ...]:
+        return tuple(self.args[self.operands :])
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return ranks[0]
+
+    def tex(self, p: _Latex) -> str:
+        raise NotImplementedError
+
+    def txt(self, p: _Text) -> str:
+        raise NotImplementedError
+
+    def mml(self, p: _MathML) -> Element:
+        return p.tex_fallback(self)
+
+    def compute(self, *values: Any) -> Any:
+        raise NotImplementedError
+
+    # sympy's printers call these by name
+    def _latex(self, printer: _Latex, exp: str | None = None) -> str:
+        tex = self.tex(printer)
+        return tex if exp is None else f"\\left({tex}\\right)^{{{exp}}}"
+
+    def _sympystr(self, printer: _Text) -> str:
+        return self.txt(printer)
+
+    def _mathml_presentation(self, printer: _MathML) -> Element:
+        return self.mml(printer)
+
+
+def _np() -> Any:
+    import numpy
+
+    return numpy
+
+
+class MatMul(Op):
+    """a @ b: `X w`, `X^T G`; two vectors: `u^T v`."""
+
+    base_precedence = _MUL
+    operands = 2
+
+    def out_rank(self, ranks: list[int]) -> int:
+        a, b = ranks
+        return max(a - 1, 0) + max(b - 1, 0)
+
+    def _left(self, p: _Printer) -> Any:
+        a, b = self.arrays
+        both_vectors = p.rank(a) == 1 and p.rank(b) == 1
+        return Transpose(a) if both_vectors else a
+
+    def tex(self, p: _Latex) -> str:
+        a, b = self._left(p), self.args[1]
+        return f"{p.parenthesize(a, _MUL, strict=True)} {p.parenthesize(b, _MUL)}"
+
+    def mml(self, p: _MathML) -> Element:
+        a, b = self._left(p), self.args[1]
+        return p.row(
+            p.parenthesize(a, _MUL, True), p.mo("\u2062"), p.parenthesize(b, _MUL)
+        )
+
+    def txt(self, p: _Text) -> str:
+        a, b = self.arrays
+        return f"{p.parenthesize(a, _MUL, strict=True)} @ {p.parenthesize(b, _MUL)}"
+
+    def compute(self, a: Any, b: Any) -> Any:
+        return _np().matmul(a, b)
+
+
+class Outer(Op):
+    """The outer product of two vectors, `a b^T`."""
+
+    base_precedence = _MUL
+    operands = 2
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return 2
+
+    def tex(self, p: _Latex) -> str:
+        a, b = self.arrays
+        return f"{p.parenthesize(a, _MUL)} {p.parenthesize(Transpose(b), _MUL)}"
+
+    def mml(self, p: _MathML) -> Element:
+        a, b = self.arrays
+        return p.row(
+            p.parenthesize(a, _MUL), p.mo("\u2062"), p.parenthesize(Transpose(b), _MUL)
+        )
+
+    def txt(self, p: _Text) -> str:
+        a, b = self.arrays
+        return f"outer({p.doprint(a)}, {p.doprint(b)})"
+
+    def compute(self, a: Any, b: Any) -> Any:
+        return _np().outer(a, b)
+
+
+class Transpose(Op):
+    """`A^T`."""
+
+    base_precedence = _POW
+
+    def tex(self, p: _Latex) -> str:
+        return f"{p.parenthesize(self.args[0], _POW, strict=True)}^{{\\top}}"
+
+    def mml(self, p: _MathML) -> Element:
+        sup = p.element("msup")
+        sup.appendChild(p.parenthesize(self.args[0], _POW, True))
+        sup.appendChild(p.mo("\u22a4"))
+        return sup
+
+    def txt(self, p: _Text) -> str:
+        return f"{p.parenthesize(self.args[0], _ATOM, strict=True)}.T"
+
+    def compute(self, a: Any) -> Any:
+        return _np().transpose(a)
+
+
+def _axis_value(arg: Any) -> int | None:
+    value = int(arg)
+    return None if value < 0 else value
+
+
+class Sum(Op):
+    """sum(x) over every element, or along one axis (-1: every element)."""
+
+    base_precedence = _MUL
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return 0 if _axis_value(self.args[1]) is None else ranks[0] - 1
+
+    def _index(self, p: _Printer) -> tuple[str, str]:
+        """The summation index and the subscript of the summand."""
+        r = p.rank(self.args[0])
+        axis = _axis_value(self.args[1])
+        if axis is None:
+            return ("i", "i") if r <= 1 else ("i,j", "ij")
+        if r == 1:
+            return "i", "i"
+        return ("i", "i,:") if axis == 0 else ("j", ":,j")
+
+    def tex(self, p: _Latex) -> str:
+        index, sub = self._index(p)
+        x = self.args[0]
+        body = p.doprint(x)
+        summand = (
+            f"{{{body}}}_{{{sub}}}"
+            if x.is_Symbol
+            else f"\\left({body}\\right)_{{{sub}}}"
+        )
+        return f"\\sum_{{{index}}} {summand}"
+
+    def mml(self, p: _MathML) -> Element:
+        index, sub = self._index(p)
+        x = self.args[0]
+        under = p.element("munder")
+        under.appendChild(p.mo("\u2211"))
+        under.appendChild(p.mi(index))
+        summand = p.element("msub")
+        summand.appendChild(p.fenced(x) if not x.is_Symbol else p.doprint_element(x))
+        summand.appendChild(p.mi(sub))
+        return p.row(under, summand)
+
+    def txt(self, p: _Text) -> str:
+        axis = _axis_value(self.args[1])
+        where = "" if axis is None else f", axis={axis}"
+        return f"sum({p.doprint(self.args[0])}{where})"
+
+    def compute(self, x: Any, axis: Any) -> Any:
+        return _np().sum(x, axis=_axis_value(axis))
+
+
+class SumKeep(Sum):
+    """sum along axes with keepdims (the adjoint of an operand's size-1 axis)."""
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return ranks[0]
+
+    def compute(self, x: Any, axis: Any) -> Any:
+        return _np().sum(x, axis=_axis_value(axis), keepdims=True)
+
+
+class LogSumExp(Op):
+    """log(sum(exp(x))), over every element or along an axis."""
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return 0 if _axis_value(self.args[1]) is None else ranks[0] - 1
+
+    def _name(self) -> str:
+        axis = _axis_value(self.args[1])
+        return "logsumexp" if axis is None else f"logsumexp_{axis}"
+
+    def tex(self, p: _Latex) -> str:
+        axis = _axis_value(self.args[1])
+        sub = "" if axis is None else f"_{{{axis}}}"
+        return (
+            f"\\operatorname{{logsumexp}}{sub}\\left({p.doprint(self.args[0])}\\right)"
+        )
+
+    def mml(self, p: _MathML) -> Element:
+        axis = _axis_value(self.args[1])
+        name: Element = p.mi("logsumexp")
+        if axis is not None:
+            name = p.sub(name, p.mn(str(axis)))
+        return p.row(name, p.fenced(self.args[0]))
+
+    def txt(self, p: _Text) -> str:
+        axis = _axis_value(self.args[1])
+        where = "" if axis is None else f", axis={axis}"
+        return f"logsumexp({p.doprint(self.args[0])}{where})"
+
+    def compute(self, x: Any, axis: Any) -> Any:
+        np = _np()
+        a = _axis_value(axis)
+        m = np.max(x, axis=a, keepdims=True)
+        s = np.log(np.sum(np.exp(x - m), axis=a, keepdims=True)) + m
+        return np.squeeze(s, axis=a) if a is not None else float(np.squeeze(s))
+
+
+class Index(Op):
+    """g[i]: element i of a vector (1-based in math, 0-based in code)."""
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return ranks[0] - 1
+
+    def tex(self, p: _Latex) -> str:
+        i = int(self.args[1]) + 1
+        x = self.args[0]
+        body = p.doprint(x) if x.is_Symbol else f"\\left({p.doprint(x)}\\right)"
+        return f"{body}_{{{i}}}"
+
+    def mml(self, p: _MathML) -> Element:
+        x = self.args[0]
+        return p.sub(
+            p.doprint_element(x) if x.is_Symbol else p.fenced(x),
+            p.mn(str(int(self.args[1]) + 1)),
+        )
+
+    def txt(self, p: _Text) -> str:
+        return (
+            f"{p.parenthesize(self.args[0], _ATOM, strict=True)}[{int(self.args[1])}]"
+        )
+
+    def compute(self, x: Any, i: Any) -> Any:
+        return x[int(i)]
+
+
+class Stack(Op):
+    """The vector literal [e1, e2, ...], a column vector in math."""
+
+    operands = -1
+
+    @property
+    def arrays(self) -> tuple[Any, ...]:
+        return tuple(self.args)
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return ranks[0] + 1
+
+    def tex(self, p: _Latex) -> str:
+        rows = " \\\\ ".join(p.doprint(a) for a in self.args)
+        return f"\\begin{{bmatrix}} {rows} \\end{{bmatrix}}"
+
+    def mml(self, p: _MathML) -> Element:
+        table = p.element("mtable")
+        for a in self.args:
+            tr, td = p.element("mtr"), p.element("mtd")
+            td.appendChild(p.doprint_element(a))
+            tr.appendChild(td)
+            table.appendChild(tr)
+        return p.row(p.mo("["), table, p.mo("]"))
+
+    def txt(self, p: _Text) -> str:
+        """`[a, b]` for numbers; `stack([A, 0])`, the elements broadcast to one
+        shape, where they are arrays (a Jacobian's rows)."""
+        items = "[" + ", ".join(p.doprint(a) for a in self.args) + "]"
+        return items if all(p.rank(a) == 0 for a in self.args) else f"stack({items})"
+
+    def compute(self, *values: Any) -> Any:
+        return _np().array(values, dtype=float)
+
+
+class _Transparent(Op):
+    """Plumbing that changes how an array is laid out, not its values as math:
+    printed as its operand. `compute` does the numpy layout exactly."""
+
+    operands = 1
+
+    def tex(self, p: _Latex) -> str:
+        return p.doprint(self.args[0])
+
+    def mml(self, p: _MathML) -> Element:
+        return p.doprint_element(self.args[0])
+
+    def txt(self, p: _Text) -> str:
+        return p.doprint(self.args[0])
+
+    @property
+    def precedence(self) -> int:
+        """Its operand's: it prints as its operand."""
+        from sympy.printing.precedence import precedence
+
+        result: int = precedence(self.args[0])
+        return result
+
+
+class ExpandDims(_Transparent):
+    """g with a size-1 axis inserted (broadcasts along it): transparent in math,
+    `g[:, None]` in numpy's notation, whose broadcasting aligns axes from the right."""
+
+    def txt(self, p: _Text) -> str:
+        x = p.parenthesize(self.args[0], _ATOM, strict=True)
+        axis = int(self.args[1])
+        return x if axis == 0 else f"{x}[{', '.join([':'] * axis + ['None'])}]"
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return ranks[0] + 1
+
+    def compute(self, x: Any, axis: Any) -> Any:
+        return _np().expand_dims(x, int(axis))
+
+
+class Fill(_Transparent):
+    """g broadcast to a shape (the trailing arguments are its dims): transparent,
+    or `g 1` (a scalar times the array of ones) where g has fewer axes."""
+
+    def _spread(self, p: _Printer) -> bool:
+        return p.rank(self.args[0]) < len(self.extra)
+
+    def tex(self, p: _Latex) -> str:
+        if not self._spread(p):
+            return p.doprint(self.args[0])
+        return f"{p.parenthesize(self.args[0], _MUL)} \\mathbf{{1}}"
+
+    def mml(self, p: _MathML) -> Element:
+        if not self._spread(p):
+            return p.doprint_element(self.args[0])
+        one = p.mi("1")
+        one.setAttribute("mathvariant", "bold")
+        return p.row(p.parenthesize(self.args[0], _MUL), p.mo("\u2062"), one)
+
+    def txt(self, p: _Text) -> str:
+        if not self._spread(p):
+            return p.doprint(self.args[0])
+        dims = ", ".join(p.doprint(d) for d in self.extra)
+        shape = dims if len(self.extra) == 1 else f"({dims})"
+        return f"ones({shape}) * {p.parenthesize(self.args[0], _MUL)}"
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return len(self.extra)
+
+    def compute(self, x: Any, *dims: Any) -> Any:
+        shape = tuple(int(d) for d in dims)
+        return _np().array(_np().broadcast_to(x, shape), dtype=float)
+
+
+class Trail(_Transparent):
+    """a with `count` size-1 axes appended (forward mode)."""
+
+    def txt(self, p: _Text) -> str:
+        x = p.parenthesize(self.args[0], _ATOM, strict=True)
+        return f"{x}[..., {', '.join(['None'] * int(self.args[1]))}]"
+
+    def tex(self, p: _Latex) -> str:
+        """Repeated along the param's axes: `x 1^T`."""
+        return f"{p.parenthesize(self.args[0], _MUL)} \\mathbf{{1}}^{{\\top}}"
+
+    def mml(self, p: _MathML) -> Element:
+        ones = p.element("msup")
+        one = p.mi("1")
+        one.setAttribute("mathvariant", "bold")
+        ones.appendChild(one)
+        ones.appendChild(p.mo("\u22a4"))
+        return p.row(p.parenthesize(self.args[0], _MUL), p.mo("\u2062"), ones)
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return ranks[0] + int(self.args[1])
+
+    def compute(self, x: Any, count: Any) -> Any:
+        x = _np().asarray(x, dtype=float)
+        return x.reshape(x.shape + (1,) * int(count))
+
+
+class Lift(_Transparent):
+    """t with `count` size-1 axes in front (forward mode)."""
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return ranks[0] + int(self.args[1])
+
+    def compute(self, x: Any, count: Any) -> Any:
+        x = _np().asarray(x, dtype=float)
+        return x.reshape((1,) * int(count) + x.shape)
+
+
+class Reshape(Fill):
+    """An identity reshaped to param.shape * 2 (a matrix param's seed)."""
+
+    def compute(self, x: Any, *dims: Any) -> Any:
+        return _np().reshape(x, tuple(int(d) for d in dims))
+
+
+class Eye(Op):
+    """The identity matrix I_n."""
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return 2
+
+    def tex(self, p: _Latex) -> str:
+        return f"I_{{{p.doprint(self.args[0])}}}"
+
+    def mml(self, p: _MathML) -> Element:
+        return p.sub(p.mi("I"), p.doprint_element(self.args[0]))
+
+    def txt(self, p: _Text) -> str:
+        return f"eye({p.doprint(self.args[0])})"
+
+    def compute(self, n: Any) -> Any:
+        return _np().eye(int(n))
+
+
+class Zeros(Op):
+    """An array of zeros of the shape given by the arguments (dims)."""
+
+    operands = 0
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return len(self.args)
+
+    def tex(self, p: _Latex) -> str:
+        return "0"
+
+    def mml(self, p: _MathML) -> Element:
+        return p.mn("0")
+
+    def txt(self, p: _Text) -> str:
+        return "0"
+
+    def compute(self, *dims: Any) -> Any:
+        return _np().zeros(tuple(int(d) for d in dims))
+
+
+class Einsum(Op):
+    """np.einsum(subscripts, a, b): the first argument is the subscripts' symbol."""
+
+    operands = 3
+
+    @property
+    def arrays(self) -> tuple[Any, ...]:
+        return tuple(self.args[1:])
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return len(str(self.args[0].name).split("->")[1])
+
+    def tex(self, p: _Latex) -> str:
+        spec = str(self.args[0].name).replace("->", "\\to ")
+        operands = ", ".join(p.doprint(a) for a in self.args[1:])
+        return (
+            f"\\operatorname{{einsum}}_{{\\mathtt{{{spec}}}}}\\left({operands}\\right)"
+        )
+
+    def mml(self, p: _MathML) -> Element:
+        spec = str(self.args[0].name).replace("->", "\u2192")
+        name = p.sub(p.mi("einsum"), p.mtext(spec))
+        inner = p.row()
+        for i, a in enumerate(self.args[1:]):
+            if i:
+                inner.appendChild(p.mo(","))
+            inner.appendChild(p.doprint_element(a))
+        return p.row(name, p.mo("("), inner, p.mo(")"))
+
+    def txt(self, p: _Text) -> str:
+        operands = ", ".join(p.doprint(a) for a in self.args[1:])
+        return f"einsum('{self.args[0].name}', {operands})"
+
+    def compute(self, spec: Any, *values: Any) -> Any:
+        return _np().einsum(str(spec), *values)
+
+
+class Swap01(Op):
+    """The first two axes swapped (the tangent of a transpose)."""
+
+    def tex(self, p: _Latex) -> str:
+        return f"\\operatorname{{swap}}_{{01}}\\left({p.doprint(self.args[0])}\\right)"
+
+    def mml(self, p: _MathML) -> Element:
+        return p.row(p.sub(p.mi("swap"), p.mn("01")), p.fenced(self.args[0]))
+
+    def txt(self, p: _Text) -> str:
+        return f"swapaxes({p.doprint(self.args[0])}, 0, 1)"
+
+    def compute(self, x: Any) -> Any:
+        return _np().swapaxes(x, 0, 1)
+
+
+# --- element-wise functions sympy has no name for -----------------------------------
+
+
+class Elementwise(Op):
+    """An element-wise function or comparison sympy does not know (relu, sigmoid,
+    softplus, max, min, a mask): opaque to sympy, but element-wise, so it lives in
+    the element-wise regions that sympy simplifies."""
+
+    name: ClassVar[str] = ""
+    tex_name: ClassVar[str] = ""
+    operands = 1
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return max(ranks)
+
+    def tex(self, p: _Latex) -> str:
+        inner = ", ".join(p.doprint(a) for a in self.args)
+        return f"{self.tex_name}\\left({inner}\\right)"
+
+    def mml(self, p: _MathML) -> Element:
+        inner = p.row()
+        for i, a in enumerate(self.args):
+            if i:
+                inner.appendChild(p.mo(","))
+            inner.appendChild(p.doprint_element(a))
+        return p.row(p.mi(self.name), p.mo("("), inner, p.mo(")"))
+
+    def txt(self, p: _Text) -> str:
+        return f"{self.name}({', '.join(p.doprint(a) for a in self.args)})"
+
+
+class Relu(Elementwise):
+    name, tex_name = "relu", "\\operatorname{relu}"
+
+    def compute(self, x: Any) -> Any:
+        return _np().maximum(x, 0.0)
+
+
+class Sigmoid(Elementwise):
+    name, tex_name = "\u03c3", "\\sigma"
+
+    def txt(self, p: _Text) -> str:
+        return f"sigmoid({p.doprint(self.args[0])})"
+
+    def compute(self, x: Any) -> Any:
+        np = _np()
+        return np.exp(-np.logaddexp(0.0, -np.asarray(x, dtype=float)))
+
+
+class Softplus(Elementwise):
+    name, tex_name = "softplus", "\\operatorname{softplus}"
+
+    def compute(self, x: Any) -> Any:
+        return _np().logaddexp(0.0, x)
+
+
+class Maximum(Elementwise):
+    name, tex_name = "max", "\\max"
+    operands = 2
+
+    def compute(self, a: Any, b: Any) -> Any:
+        return _np().maximum(a, b)
+
+
+class Minimum(Elementwise):
+    name, tex_name = "min", "\\min"
+    operands = 2
+
+    def compute(self, a: Any, b: Any) -> Any:
+        return _np().minimum(a, b)
+
+
+class XLogY(Elementwise):
+    """x log y, 0 where x = 0."""
+
+    name, tex_name = "xlogy", "\\operatorname{xlogy}"
+    operands = 2
+
+    def compute(self, x: Any, y: Any) -> Any:
+        np = _np()
+        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(x == 0, 0.0, x * np.log(np.where(x == 0, 1.0, y)))
+
+
+class Compare(Elementwise):
+    """A mask: 1 where the comparison holds, else 0."""
+
+    operands = 2
+    base_precedence = _ATOM
+    symbol: ClassVar[str] = ""
+    tex_symbol: ClassVar[str] = ""
+    mml_symbol: ClassVar[str] = ""
+
+    def tex(self, p: _Latex) -> str:
+        a, b = (p.doprint(x) for x in self.args)
+        return f"\\left({a} {self.tex_symbol} {b}\\right)"
+
+    def mml(self, p: _MathML) -> Element:
+        a, b = (p.doprint_element(x) for x in self.args)
+        return p.row(p.mo("("), a, p.mo(self.mml_symbol), b, p.mo(")"))
+
+    def txt(self, p: _Text) -> str:
+        a, b = (p.doprint(x) for x in self.args)
+        return f"({a} {self.symbol} {b})"
+
+
+class Greater(Compare):
+    symbol, tex_symbol, mml_symbol = ">", ">", ">"
+
+    def compute(self, a: Any, b: Any) -> Any:
+        return _np().greater(a, b).astype(float)
+
+
+class Equal(Compare):
+    symbol, tex_symbol, mml_symbol = "==", "=", "="
+
+    def compute(self, a: Any, b: Any) -> Any:
+        return _np().equal(a, b).astype(float)
+
+
+class NotEqual(Compare):
+    symbol, tex_symbol, mml_symbol = "!=", "\\neq", "\u2260"
+
+    def compute(self, a: Any, b: Any) -> Any:
+        return _np().not_equal(a, b).astype(float)
+
+
+class Hadamard(Op):
+    """The element-wise product of arrays, `a ⊙ b` (built only for printing)."""
+
+    base_precedence = _MUL
+    operands = -1
+
+    def tex(self, p: _Latex) -> str:
+        return " \\odot ".join(p.parenthesize(a, _MUL) for a in self.args)
+
+    def mml(self, p: _MathML) -> Element:
+        row = p.row()
+        for i, a in enumerate(self.args):
+            if i:
+                row.appendChild(p.mo("\u2299"))
+            row.appendChild(p.parenthesize(a, _MUL))
+        return row
+
+    def txt(self, p: _Text) -> str:
+        return " * ".join(p.parenthesize(a, _MUL) for a in self.args)
+
+
+# --- notation for the explanation ----------------------------------------------------
+
+
+class Partial(Op):
+    """∂f/∂v for two symbols: an adjoint (∂L/∂z) or a local derivative (∂a/∂z)."""
+
+    operands = 2
+
+    def tex(self, p: _Latex) -> str:
+        f, v = (p.doprint(a) for a in self.args)
+        return f"\\frac{{\\partial {f}}}{{\\partial {v}}}"
+
+    def mml(self, p: _MathML) -> Element:
+        frac = p.element("mfrac")
+        for a in self.args:
+            frac.appendChild(p.row(p.mo("\u2202"), p.doprint_element(a)))
+        return frac
+
+    def txt(self, p: _Text) -> str:
+        f, v = (p.doprint(a) for a in self.args)
+        return f"d{f}/d{v}"
+
+
+class Diag(Op):
+    """diag(d): the diagonal Jacobian of an element-wise operation (never formed)."""
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return 2
+
+    def tex(self, p: _Latex) -> str:
+        if self.args[0] == 1:
+            return "I"
+        return f"\\operatorname{{diag}}\\left({p.doprint(self.args[0])}\\right)"
+
+    def mml(self, p: _MathML) -> Element:
+        if self.args[0] == 1:
+            return p.mi("I")
+        return p.row(p.mi("diag"), p.fenced(self.args[0]))
+
+    def txt(self, p: _Text) -> str:
+        return f"diag({p.doprint(self.args[0])})"
+
+
+class Assign(Op):
+    """`lhs ← rhs`: an update of the optimizer, or `lhs = rhs` (a definition) when
+    the third argument is 0."""
+
+    operands = 2
+    base_precedence = PRECEDENCE["Lambda"]
+
+    def _arrow(self) -> bool:
+        return len(self.args) < 3 or bool(self.args[2])
+
+    def tex(self, p: _Latex) -> str:
+        arrow = "\\leftarrow" if self._arrow() else "="
+        return f"{p.doprint(self.args[0])} {arrow} {p.doprint(self.args[1])}"
+
+    def mml(self, p: _MathML) -> Element:
+        arrow = "\u2190" if self._arrow() else "="
+        return p.row(
+            p.doprint_element(self.args[0]),
+            p.mo(arrow),
+            p.doprint_element(self.args[1]),
+        )
+
+    def txt(self, p: _Text) -> str:
+        arrow = "<-" if self._arrow() else "="
+        return f"{p.doprint(self.args[0])} {arrow} {p.doprint(self.args[1])}"
+
+
+class Hat(Op):
+    """A bias-corrected moment, m̂."""
+
+    def tex(self, p: _Latex) -> str:
+        return f"\\hat{{{p.doprint(self.args[0])}}}"
+
+    def mml(self, p: _MathML) -> Element:
+        over = p.element("mover")
+        over.setAttribute("accent", "true")
+        over.appendChild(p.doprint_element(self.args[0]))
+        over.appendChild(p.mo("^"))
+        return over
+
+    def txt(self, p: _Text) -> str:
+        return f"{p.doprint(self.args[0])}_hat"
+
+
+class Ones(Op):
+    """The vector of ones, 1 (bold)."""
+
+    operands = 0
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return 1
+
+    def tex(self, p: _Latex) -> str:
+        return "\\mathbf{1}"
+
+    def mml(self, p: _MathML) -> Element:
+        m = p.mi("1")
+        m.setAttribute("mathvariant", "bold")
+        return m
+
+    def txt(self, p: _Text) -> str:
+        return "ones"
+
+
+# --- printers -------------------------------------------------------------------------
+
+
+class _Printer:
+    """What the three printers share: the ranks of the symbols they print, and
+    sums written with a positive term first (`out - Y`, not `-Y + out`)."""
+
+    ranks: Mapping[sp.Symbol, int]
+
+    def rank(self, expr: Any) -> int:
+        return rank(expr, self.ranks)
+
+    def _as_ordered_terms(self, expr: Any, order: Any = None) -> list[Any]:
+        terms: list[Any] = Printer._as_ordered_terms(self, expr, order=order)
+        positive = [t for t in terms if not t.could_extract_minus_sign()]
+        if positive and terms[0] is not positive[0]:
+            terms.remove(positive[0])
+            terms.insert(0, positive[0])
+        return terms
+
+
+def _is_coefficient(f: Any) -> bool:
+    """A number, a dim, or a power of one: written first, as a fraction (2/N)."""
+    base = f.base if f.is_Pow else f
+    return bool(f.is_Number or (isinstance(base, sp.Symbol) and base.is_integer))
+
+
+def _split(
+    expr: Any, ranks: Mapping[sp.Symbol, int]
+) -> tuple[Any, list[Any], list[Any], list[Any]] | None:
+    """A product with arrays or array operations (a sum, a matrix product) in it as
+    (coefficient, scalar factors, array factors, divisors), printed `2/N Σ ...`,
+    `s a ⊙ b / c` as the article writes them. None: print it as sympy does."""
+    coefficient, scalars, top, bottom = [], [], [], []
+    for f in sp.Mul.make_args(expr):
+        if _is_coefficient(f):
+            coefficient.append(f)
+        elif f.is_Pow and f.exp.is_negative:
+            bottom.append(1 / f)
+        elif rank(f, ranks) == 0:
+            scalars.append(f)
+        else:
+            top.append(f)
+    operators = any(isinstance(f, Op) and f.operator for f in scalars)
+    if not top and not operators and not any(rank(f, ranks) for f in bottom):
+        return None
+    return sp.Mul(*coefficient), scalars, top, bottom
+
+
+class _Latex(_Printer, LatexPrinter):
+    def __init__(self, ranks: Mapping[sp.Symbol, int]) -> None:
+        super().__init__({"mul_symbol": None})
+        self.ranks = ranks
+
+    def _print_Mul(self, expr: Any) -> str:
+        split = _split(expr, self.ranks)
+        if split is None:
+            return super()._print_Mul(expr)
+        coefficient, scalars, top, bottom = split
+        many = len(scalars) + len(top) > 1
+        parts = [
+            self.parenthesize(f, _MUL) if many else self._print(f) for f in scalars
+        ]
+        if top:
+            parts.append(
+                " \\odot ".join(
+                    self.parenthesize(f, _MUL) if many else self._print(f) for f in top
+                )
+            )
+        body = " ".join(parts) or "1"
+        if bottom:
+            body = f"\\frac{{{body}}}{{{self._print(sp.Mul(*bottom))}}}"
+        if coefficient == 1:
+            return body
+        if coefficient == -1:
+            return f"-{body}"
+        return f"{self._print(coefficient)} {body}"
+
+
+class _Text(_Printer, StrPrinter):
+    def __init__(self, ranks: Mapping[sp.Symbol, int]) -> None:
+        super().__init__()
+        self.ranks = ranks
+
+    def parenthesize(self, item: Any, level: int, strict: bool = False) -> str:
+        """Function calls, `.T` and `[i]` bind tighter than any operator."""
+        while isinstance(item, _Transparent) and type(item).txt is _Transparent.txt:
+            item = item.args[0]
+        if isinstance(item, Op) and not isinstance(item, MatMul | Hadamard):
+            return self._print(item)
+        return super().parenthesize(item, level, strict)
+
+    def _print_Mul(self, expr: Any) -> str:
+        """Coefficient first, then the factors: `2/N * X.T @ ((z > 0) * (a - y))`.
+        numpy's `*` and `@` group from the left, so only later factors need
+        parentheses."""
+        split = _split(expr, self.ranks)
+        if split is None:
+            return super()._print_Mul(expr)
+        coefficient, scalars, top, bottom = split
+        factors = [*scalars, *top]
+        body = " * ".join(
+            self.parenthesize(f, _MUL, strict=i == 0) for i, f in enumerate(factors)
+        )
+        body = body or "1"
+        for f in bottom:
+            body += " / " + self.parenthesize(f, _MUL)
+        if coefficient == 1:
+            return body
+        if coefficient == -1:
+            return f"-{body}" if len(factors) == 1 and not bottom else f"-({body})"
+        return f"{self._print(coefficient)} * {body}"
+
+    def _print_Pow(self, expr: Any) -> str:
+        if expr.exp == sp.Rational(1, 2):
+            return f"sqrt({self.doprint(expr.base)})"
+        result: str = super()._print_Pow(expr)
+        return result
+
+    def _print_Abs(self, expr: Any) -> str:
+        return f"abs({self.doprint(expr.args[0])})"
+
+
+class _MathML(_Printer, MathMLPresentationPrinter):
+    def __init__(self, ranks: Mapping[sp.Symbol, int]) -> None:
+        super().__init__({"mul_symbol": None})
+        self.ranks = ranks
+
+    def _print_Mul(self, expr: Any) -> Element:
+        split = _split(expr, self.ranks)
+        if split is None:
+            return super()._print_Mul(expr)
+        coefficient, scalars, top, bottom = split
+        many = len(scalars) + len(top) > 1
+        body = self.row()
+        for i, f in enumerate([*scalars, *top]):
+            if i:
+                body.appendChild(self.mo("\u2299" if i > len(scalars) else "\u2062"))
+            body.appendChild(
+                self.parenthesize(f, _MUL) if many else self.doprint_element(f)
+            )
+        if bottom:
+            frac = self.element("mfrac")
+            frac.appendChild(body)
+            frac.appendChild(self.doprint_element(sp.Mul(*bottom)))
+            body = frac
+        if coefficient == 1:
+            return body
+        if coefficient == -1:
+            return self.row(self.mo("-"), body)
+        return self.row(self.doprint_element(coefficient), self.mo("\u2062"), body)
+
+    # small element builders for the opaque functions
+    def element(self, tag: str) -> Element:
+        return self.dom.createElement(tag)
+
+    def _leaf(self, tag: str, text: str) -> Element:
+        e = self.element(tag)
+        e.appendChild(self.dom.createTextNode(text))
+        return e
+
+    def mi(self, text: str) -> Element:
+        return self._leaf("mi", text)
+
+    def mn(self, text: str) -> Element:
+        return self._leaf("mn", text)
+
+    def mo(self, text: str) -> Element:
+        return self._leaf("mo", text)
+
+    def mtext(self, text: str) -> Element:
+        return self._leaf("mtext", text)
+
+    def row(self, *children: Element) -> Element:
+        r = self.element("mrow")
+        for c in children:
+            r.appendChild(c)
+        return r
+
+    def sub(self, base: Element, script: Element) -> Element:
+        s = self.element("msub")
+        s.appendChild(base)
+        s.appendChild(script)
+        return s
+
+    def fenced(self, expr: Any) -> Element:
+        return self.row(self.mo("("), self.doprint_element(expr), self.mo(")"))
+
+    def doprint_element(self, expr: Any) -> Element:
+        return self._print(expr)
+
+    def parenthesize(self, item: Any, level: int, strict: bool = False) -> Element:
+        return super().parenthesize(item, level, strict)
+
+    def tex_fallback(self, expr: Any) -> Element:
+        raise NotImplementedError(type(expr).__name__)
+
+
+def latex(expr: Any, ranks: Mapping[sp.Symbol, int]) -> str:
+    """LaTeX, for Markdown's `$...$`."""
+    return _Latex(ranks).doprint(expr)
+
+
+def mathml(expr: Any, ranks: Mapping[sp.Symbol, int]) -> str:
+    """Presentation MathML (without the <math> element)."""
+    printer = _MathML(ranks)
+    element = printer._print(expr)
+    text: str = element.toxml()
+    element.unlink()
+    return text
+
+
+def text(expr: Any, ranks: Mapping[sp.Symbol, int]) -> str:
+    """One readable numpy-like line (`2/N * X.T @ ((z > 0) * (a - y))`)."""
+    return _Text(ranks).doprint(expr)
+
+
+def rank(expr: Any, ranks: Mapping[sp.Symbol, int]) -> int:
+    """The rank of the array `expr` stands for."""
+    if isinstance(expr, sp.Symbol):
+        return ranks.get(expr, 0)
+    if expr.is_Number or not expr.args:
+        return 0
+    if isinstance(expr, Op):
+        inner = [rank(a, ranks) for a in expr.arrays] or [0]
+        return expr.out_rank(inner)
+    return max(rank(a, ranks) for a in expr.args)
+
+
+# --- simplification ---------------------------------------------------------------
+
+#: Above this many operations an element-wise region is only tidied (sympy's
+#: `simplify` takes seconds on large expressions).
+SIMPLIFY_LIMIT = 24
+
+
+def simplify(expr: Any, ranks: Mapping[sp.Symbol, int]) -> Any:
+    """The closed form: element-wise regions simplified by sympy, scalar factors
+    taken out of linear operations (`X^T (2/N g)` is `2/N X^T g`), written as the
+    article writes them (`cot` for `1/tan`)."""
+    simplified = _simplify(expr, ranks)
+    for sine in sorted(simplified.atoms(sp.sin), key=sp.default_sort_key):
+        u = sine.args[0]
+        simplified = simplified.subs(sp.cos(u) / sp.sin(u), sp.cot(u))
+    return simplified.replace(
+        lambda e: e.is_Pow and e.exp == -1 and isinstance(e.base, sp.tan),
+        lambda e: sp.cot(e.base.args[0]),
+    )
+
+
+#: Operations linear in each of their array operands: a scalar factor of an
+#: operand is a factor of the result.
+_LINEAR: tuple[type, ...] = (
+    MatMul,
+    Outer,
+    Transpose,
+    Sum,
+    Index,
+    ExpandDims,
+    Fill,
+    Trail,
+    Lift,
+    Swap01,
+    Einsum,
+)
+
+
+def _scalar_factor(expr: Any, ranks: Mapping[sp.Symbol, int]) -> tuple[Any, Any]:
+    """`expr` as (scalar, rest): the product of its rank-0 factors, and the others."""
+    scalars: list[Any] = []
+    others: list[Any] = []
+    for f in sp.Mul.make_args(expr):
+        (scalars if rank(f, ranks) == 0 else others).append(f)
+    if not others:
+        return sp.Integer(1), expr
+    return sp.Mul(*scalars), sp.Mul(*others)
+
+
+def _simplify(expr: Any, ranks: Mapping[sp.Symbol, int]) -> Any:
+    """Bottom-up: the operands of every opaque operation first, then the element-wise
+    region around them, with each opaque operation standing as a symbol."""
+    if not expr.args or isinstance(expr, sp.Symbol):
+        return expr
+    if isinstance(expr, Op) and not isinstance(expr, Elementwise):
+        args = [_simplify(a, ranks) for a in expr.args]
+        if not isinstance(expr, _LINEAR):
+            return expr.func(*args)
+        factor = sp.Integer(1)
+        first = 1 if isinstance(expr, Einsum) else 0
+        last = len(args) if expr.operands < 0 or first else expr.operands
+        for i in range(first, last):
+            c, args[i] = _scalar_factor(args[i], ranks)
+            factor *= c
+        if isinstance(expr, Sum) and not isinstance(expr, SumKeep):
+            if rank(args[0], ranks) == 0:
+                return factor * args[0]
+        return factor * expr.func(*args)
+    opaque: dict[Any, sp.Symbol] = {}
+
+    def hide(e: Any) -> Any:
+        if isinstance(e, Op) and not isinstance(e, Elementwise):
+            if e not in opaque:
+                opaque[e] = sp.Symbol(
+                    f"_op{len(opaque)}", real=True
+                )  # no spec name starts with _
+            return opaque[e]
+        if not e.args or isinstance(e, sp.Symbol):
+            return e
+        return e.func(*(hide(a) for a in e.args))
+
+    inner = {k: _simplify(k, ranks) for k in _opaque_in(expr)}
+    region = hide(expr.xreplace(inner))
+    region = _best(region)
+    return region.xreplace({s: e for e, s in opaque.items()})
+
+
+def _opaque_in(expr: Any) -> list[Any]:
+    """The outermost non-element-wise operations inside an element-wise region."""
+    found: list[Any] = []
+    stack = [expr]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, Op) and not isinstance(e, Elementwise):
+            if e is not expr:
+                found.append(e)
+                continue
+        stack.extend(e.args)
+    return sorted(set(found), key=sp.default_sort_key)
+
+
+def _best(region: Any) -> Any:
+    """The shortest of a few cheap rewritings (sympy's full `simplify` tries
+    trigonometric factorisations that take seconds): `factor_terms` pulls a common
+    factor out (`2/N * (a - y)`), `cancel` cancels a common factor of a fraction."""
+    candidates = [region, sp.factor_terms(region)]
+    if sp.count_ops(region) <= SIMPLIFY_LIMIT:
+        candidates.append(sp.factor_terms(sp.cancel(region)))
+    return min(candidates, key=lambda e: (sp.count_ops(e), len(sp.srepr(e))))
+
+
+# --- graph -> sympy -----------------------------------------------------------------
+
+_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "exp": sp.exp,
+    "log": sp.log,
+    "sin": sp.sin,
+    "cos": sp.cos,
+    "tanh": sp.tanh,
+    "sqrt": sp.sqrt,
+    "abs": sp.Abs,
+    "sign": sp.sign,
+    "square": lambda x: x**2,
+    "relu": Relu,
+    "sigmoid": Sigmoid,
+    "softplus": Softplus,
+    "maximum": Maximum,
+    "minimum": Minimum,
+    "xlogy": XLogY,
+    "gt": Greater,
+    "eq": Equal,
+    "ne": NotEqual,
+}
+_ARITHMETIC: dict[str, Callable[..., Any]] = {
+    "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
+    "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / b,
+    "neg": lambda a: -a,
+    "pow": lambda a, b: a**b,
+    "matmul": MatMul,
+    "transpose": Transpose,
+    "outer": Outer,
+    "swap01": Swap01,
+}
+_TRANSPARENT = frozenset({"as_float", "copy", "float", "tfill", "tfull"})
+
+
+def number(value: float) -> Any:
+    """A float from the graph as an exact sympy number: 0.1 -> 1/10."""
+    if value.is_integer():
+        return sp.Integer(int(value))
+    return sp.Rational(repr(value))
+
+
+class Shadow:
+    """Graph nodes as sympy expressions. `atoms` maps nodes to the expressions
+    that stand for them (the spec's names, intermediate variables); the walk stops
+    there. Inputs and params are symbols of their own name; dims positive integers.
+    """
+
+    def __init__(self, atoms: Mapping[Node, Any]) -> None:
+        self.atoms = dict(atoms)
+        self.ranks: dict[sp.Symbol, int] = {}
+        for node, expr in self.atoms.items():
+            if isinstance(expr, sp.Symbol):
+                self.ranks[expr] = node.rank
+        self._memo: dict[Node, Any] = {}
+
+    def symbol(self, name: str, node: Node) -> sp.Symbol:
+        s = sp.Symbol(name, real=True)
+        self.ranks[s] = node.rank
+        return s
+
+    def expr(self, root: Node, *, stop_at_root: bool = False) -> Any:
+        """`root` as sympy; the root itself is expanded even if it is an atom
+        unless `stop_at_root`."""
+        order = _ancestors_until(root, self.atoms)
+        for n in order:
+            if n in self._memo:
+                continue
+            if n is not root or stop_at_root:
+                if n in self.atoms:
+                    self._memo[n] = self.atoms[n]
+                    continue
+            self._memo[n] = self._convert(n)
+        result = self._memo[root]
+        if root in self.atoms and not stop_at_root:
+            del self._memo[root]  # the expansion is for this call only
+        return result
+
+    def _convert(self, n: Node) -> Any:
+        args = [self._memo[a] for a in n.args]
+        op = n.op
+        if op in ("input", "iinput", "param"):
+            return self.symbol(n.name, n)
+        if op == "dim":
+            return sp.Symbol(n.name, positive=True, integer=True)
+        if op == "const":
+            return number(n.value)
+        if op in _TRANSPARENT:
+            return args[0]
+        if op == "powc":
+            return args[0] ** number(attr(n, Exponent).k)
+        if op in _ARITHMETIC:
+            return _ARITHMETIC[op](*args)
+        if op in _FUNCTIONS:
+            return _FUNCTIONS[op](*args)
+        if op in ("sum", "mean", "logsumexp") and (
+            attr(n, Axis).axes is None or len(attr(n, Axis).axes or ()) == 1
+        ):
+            axes, keep = attr(n, Axis).axes, attr(n, Axis).keepdims
+            axis = None if axes is None else axes[0]
+            code = sp.Integer(-1 if axis is None else axis)
+            if op == "logsumexp" and not keep:
+                return LogSumExp(args[0], code)
+            if op != "logsumexp":
+                total = (SumKeep if keep and axis is not None else Sum)(args[0], code)
+                if op == "sum":
+                    return total
+                a = n.args[0]
+                counted = a.shape if axis is None else (a.shape[axis],)
+                count = sp.Mul(*(self._dim(d) for d in counted))
+                return total / count
+        if op in ("sum_axes", "sum_keep"):
+            axes = attr(n, Axes).axes
+            every = len(axes) == n.args[0].rank
+            kind = SumKeep if op == "sum_keep" else Sum
+            if every and op == "sum_axes":
+                return Sum(args[0], sp.Integer(-1))
+            out = args[0]
+            for axis in sorted(axes, reverse=True):
+                out = kind(out, sp.Integer(axis))
+            return out
+        if op == "index":
+            return Index(args[0], sp.Integer(attr(n, Position).i))
+        if op == "expand_dims":
+            return ExpandDims(args[0], sp.Integer(attr(n, Position).i))
+        if op in ("fill", "reshape"):
+            kind_ = Fill if op == "fill" else Reshape
+            return kind_(args[0], *(self._dim(d) for d in n.shape))
+        if op in ("trail", "lift"):
+            kind2 = Trail if op == "trail" else Lift
+            return kind2(args[0], sp.Integer(attr(n, Count).count))
+        if op == "stack":
+            return Stack(*args)
+        if op == "zeros_like" or op == "zeros":
+            return Zeros(*(self._dim(d) for d in n.shape))
+        if op == "eye":
+            return Eye(args[0])
+        if op == "einsum":
+            return Einsum(sp.Symbol(attr(n, Subscripts).spec), *args)
+        if op == "shape":
+            return sp.Integer(0)  # only read through `fill`'s own dims
+        return _unknown(n, args)
+
+    def _dim(self, d: object) -> Any:
+        if isinstance(d, int):
+            return sp.Integer(d)
+        if isinstance(d, str) and "*" not in d:
+            return sp.Symbol(d, positive=True, integer=True)
+        assert isinstance(d, str)
+        return sp.Mul(*(self._dim(p) for p in d.split("*")))
+
+
+class Generic(Op):
+    """An op this module has no notation for (one added to the rule table alone):
+    `op(operands)`; the last argument is its rank. It cannot be evaluated."""
+
+    operands = -1
+
+    @property
+    def arrays(self) -> tuple[Any, ...]:
+        return tuple(self.args[:-1])
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return int(self.args[-1])
+
+    def _operands(self, p: _Latex | _Text) -> str:
+        return ", ".join(p.doprint(a) for a in self.arrays)
+
+    def tex(self, p: _Latex) -> str:
+        return (
+            f"\\operatorname{{{type(self).__name__}}}\\left({self._operands(p)}\\right)"
+        )
+
+    def txt(self, p: _Text) -> str:
+        return f"{type(self).__name__}({self._operands(p)})"
+
+    def mml(self, p: _MathML) -> Element:
+        inner = p.row()
+        for i, a in enumerate(self.arrays):
+            if i:
+                inner.appendChild(p.mo(","))
+            inner.appendChild(p.doprint_element(a))
+        return p.row(p.mi(type(self).__name__), p.mo("("), inner, p.mo(")"))
+
+
+@functools.cache
+def _generic(op: str) -> type[Generic]:
+    return type(op, (Generic,), {})
+
+
+def _unknown(n: Node, args: list[Any]) -> Any:
+    """An op added to the rule table alone: an element-wise function by its sympy
+    definition (`log1p` is log(1 + x)), anything else as `op(operands)`."""
+    rule = RULES.get(n.op)
+    if rule is not None and rule.elementwise is not None and len(args) == 1:
+        return rule.elementwise[0].xreplace({X: args[0]})
+    return _generic(n.op)(*args, sp.Integer(n.rank))
+
+
+def _ancestors_until(root: Node, atoms: Mapping[Node, Any]) -> list[Node]:
+    """The nodes `root` needs, not looking past atoms (other than the root)."""
+    seen: dict[int, Node] = {}
+    stack = [root]
+    while stack:
+        n = stack.pop()
+        if n.id in seen:
+            continue
+        seen[n.id] = n
+        if n is not root and n in atoms:
+            continue
+        stack.extend(n.args)
+    return [seen[i] for i in sorted(seen)]
+
+
+# --- numbers -------------------------------------------------------------------------
+
+
+@functools.cache
+def _numpy_functions() -> dict[Any, Callable[..., Any]]:
+    np = _np()
+    return {
+        sp.exp: np.exp,
+        sp.log: np.log,
+        sp.sin: np.sin,
+        sp.cos: np.cos,
+        sp.tan: np.tan,
+        sp.cot: lambda x: 1.0 / np.tan(x),
+        sp.tanh: np.tanh,
+        sp.Abs: np.abs,
+        sp.sign: np.sign,
+    }
+
+
+def evaluate(expr: Any, values: Mapping[str, Any]) -> Any:
+    """The closed form's value on numpy arrays: `values` maps symbol names to
+    arrays (and dims to their sizes). Independent of every printer."""
+    np = _np()
+    if isinstance(expr, sp.Symbol):
+        return values[expr.name]
+    if expr.is_Number:
+        return float(expr)
+    if isinstance(expr, Einsum):
+        operands = [evaluate(a, values) for a in expr.args[1:]]
+        return expr.compute(expr.args[0].name, *operands)
+    args = [evaluate(a, values) for a in expr.args]
+    if isinstance(expr, Op):
+        return expr.compute(*args)
+    if expr.is_Add:
+        return functools.reduce(lambda a, b: a + b, args)
+    if expr.is_Mul:
+        return functools.reduce(lambda a, b: a * b, args)
+    if expr.is_Pow:
+        base, exponent = args
+        if expr.exp == sp.Rational(1, 2):
+            return np.sqrt(base)
+        return np.power(np.asarray(base, dtype=float), exponent)
+    function = _numpy_functions().get(expr.func)
+    if function is None:
+        raise NotImplementedError(f"cannot evaluate {expr.func}")
+    return function(*args)

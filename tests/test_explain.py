@@ -1,0 +1,341 @@
+"""`gradgen explain`: the derivation in math, checked against independent truth.
+
+* the closed forms (sympy expressions, and the one-line forms in the generated
+  docstrings) are evaluated on random data and compared with the generated code;
+* the article's closed forms appear for its examples;
+* the Markdown explanations in generated/ are a golden record, sealed and checked
+  like modules;
+* `explain` reports a bad spec exactly as `generate` does;
+* every convention at a non-differentiable point is what the generated code does.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import sympy as sp
+from conftest import (
+    EXAMPLES,
+    Example,
+    call,
+    evaluate,
+    example,
+    example_id,
+    import_file,
+    smooth_point,
+)
+from typer.testing import CliRunner
+
+from gradgen import closedform, pipeline, rules, write
+from gradgen.cli import app
+from gradgen.explanation import Explanation, Result
+
+ROOT = Path(__file__).resolve().parent.parent
+GENERATED = ROOT / "generated"
+BAD = sorted((ROOT / "tests" / "bad_specs").glob("*.yaml"))
+
+
+def explained(ex: Example) -> Explanation:
+    """The explanation of an example, as the pipeline builds it."""
+    from gradgen.derive import derive
+    from gradgen.explanation import explain
+    from gradgen.load import load_yaml_text, read_spec_bytes
+    from gradgen.lower import lower
+    from gradgen.model import build
+    from gradgen.printer import print_program
+    from gradgen.spec import validate
+
+    shown = str(ex.path)
+    data = read_spec_bytes(ex.path, shown)
+    model = build(validate(load_yaml_text(data, shown), shown, ex.path.stem, None))
+    derivatives = derive(model)
+    program = lower(model, derivatives)
+    return explain(model, derivatives, program, print_program(program))
+
+
+def point_values(ex: Example, seed: int) -> dict[str, Any]:
+    """Inputs, params, `define` entries and dims at a random point away from kinks."""
+    point = smooth_point(ex, seed)
+    defined = evaluate(ex, point).define
+    return {**point, **defined, **ex.dims}
+
+
+# numpy for the names the one-line closed forms use
+_TEXT_NAMESPACE: dict[str, Any] = {
+    "__builtins__": {},
+    "sum": lambda x, axis=None: np.sum(x, axis=axis),
+    "outer": np.outer,
+    "ones": np.ones,
+    "stack": lambda items: np.array(np.broadcast_arrays(*items)),
+    "einsum": np.einsum,
+    "eye": np.eye,
+    "swapaxes": np.swapaxes,
+    "exp": np.exp,
+    "log": np.log,
+    "sin": np.sin,
+    "cos": np.cos,
+    "tan": np.tan,
+    "cot": lambda x: 1 / np.tan(x),
+    "tanh": np.tanh,
+    "cosh": np.cosh,
+    "sqrt": np.sqrt,
+    "abs": np.abs,
+    "sign": np.sign,
+    "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+    "relu": lambda x: np.maximum(x, 0),
+    "softplus": lambda x: np.logaddexp(0, x),
+    "max": np.maximum,
+    "min": np.minimum,
+    "logsumexp": lambda x, axis=None: np.log(np.sum(np.exp(x), axis=axis)),
+}
+
+
+def expected_derivatives(ex: Example, values: dict[str, Any]) -> dict[str, Any]:
+    """What the generated module computes: dL/dw, and d out/d w, by name."""
+    module = ex.module
+    found: dict[str, Any] = {}
+    if ex.loss is not None:
+        for p, g in call(module.gradients, values)._asdict().items():
+            found[f"dL/d{p}"] = g
+    for out in ex.outputs:
+        jac = call(getattr(module, f"jacobian_{out}"), values)
+        for p, j in jac._asdict().items():
+            found[f"d{out}/d{p}"] = j
+    return found
+
+
+def _close(got: Any, want: Any) -> None:
+    want = np.asarray(want, dtype=float)
+    got = np.broadcast_to(np.asarray(got, dtype=float), want.shape)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("ex", EXAMPLES, ids=example_id)
+def test_closed_forms_agree_with_the_generated_code(ex: Example) -> None:
+    e = explained(ex)
+    results: list[Result] = [*e.gradients, *e.jacobians]
+    assert results
+    for seed in (0, 1):
+        values = point_values(ex, seed)
+        want = expected_derivatives(ex, values)
+        assert set(want) == {r.name for r in results}
+        for r in results:
+            got = closedform.evaluate(r.closed.expr, values)
+            _close(got, want[r.name])
+
+
+@pytest.mark.parametrize("ex", EXAMPLES, ids=example_id)
+def test_docstring_closed_forms_agree_with_the_generated_code(ex: Example) -> None:
+    """Each `dL/dw = ...` line of a generated docstring, run as numpy."""
+    module = ex.module
+    lines: dict[str, str] = {}
+    for fn in ("loss_and_gradients", *(f"jacobian_{o}" for o in ex.outputs)):
+        doc = getattr(module, fn, None).__doc__ if hasattr(module, fn) else None
+        for line in (doc or "").splitlines():
+            match = re.fullmatch(r"\s*(d\w+/d\w+) = (.+)", line)
+            if match:
+                lines[match[1]] = match[2]
+    values = point_values(ex, 0)
+    want = expected_derivatives(ex, values)
+    assert set(lines) == set(want)
+    for name, text in lines.items():
+        got = eval(text, dict(_TEXT_NAMESPACE), dict(values))  # our own examples
+        _close(got, want[name])
+
+
+def _result(e: Explanation, name: str) -> Result:
+    return next(r for r in [*e.gradients, *e.jacobians] if r.name == name)
+
+
+def test_the_nested_chain_is_6x2_cot_x3() -> None:
+    e = explained(example("nested_chain"))
+    x = sp.Symbol("x", real=True)
+    for name in ("dL/dx", "dy/dx"):
+        r = _result(e, name)
+        assert sp.simplify(r.closed.expr - 6 * x**2 * sp.cot(x**3)) == 0
+        assert r.closed.tex == "6 x^{2} \\cot{\\left(x^{3} \\right)}"
+    assert sp.simplify(_result(e, "ds/dx").closed.expr - 2 * x * sp.cos(x**2)) == 0
+
+
+def test_the_total_derivative_of_x_plus_x2_is_1_plus_2x() -> None:
+    e = explained(example("total_derivative"))
+    x = sp.Symbol("x", real=True)
+    assert _result(e, "dL/dx").closed.expr == 1 + 2 * x  # not the naive 2x
+    (adjoint,) = [a for a in e.adjoints if a.variable == "x"]
+    assert len(adjoint.users) == 2  # the two paths, summed
+    assert "Total-derivative rule" in render(example("total_derivative"))
+
+
+def test_the_vector_chain_rule_at_x_2() -> None:
+    e = explained(example("vector_chain"))
+    r = _result(e, "dy/dx")
+    assert r.closed.text == "[2/x, 3*cos(3*x)]"
+    value = closedform.evaluate(r.closed.expr, {"x": 2.0})
+    np.testing.assert_allclose(value, [1.0, 3 * np.cos(6.0)], rtol=1e-15)
+
+
+def test_the_neurons_gradients_are_the_articles() -> None:
+    """∂C/∂w = (2/N) Σ eᵢ xᵢ over the active units, ∂C/∂b the mean error over them."""
+    e = explained(example("relu_neuron"))
+    assert _result(e, "dL/dw").closed.text == "2/N * X.T @ ((a - y) * (z > 0))"
+    assert _result(e, "dL/db").closed.text == "2/N * sum((a - y) * (z > 0))"
+    assert _result(e, "dL/dw").closed.tex == (
+        "\\frac{2}{N} X^{\\top} \\left(\\left(a - y\\right) \\odot"
+        " \\left(z > 0\\right)\\right)"
+    )
+
+
+def render(ex: Example, fmt: str = "markdown") -> str:
+    g = pipeline.generate(ex.path, GENERATED, explain=fmt)
+    assert g.explanation is not None
+    return g.explanation
+
+
+# --- the golden record --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ex", EXAMPLES, ids=example_id)
+def test_golden_explanations(ex: Example) -> None:
+    g = pipeline.generate(
+        ex.path, GENERATED, display=f"examples/{ex.path.name}", explain="markdown"
+    )
+    committed = g.explanation_target.read_text(encoding="utf-8")
+    assert g.explanation == committed, f"{g.explanation_target.name} is stale"
+    header = write.read_header(committed)
+    assert header is not None and write.body_intact(committed)
+    assert header.spec == f"../examples/{ex.path.name}"
+
+
+def test_every_example_has_its_explanation() -> None:
+    assert {p.stem for p in GENERATED.glob("*.md")} == {
+        p.stem for p in GENERATED.glob("*.py")
+    }
+
+
+@pytest.mark.parametrize("ex", EXAMPLES, ids=example_id)
+def test_markdown_has_every_part(ex: Example) -> None:
+    text = (GENERATED / f"{ex.name}.md").read_text(encoding="utf-8")  # golden above
+    e = explained(ex)
+    for heading in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "```mermaid"):
+        assert heading in text
+    for v in e.variables:  # every variable in math, and in the diagram
+        assert f"${v.symbol.tex}" in text or f"${v.definition.tex}" in text  # type: ignore[union-attr]
+        assert f'"{v.name} ' in text
+    for r in [*e.gradients, *e.jacobians]:
+        assert r.equation.tex in text
+    assert text.count("$$") % 2 == 0
+
+
+# --- the command line -----------------------------------------------------------------
+
+
+def run(args: list[str]) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("spec", BAD, ids=lambda p: p.stem)
+def test_explain_reports_bad_specs_like_generate(
+    spec: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    shown = spec.relative_to(ROOT).as_posix()
+    code, stdout, stderr = run(["explain", shown])
+    assert (code, stdout) == (2, ""), stderr
+    assert stderr == spec.with_suffix(".expected").read_text(encoding="utf-8")
+
+
+def test_explain_prints_markdown_and_writes_html(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    code, stdout, stderr = run(["explain", "examples/relu_neuron.yaml"])
+    assert (code, stderr) == (0, "")
+    assert stdout == (GENERATED / "relu_neuron.md").read_text(encoding="utf-8")
+    page = tmp_path / "relu.html"
+    code, stdout, stderr = run(
+        ["explain", "examples/relu_neuron.yaml", "--format", "html", "-o", str(page)]
+    )
+    assert (code, stdout, stderr) == (0, "", "")
+    html = page.read_text(encoding="utf-8")
+    assert html.startswith("<!DOCTYPE html>") and "<script" not in html
+    assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "$" not in html and "\\frac" not in html
+
+
+def test_check_treats_explanations_like_modules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "specs").mkdir()
+    spec = tmp_path / "specs" / "relu_neuron.yaml"
+    spec.write_bytes((ROOT / "examples" / "relu_neuron.yaml").read_bytes())
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.gradgen]\nspecs = ["specs"]\nout = "gen"\nexplain = true\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    assert run(["generate"])[1].splitlines() == [
+        "wrote gen/relu_neuron.py",
+        "wrote gen/relu_neuron.md",
+    ]
+    assert run(["check"])[:2] == (0, "")
+    md = tmp_path / "gen" / "relu_neuron.md"
+    md.write_text(md.read_text().replace("sgd", "SGD"))
+    code, stdout, _ = run(["check"])
+    assert (code, stdout.splitlines()[0]) == (
+        1,
+        "would change gen/relu_neuron.md (edited by hand)",
+    )
+    md.unlink()
+    code, stdout, _ = run(["check"])
+    assert code == 1 and "missing gen/relu_neuron.md" in stdout
+    assert run(["check", "--no-explain"])[:2] == (0, "")
+    assert run(["generate"])[1] == "wrote gen/relu_neuron.md\n"
+
+
+# --- conventions at non-differentiable points -------------------------------------------
+
+
+def _module(tmp_path: Path, name: str, body: str) -> Any:
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(f"gradgen: 1\nname: {name}\n{body}", encoding="utf-8")
+    g = pipeline.generate(spec, tmp_path)
+    g.target.write_text(g.text, encoding="utf-8")
+    return import_file(g.target, f"gradgen_conventions_{name}"), g.text
+
+
+def test_conventions_are_what_the_code_does(tmp_path: Path) -> None:
+    relu, text = _module(tmp_path, "k_relu", "params: {x: []}\nloss: relu(x)\n")
+    assert relu.gradients(0.0).x == 0.0 and "relu'(0) = 0" in text
+    absolute, text = _module(tmp_path, "k_abs", "params: {x: []}\nloss: abs(x)\n")
+    assert absolute.gradients(0.0).x == 0.0 and "abs'(0) = sign(0) = 0" in text
+    const, _ = _module(tmp_path, "k_max0", "params: {z: []}\nloss: max(0, z)\n")
+    assert const.gradients(0.0).z == 0.0  # the tie goes to the constant
+    both, text = _module(tmp_path, "k_max", "params: {a: [], b: []}\nloss: max(a, b)\n")
+    assert tuple(both.gradients(1.0, 1.0)) == (1.0, 0.0)  # to the first
+    assert "at a tie" in text
+    low, _ = _module(tmp_path, "k_min", "params: {a: [], b: []}\nloss: min(a, b)\n")
+    assert tuple(low.gradients(1.0, 1.0)) == (1.0, 0.0)
+    norm, text = _module(
+        tmp_path, "k_norm", "params: {x: [n]}\nloss: sqrt(sum(x**2))\n"
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        assert np.isnan(norm.gradients(np.zeros(3)).x).all()
+    assert "sqrt'(0)" in text
+    power, text = _module(tmp_path, "k_pow", "params: {a: [], b: []}\nloss: a**b\n")
+    zero = np.float64(0.0)  # numpy, not a Python float, which raises instead
+    with np.errstate(divide="ignore", invalid="ignore"):
+        assert power.gradients(zero, 2.0).b == 0.0  # xlogy
+        assert power.gradients(zero, 0.5).a == np.inf
+    assert "xlogy" in text
+    _, text = _module(tmp_path, "k_smooth", "params: {x: []}\nloss: exp(x)\n")
+    assert "Where a derivative does not exist" not in text
+
+
+def test_the_readme_states_the_conventions_table() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for op, rule in rules.CONVENTIONS.values():
+        assert f"| `{op}` | {rule} |" in readme
