@@ -19,13 +19,14 @@ from typing import Annotated, TextIO
 import typer
 
 from . import __version__, plan
-from .errors import Diagnostic
+from .errors import WARNING, Diagnostic
 from .plan import Job, Kind
 from .stages import Stage
 
 OK, CHANGED, FAILED, INTERNAL_ERROR, INTERRUPTED = 0, 1, 2, 3, 130
 Style = Callable[[str], str]
 _BOLD, _RED = partial(typer.style, bold=True), partial(typer.style, fg="red", bold=True)
+_MAGENTA = partial(typer.style, fg="magenta", bold=True)  # "warning: ", as gcc's
 _GREEN, _CYAN, _MINUS = (partial(typer.style, fg=c) for c in ("green", "cyan", "red"))
 _DIFF = {"+++": _BOLD, "---": _BOLD, "@@": _CYAN, "+": _GREEN, "-": _MINUS}
 _STALE = {  # what `check` says of a module that would change
@@ -45,9 +46,9 @@ app = typer.Typer(
 
 @dataclass
 class Reporter:
-    """Results to stdout, errors to stderr; colour only on a terminal without
-    ``NO_COLOR`` (https://no-color.org). `quiet` drops all but errors and output
-    asked for (diffs, dumps); `verbose` adds unchanged modules."""
+    """Results to stdout, errors and warnings to stderr; colour only on a terminal
+    without ``NO_COLOR`` (https://no-color.org). `quiet` drops all but errors,
+    warnings and output asked for (diffs, dumps); `verbose` adds unchanged modules."""
 
     quiet: bool = False
     verbose: bool = False
@@ -85,19 +86,18 @@ class Reporter:
             typer.echo(line[len(body) :], file=self.out, nl=False)
 
     def error(self, *diagnostics: Diagnostic) -> None:
-        """Errors, `path:line:col: error: message`, on stderr."""
-        for diagnostic in diagnostics:
-            location, _, message = diagnostic.format().partition(": error: ")
-            self._echo(self.err, location + ": ", _BOLD, nl=False)
-            self._error("error: ", message)
+        """Diagnostics, `path:line:col: error: message` (or `warning:`), on stderr."""
+        for d in diagnostics:
+            self._echo(self.err, f"{d.location}: ", _BOLD, nl=False)
+            self._error(f"{d.severity}: ", d.message, d.severity == WARNING)
 
     def usage(self, message: str) -> None:
         """An error about the command line or the project, not about one file."""
         self._error("gradgen: error: ", message)
 
-    def _error(self, prefix: str, message: str) -> None:
-        self.errors += 1
-        self._echo(self.err, prefix, _RED, nl=False)
+    def _error(self, prefix: str, message: str, warning: bool = False) -> None:
+        self.errors += not warning
+        self._echo(self.err, prefix, _MAGENTA if warning else _RED, nl=False)
         self._echo(self.err, message, None, nl=True)
 
 
@@ -122,8 +122,8 @@ def _run(quiet: bool, verbose: bool) -> Iterator[Reporter]:
     raise typer.Exit(code) from None
 
 
-def _jobs(specs: list[Path] | None, out: Path | None, report: Reporter) -> list[Job]:
-    selection = plan.select(specs or [], out)
+def _jobs(specs: Specs, out: Out, report: Reporter, strict: bool) -> list[Job]:
+    selection = plan.select(specs or [], out, strict)
     report.error(*selection.errors)
     if selection.usage is not None:
         report.usage(selection.usage)
@@ -142,9 +142,8 @@ def _targets(
             break
         report.job = job
         result = plan.target(job, trust_headers=trust_headers)
-        if isinstance(result, plan.Failed):
-            report.error(*result.errors)
-        else:
+        report.error(*result.diagnostics)  # its errors, or its warnings
+        if not isinstance(result, plan.Failed):
             targets.append(result)
     report.job = None
     report.error(*(clashes := plan.clashes(targets)))
@@ -154,8 +153,9 @@ def _targets(
 
 
 Quiet = Annotated[
-    bool, typer.Option("--quiet", "-q", help="Print errors only (and diffs asked for).")
+    bool, typer.Option("--quiet", "-q", help="Print problems only (and diffs asked).")
 ]
+Strict = Annotated[bool, typer.Option("--strict", help="Treat warnings as errors.")]
 Verbose = Annotated[
     bool, typer.Option("--verbose", "-v", help="Also print unchanged modules.")
 ]
@@ -220,6 +220,7 @@ def generate_command(
         ),
     ] = None,
     fail_fast: FailFast = False,
+    strict: Strict = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -230,14 +231,13 @@ def generate_command(
     would write the same file write nothing at all.
     """
     with _run(quiet, verbose) as report:
-        jobs = _jobs(specs, out, report)
+        jobs = _jobs(specs, out, report, strict)
         if dump is not None:
             for job in jobs:
                 report.job = job
                 result = plan.derive(job, dump=dump)
-                if isinstance(result, plan.Failed):
-                    report.error(*result.errors)
-                else:
+                report.error(*result.diagnostics)
+                if not isinstance(result, plan.Failed):
                     typer.echo(result.text, file=report.out, nl=False, color=False)
                 if fail_fast and report.errors:
                     break
@@ -267,6 +267,7 @@ def check(
         bool, typer.Option("--diff", help="Print a unified diff of what would change.")
     ] = False,
     fail_fast: FailFast = False,
+    strict: Strict = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -276,7 +277,7 @@ def check(
     and path, and whose body hash still matches, is up to date without deriving.
     """
     with _run(quiet, verbose) as report:
-        jobs = _jobs(specs, out, report)
+        jobs = _jobs(specs, out, report, strict)
         stale = 0
         for target in _targets(jobs, report, fail_fast=fail_fast, trust_headers=True):
             report.job = target.job

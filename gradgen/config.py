@@ -4,6 +4,7 @@
 [tool.gradgen]
 specs = ["examples"]        # spec files or folders, relative to the pyproject's folder
 out = "generated"           # default output folder
+strict = true               # warnings are errors, as with --strict (default false)
 
 [tool.gradgen.overrides."examples/mlp.yaml"]
 out = "generated/nets"      # output folder for this spec
@@ -30,7 +31,7 @@ from gradgen.errors import Collector, Diagnostic, Location, SpecError, did_you_m
 __all__ = ["Config", "KeyLocation", "SpecOverride", "find_pyproject", "load_config"]
 
 PYPROJECT = "pyproject.toml"
-_KEYS = ("specs", "out", "overrides")
+_KEYS = ("specs", "out", "strict", "overrides")
 _OVERRIDE_KEYS = ("out", "name")
 _TABLE = ("tool", "gradgen")
 _TOML_POSITION = re.compile(
@@ -82,6 +83,7 @@ class Config:
     out: Path  # absolute; default root / "generated"
     overrides: Mapping[Path, SpecOverride]  # key: absolute resolved spec file path
     pyproject: Path  # the pyproject.toml the settings came from
+    strict: bool = False  # warnings are errors, as with --strict
 
     def override_for(self, spec: Path) -> SpecOverride:
         """The overrides for spec file `spec` (relative paths are against root)."""
@@ -146,6 +148,12 @@ def load_config(start: Path) -> Config | None:
     if "out" in table:
         at = KeyLocation(where, keys=(*_TABLE, "out"))
         out = _path(table["out"], "out", at, root, errors) or out
+    strict = table.get("strict", False)
+    if not isinstance(strict, bool):
+        errors.error(
+            KeyLocation(where, keys=(*_TABLE, "strict")),
+            f"`strict` must be true or false, not {_show(strict)}",
+        )
     overrides = _overrides(table.get("overrides", {}), where, root, errors)
     errors.raise_if_any()
     return Config(
@@ -154,6 +162,7 @@ def load_config(start: Path) -> Config | None:
         out=out,
         overrides=MappingProxyType(overrides),
         pyproject=pyproject,
+        strict=strict is True,
     )
 
 

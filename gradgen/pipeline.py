@@ -16,7 +16,9 @@ Each stage is a module named for it, and a stage imports only the stages above i
     format    formatting             black
     seal      write.seal             the header's hashes
 
-Writing files is `write.py`'s job, driven by the CLI. `dump` names a stage whose
+Warnings (`model.build` finds them: see `model.py`) come back on `Generated`; the
+CLI prints them, or refuses the spec under `--strict`. Writing files is `write.py`'s
+job, driven by the CLI. `dump` names a stage whose
 result is returned as text instead (`gradgen generate --dump STAGE`).
 """
 
@@ -27,6 +29,7 @@ from pathlib import Path
 
 from . import __version__, explain, write
 from .derive import derive
+from .errors import Diagnostic
 from .formatting import format_python
 from .load import load_yaml_text, read_spec_bytes
 from .lower import lower
@@ -46,6 +49,12 @@ class Generated:
     target: Path
     text: str  # the sealed, formatted module; or the dumped stage
     spec_sha256: str
+    warnings: tuple[Diagnostic, ...] = ()  # in file order; never printed here
+
+    @property
+    def diagnostics(self) -> tuple[Diagnostic, ...]:
+        """What to report about the spec: its warnings."""
+        return self.warnings
 
 
 def generate(
@@ -60,7 +69,9 @@ def generate(
     stage = None if dump is None else Stage(dump)
 
     def result(text: str) -> Generated:
-        return Generated(spec_path, model.spec.name, target, text, digest)
+        return Generated(
+            spec_path, model.spec.name, target, text, digest, model.warnings
+        )
 
     data = read_spec_bytes(spec_path, shown)  # read once: hashed and parsed alike
     digest = write.spec_digest(data, name)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from . import __version__, write
 from .config import Config, SpecOverride, load_config
-from .errors import Diagnostic, Location, SpecError
+from .errors import Diagnostic, Location, SpecError, strict
 from .load import YMap, YScalar, load_yaml, read_spec_bytes
 from .stages import Stage
 
@@ -38,6 +38,7 @@ class Job:
     display: str  # the spec's path as shown in messages
     out_dir: Path
     name: str | None  # module name override from [tool.gradgen], if any
+    strict: bool = False  # warnings are errors (--strict, or strict in the config)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +62,11 @@ class Failed:
     job: Job
     errors: tuple[Diagnostic, ...]
 
+    @property
+    def diagnostics(self) -> tuple[Diagnostic, ...]:
+        """What to report about the spec: its errors."""
+        return self.errors
+
 
 @dataclasses.dataclass(frozen=True)
 class Target:
@@ -70,6 +76,12 @@ class Target:
     job: Job
     path: Path
     generated: Generated | None
+
+    @property
+    def diagnostics(self) -> tuple[Diagnostic, ...]:
+        """What to report about the spec: its warnings (none when nothing was
+        derived)."""
+        return self.generated.warnings if self.generated is not None else ()
 
 
 class Kind(enum.Enum):
@@ -150,9 +162,10 @@ def _expand(path: Path) -> list[Path]:
     return found or [path]
 
 
-def select(specs: Sequence[Path], out: Path | None) -> Selection:
+def select(specs: Sequence[Path], out: Path | None, strict: bool = False) -> Selection:
     """The specs to process, from the arguments or else from [tool.gradgen], in a
-    fixed order (by resolved path) whatever the order they were given in."""
+    fixed order (by resolved path) whatever the order they were given in; `strict`
+    (or the config's) makes every job treat warnings as errors."""
     try:
         config: Config | None = load_config(_config_start(specs))
     except SpecError as e:
@@ -166,6 +179,7 @@ def select(specs: Sequence[Path], out: Path | None) -> Selection:
             )
         specs = config.specs
     default_out = config.out if config is not None else DEFAULT_OUT
+    strict = strict or (config is not None and config.strict)
     jobs: dict[Path, Job] = {}
     errors: list[Diagnostic] = []
     for given in specs:
@@ -178,7 +192,8 @@ def select(specs: Sequence[Path], out: Path | None) -> Selection:
             key = spec.resolve()
             override = config.override_for(key) if config else SpecOverride()
             spec_out = out if out is not None else (override.out or default_out)
-            jobs.setdefault(key, Job(spec, display(spec), spec_out, override.name))
+            job = Job(spec, display(spec), spec_out, override.name, strict)
+            jobs.setdefault(key, job)
     return Selection(tuple(jobs[k] for k in sorted(jobs)), tuple(errors))
 
 
@@ -186,7 +201,8 @@ def select(specs: Sequence[Path], out: Path | None) -> Selection:
 
 
 def derive(job: Job, dump: Stage | None = None) -> Generated | Failed:
-    """Run the pipeline on one spec (or up to stage `dump`)."""
+    """Run the pipeline on one spec (or up to stage `dump`); a strict job fails on
+    warnings, as errors."""
     if not job.spec.is_file():
         problem = (
             f"a folder with no spec files ({', '.join('*' + s for s in SPEC_SUFFIXES)})"
@@ -197,9 +213,12 @@ def derive(job: Job, dump: Stage | None = None) -> Generated | Failed:
     from . import pipeline  # heavy (sympy, black, jinja): only when deriving
 
     try:
-        return pipeline.generate(
+        generated = pipeline.generate(
             job.spec, job.out_dir, name=job.name, display=job.display, dump=dump
         )
+        if job.strict and generated.warnings:
+            return Failed(job, tuple(strict(generated.warnings)))
+        return generated
     except SpecError as e:
         return Failed(job, tuple(e.diagnostics))
     except OSError as e:

@@ -194,7 +194,6 @@ PLUMBING_CASES: dict[str, tuple[tuple[Node, ...], Attrs | None, str]] = {
     "and_": ((a_, b_), None, "a & b"),
     "or_": ((a_, b_), None, "a | b"),
     "not_": ((a_,), None, "~a"),
-    "float": ((a_,), None, "np.float64(a)"),
     "nonzero": ((a_,), None, "np.where(a == 0, 1, a)"),
     "select": ((a_, b_, a_), None, "np.where(a, b, a)"),
     "xlogy": ((a_, b_), None, "_xlogy(a, b)"),
