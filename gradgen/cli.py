@@ -39,8 +39,9 @@ def _jobs(
     out: Path | None,
     report: Reporter,
     explain: bool | None = None,
+    strict: bool = False,
 ) -> list[Job]:
-    selection = plan.select(specs or [], out, explain)
+    selection = plan.select(specs or [], out, explain, strict)
     report.error(*selection.errors)
     if selection.usage is not None:
         report.usage(selection.usage)
@@ -62,6 +63,7 @@ def _targets(
         if isinstance(result, plan.Failed):
             report.error(*result.errors)
         else:
+            report.error(*result[0].diagnostics)  # its warnings
             targets.extend(result)
     report.job = None
     report.error(*(clashes := plan.clashes(targets)))
@@ -71,8 +73,9 @@ def _targets(
 
 
 Quiet = Annotated[
-    bool, typer.Option("--quiet", "-q", help="Print errors only (and diffs asked for).")
+    bool, typer.Option("--quiet", "-q", help="Print problems only (and diffs asked).")
 ]
+Strict = Annotated[bool, typer.Option("--strict", help="Treat warnings as errors.")]
 Verbose = Annotated[
     bool, typer.Option("--verbose", "-v", help="Also print unchanged modules.")
 ]
@@ -144,6 +147,7 @@ def generate_command(
         ),
     ] = None,
     explain: Explain = None,
+    strict: Strict = False,
     fail_fast: FailFast = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -155,14 +159,13 @@ def generate_command(
     would write the same file write nothing at all.
     """
     with _run(quiet, verbose) as report:
-        jobs = _jobs(specs, out, report, explain)
+        jobs = _jobs(specs, out, report, explain, strict)
         if dump is not None:
             for job in jobs:
                 report.job = job
                 result = plan.derive(job, dump=dump)
-                if isinstance(result, plan.Failed):
-                    report.error(*result.errors)
-                else:
+                report.error(*result.diagnostics)  # its errors, or its warnings
+                if not isinstance(result, plan.Failed):
                     typer.echo(result.text, file=report.out, nl=False, color=False)
                 if fail_fast and report.errors:
                     break
@@ -192,6 +195,7 @@ def check(
         bool, typer.Option("--diff", help="Print a unified diff of what would change.")
     ] = False,
     explain: Explain = None,
+    strict: Strict = False,
     fail_fast: FailFast = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -202,7 +206,7 @@ def check(
     and path, and whose body hash still matches, is up to date without deriving.
     """
     with _run(quiet, verbose) as report:
-        jobs = _jobs(specs, out, report, explain)
+        jobs = _jobs(specs, out, report, explain, strict)
         stale = 0
         for target in _targets(jobs, report, fail_fast=fail_fast, trust_headers=True):
             report.job = target.job
@@ -241,8 +245,9 @@ def explain_command(
         for job in _jobs([spec], None, report)[:1]:
             report.job = job
             result = plan.explain(job, fmt)
+            report.error(*result.diagnostics)  # its errors, or its warnings
             if isinstance(result, plan.Failed):
-                report.error(*result.errors)
+                pass
             elif output is not None:
                 assert result.explanation is not None
                 problem = plan.write_file(output, result.explanation)

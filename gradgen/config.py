@@ -5,6 +5,7 @@
 specs = ["examples"]        # spec files or folders, relative to the pyproject's folder
 out = "generated"           # default output folder
 explain = true              # also write <name>.md, the derivation, beside each module
+strict = true               # warnings are errors, as with --strict (default false)
 
 [tool.gradgen.overrides."examples/mlp.yaml"]
 out = "generated/nets"      # output folder for this spec
@@ -31,7 +32,7 @@ from gradgen.errors import Collector, Diagnostic, Location, SpecError, did_you_m
 __all__ = ["Config", "KeyLocation", "SpecOverride", "find_pyproject", "load_config"]
 
 PYPROJECT = "pyproject.toml"
-_KEYS = ("specs", "out", "explain", "overrides")
+_KEYS = ("specs", "out", "explain", "strict", "overrides")
 _OVERRIDE_KEYS = ("out", "name")
 _TABLE = ("tool", "gradgen")
 _TOML_POSITION = re.compile(
@@ -84,6 +85,7 @@ class Config:
     overrides: Mapping[Path, SpecOverride]  # key: absolute resolved spec file path
     pyproject: Path  # the pyproject.toml the settings came from
     explain: bool = False  # write <name>.md, the explanation, beside each module
+    strict: bool = False  # warnings are errors, as with --strict
 
     def override_for(self, spec: Path) -> SpecOverride:
         """The overrides for spec file `spec` (relative paths are against root)."""
@@ -148,6 +150,12 @@ def load_config(start: Path) -> Config | None:
     if "out" in table:
         at = KeyLocation(where, keys=(*_TABLE, "out"))
         out = _path(table["out"], "out", at, root, errors) or out
+    strict = table.get("strict", False)
+    if not isinstance(strict, bool):
+        errors.error(
+            KeyLocation(where, keys=(*_TABLE, "strict")),
+            f"`strict` must be true or false, not {_show(strict)}",
+        )
     overrides = _overrides(table.get("overrides", {}), where, root, errors)
     explain = table.get("explain", False)
     if not isinstance(explain, bool):
@@ -163,6 +171,7 @@ def load_config(start: Path) -> Config | None:
         overrides=MappingProxyType(overrides),
         pyproject=pyproject,
         explain=explain is True,
+        strict=strict is True,
     )
 
 

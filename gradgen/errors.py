@@ -3,6 +3,11 @@
 Errors are values (`Diagnostic`), collected while a stage runs and raised together
 as one `SpecError`, so a user sees every problem in a spec at once, compiler-style:
 ``path:line:col: error: message``.
+
+Warnings are `Diagnostic`s too, with ``severity="warning"``: code that numpy would
+run without complaint but that is almost certainly a mistake (an N x N broadcast, a
+param the loss ignores). A stage collects them as values and returns them with its
+result; it never prints them. `--strict` turns them into errors (`strict`).
 """
 
 from __future__ import annotations
@@ -28,13 +33,26 @@ class Location:
         return f"{self.path}:{self.line}:{self.col}"
 
 
+ERROR, WARNING = "error", "warning"
+
+
 @dataclass(frozen=True, order=True)
 class Diagnostic:
     location: Location
     message: str
+    severity: str = ERROR  # ERROR or WARNING
 
     def format(self) -> str:
-        return f"{self.location}: error: {self.message}"
+        return f"{self.location}: {self.severity}: {self.message}"
+
+
+def strict(warnings: Iterable[Diagnostic]) -> list[Diagnostic]:
+    """Warnings as errors (`--strict`), each saying why it is one."""
+    return [
+        Diagnostic(w.location, f"{w.message} [strict]")
+        for w in warnings
+        if w.severity == WARNING
+    ]
 
 
 class SpecError(Exception):
@@ -49,16 +67,21 @@ class Collector:
     """Accumulates diagnostics so a stage can report everything it found."""
 
     def __init__(self) -> None:
-        self.diagnostics: list[Diagnostic] = []
+        self.diagnostics: list[Diagnostic] = []  # errors
+        self.warnings: list[Diagnostic] = []  # returned with the stage's result
 
     def error(self, location: Location, message: str) -> None:
         self.diagnostics.append(Diagnostic(location, message))
+
+    def warning(self, location: Location, message: str) -> None:
+        self.warnings.append(Diagnostic(location, message, WARNING))
 
     def raise_if_any(self) -> None:
         if self.diagnostics:
             raise SpecError(self.diagnostics)
 
     def __bool__(self) -> bool:
+        """Whether any error was found (warnings do not count)."""
         return bool(self.diagnostics)
 
 

@@ -5,15 +5,22 @@ Every expression is parsed even after another one failed, so a spec's problems a
 reported together; an expression that uses a name whose own definition failed is
 skipped silently (its problem is already reported, and a second message about the
 same mistake would only be noise).
+
+A spec without errors may still have warnings (`Model.warnings`, in file order):
+the parser's broadcasts that pair a dim with itself, a param that neither the loss
+nor any output depends on (its gradient is always zero), and an input that nothing
+uses. They are returned, never printed or raised; a spec with errors reports only
+its errors.
 """
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import math
 from dataclasses import dataclass
 
-from .errors import Collector
+from .errors import Collector, Diagnostic
 from .graph import Node, ancestors, leaves_of
 from .limits import MAX_LENGTH, MAX_NODES, MAX_PRINTED
 from .load import YNode, YScalar, YSeq
@@ -44,6 +51,7 @@ class Model:
     loss: Node | None
     outputs: dict[str, Node]
     integers: frozenset[str] = frozenset()  # inputs that are integer ids
+    warnings: tuple[Diagnostic, ...] = ()  # in file order
 
     def arguments_of(self, roots: list[Node]) -> list[str]:
         """The inputs and params the roots depend on, in spec order."""
@@ -83,7 +91,23 @@ def build(checked: Validated) -> Model:
         c.raise_if_any()  # the names in scope are unknown: no expression is checked
     model = _Builder(checked.spec, c, checked.unchecked or frozenset()).build()
     c.raise_if_any()
-    return model
+    _unused(model, c)
+    return dataclasses.replace(model, warnings=tuple(sorted(set(c.warnings))))
+
+
+def _unused(model: Model, c: Collector) -> None:
+    """Warn, at its declaration, about each param that neither the loss nor any
+    output depends on, and each input that nothing uses (not even for a dim)."""
+    roots = [*([model.loss] if model.loss is not None else []), *model.outputs.values()]
+    used, trained = set(model.arguments_of(roots)), leaves_of(roots, "param")
+    by = "the loss or any output" if model.loss is not None else "any output"
+    for d in model.spec.params:
+        if d.name not in trained:
+            zero = " (its gradient is always zero)" if model.loss is not None else ""
+            c.warning(d.loc, f"param `{d.name}` is not used by {by}{zero}")
+    for d in model.spec.inputs:
+        if d.name not in used:
+            c.warning(d.loc, f"input `{d.name}` is not used by {by}")
 
 
 class _Builder:
@@ -216,7 +240,7 @@ class _Builder:
             self.ops, self.scope, self.spec.dims, expr.position, self.integers
         )
         try:
-            return parser.parse(text)
+            node = parser.parse(text)
         except ExpressionError as e:
             if e.name is not None and e.name in self.failed:
                 return None  # already reported where that name is defined
@@ -225,6 +249,8 @@ class _Builder:
                 message = self._undefined(e.name, entry) or message
             self.c.error(expr.position(e.offset), message)
             return None
+        self.c.warnings += parser.warnings
+        return node
 
     def _undefined(self, name: str, entry: str) -> str | None:
         """A better message for a name used before (or without) its definition."""

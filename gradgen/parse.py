@@ -10,6 +10,9 @@ dims); unary `-` and `+`; the binary operators `+ - * / ** @`; `.T`; vector lite
 `mean` only. Everything else (other attributes, subscripts, lambdas, comprehensions,
 strings, comparisons, other keywords, undeclared names...) is refused.
 
+Warnings are collected in `Parser.warnings`, never raised: a broadcast that pairs a
+dim with itself (`[N, 1] - [N]` is [N, N]; `shapes.crossed`), located at its operator.
+
 Resource limits keep a hostile expression cheap: its length, its nesting depth (a
 long chain `a + b + c + ...` is not nesting: it is walked iteratively), and its
 constant exponents; constant powers are computed here, so a huge one is refused
@@ -25,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import Location, did_you_mean
+from .errors import WARNING, Diagnostic, Location, did_you_mean
 from .graph import Axis, Dim, Index, Node, ancestors
 from .limits import MAX_EXPONENT, MAX_EXPRESSION_DEPTH, MAX_LENGTH, MAX_VECTOR
 from .load import control_character
@@ -40,7 +43,7 @@ from .rules import (
     one_argument_form,
 )
 from .rules import number as number_text
-from .shapes import ShapeError, show
+from .shapes import ShapeError, broadcast, crossed, show
 from .simplify import MASKS, guard
 
 _BINOPS: dict[type[ast.operator], str] = {
@@ -179,6 +182,7 @@ class Parser:
         self.scope = scope
         self.dims = dims
         self.locate = locate
+        self.warnings: list[Diagnostic] = []  # found while parsing, in text order
         self.text = ""
         self._start = 0  # where the parsed text starts (leading blanks skipped)
         self._line_starts: list[int] = [0]
@@ -252,6 +256,23 @@ class Parser:
                 i = stop if newline < 0 else newline
             i += 1
         return self._at(node)
+
+    def _check_broadcast(self, what: str, a: Node, b: Node, where: int) -> bool:
+        """Warn about a broadcast of `a` against `b` that pairs a dim with itself."""
+        dim = crossed(a.shape, b.shape)
+        if dim is None:
+            return False
+        both = show(broadcast(a.shape, b.shape, what))
+        self.warnings.append(
+            Diagnostic(
+                self.locate(where),
+                f"`{what}` broadcasts {show(a.shape)} and {show(b.shape)} to {both},"
+                f" pairing each of the {dim} entries of one with each of the other's;"
+                " if they should line up element by element, give both the same shape",
+                WARNING,
+            )
+        )
+        return True
 
     # -- the allow-list --------------------------------------------------------------
 
@@ -352,6 +373,7 @@ class Parser:
                 found = test if found is None else self.ops.compare("and_", found, test)
             except ShapeError as e:
                 raise ExpressionError(str(e), where) from None
+            self._check_broadcast(_COMPARISONS[type(op_node)], left, right, where)
             left = right
         assert found is not None
         return found
@@ -380,19 +402,25 @@ class Parser:
         right = self._node(node.right, depth + 1)
         try:
             if op in ("and_", "or_"):
-                return self.ops.compare(
+                made = self.ops.compare(
                     op,
                     self._condition(left, symbol, node.left),
                     self._condition(right, symbol, node.right),
                 )
-            left, right = number(self.ops, left), number(self.ops, right)
-            if op == "pow":
-                return self._power(left, right, where)
-            if op == "div" and right.is_const and right.value == 0:
-                raise ExpressionError("division by zero", where)
-            return self.ops.make(op, left, right)
+            else:
+                left, right = number(self.ops, left), number(self.ops, right)
+                if op == "div" and right.is_const and right.value == 0:
+                    raise ExpressionError("division by zero", where)
+                made = (
+                    self._power(left, right, where)
+                    if op == "pow"
+                    else self.ops.make(op, left, right)
+                )
         except ShapeError as e:
             raise ExpressionError(str(e), where) from None
+        if op != "matmul":
+            self._check_broadcast(symbol, left, right, where)
+        return made
 
     def _power(self, base: Node, exponent: Node, where: int) -> Node:
         """`base ** exponent`; constant powers are computed, and constant exponents
@@ -705,9 +733,14 @@ class Parser:
         try:
             if rule.axis is not None:
                 return self.ops.reduce(op, args[0], self._axis(rule, keywords, args[0]))
-            return self.ops.make(op, *args)
+            made = self.ops.make(op, *args)
         except ShapeError as e:
             raise ExpressionError(str(e), self._at(node)) from None
+        pairs = [(a, b) for i, a in enumerate(args) for b in args[i + 1 :]]
+        for a, b in pairs if rule.broadcasts else []:
+            if self._check_broadcast(name, a, b, self._at(node)):
+                break  # one warning per call
+        return made
 
     def _composition(self, name: str, node: ast.Call, depth: int) -> Node:
         """A function built from other ops (`cross_entropy`, `mse`, `one_hot`...)."""

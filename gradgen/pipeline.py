@@ -18,10 +18,12 @@ Each stage is a module named for it, and a stage imports only the stages above i
     format    formatting             black
     seal      write.seal             the header's hashes
 
-Writing files is `write.py`'s job, driven by the CLI. `dump` names a stage whose
-result is returned as text instead (`gradgen generate --dump STAGE`). `explain`
-asks for the explanation too, as Markdown (sealed like the module, for
-`<name>.md` beside it) or as a self-contained HTML page.
+Warnings (`model.build` finds them: see `model.py`) come back on `Generated`; the
+CLI prints them, or refuses the spec under `--strict`. Writing files is `write.py`'s
+job, driven by the CLI. `dump` names a stage whose result is returned as text
+instead (`gradgen generate --dump STAGE`). `explain` asks for the explanation too,
+as Markdown (sealed like the module, for `<name>.md` beside it) or as a
+self-contained HTML page.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path
 from . import __version__, write
 from . import explain as dumps
 from .derive import derive
+from .errors import Diagnostic
 from .explanation import explain as explain_derivation
 from .formatting import format_python
 from .load import load_yaml_text, read_spec_bytes
@@ -53,11 +56,17 @@ class Generated:
     text: str  # the sealed, formatted module; or the dumped stage
     spec_sha256: str
     explanation: str | None = None  # the explanation, when asked for
+    warnings: tuple[Diagnostic, ...] = ()  # in file order; never printed here
 
     @property
     def explanation_target(self) -> Path:
         """Where the Markdown explanation goes: beside the module."""
         return self.target.with_suffix(".md")
+
+    @property
+    def diagnostics(self) -> tuple[Diagnostic, ...]:
+        """What to report about the spec: its warnings."""
+        return self.warnings
 
 
 def generate(
@@ -75,7 +84,15 @@ def generate(
     stage = None if dump is None else Stage(dump)
 
     def result(text: str, explanation: str | None = None) -> Generated:
-        return Generated(spec_path, model.spec.name, target, text, digest, explanation)
+        return Generated(
+            spec_path,
+            model.spec.name,
+            target,
+            text,
+            digest,
+            explanation,
+            model.warnings,
+        )
 
     data = read_spec_bytes(spec_path, shown)  # read once: hashed and parsed alike
     digest = write.spec_digest(data, name)

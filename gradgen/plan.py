@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from . import __version__, write
 from .config import Config, SpecOverride, load_config
-from .errors import Diagnostic, Location, SpecError
+from .errors import Diagnostic, Location, SpecError, strict
 from .load import YMap, YScalar, load_yaml, read_spec_bytes
 from .stages import Format, Stage
 
@@ -39,6 +39,7 @@ class Job:
     out_dir: Path
     name: str | None  # module name override from [tool.gradgen], if any
     explain: bool = False  # also write <name>.md, the explanation, beside the module
+    strict: bool = False  # warnings are errors (--strict, or strict in the config)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +63,11 @@ class Failed:
     job: Job
     errors: tuple[Diagnostic, ...]
 
+    @property
+    def diagnostics(self) -> tuple[Diagnostic, ...]:
+        """What to report about the spec: its errors."""
+        return self.errors
+
 
 @dataclasses.dataclass(frozen=True)
 class Target:
@@ -80,6 +86,12 @@ class Target:
         if g is None:
             return ""
         return (g.explanation or "") if self.explanation else g.text
+
+    @property
+    def diagnostics(self) -> tuple[Diagnostic, ...]:
+        """What to report about the spec: its warnings (none when nothing was
+        derived)."""
+        return self.generated.warnings if self.generated is not None else ()
 
 
 class Kind(enum.Enum):
@@ -160,11 +172,15 @@ def _expand(path: Path) -> list[Path]:
 
 
 def select(
-    specs: Sequence[Path], out: Path | None, explain: bool | None = None
+    specs: Sequence[Path],
+    out: Path | None,
+    explain: bool | None = None,
+    strict: bool = False,
 ) -> Selection:
     """The specs to process, from the arguments or else from [tool.gradgen], in a
     fixed order (by resolved path) whatever the order they were given in.
-    `explain`: write each module's explanation too (None: as [tool.gradgen] says)."""
+    `explain`: write each module's explanation too (None: as [tool.gradgen] says);
+    `strict` (or the config's) makes every job treat warnings as errors."""
     try:
         config: Config | None = load_config(_config_start(specs))
     except SpecError as e:
@@ -180,6 +196,7 @@ def select(
     default_out = config.out if config is not None else DEFAULT_OUT
     if explain is None:
         explain = config is not None and config.explain
+    strict = strict or (config is not None and config.strict)
     jobs: dict[Path, Job] = {}
     errors: list[Diagnostic] = []
     for given in specs:
@@ -192,7 +209,7 @@ def select(
             key = spec.resolve()
             override = config.override_for(key) if config else SpecOverride()
             spec_out = out if out is not None else (override.out or default_out)
-            job = Job(spec, display(spec), spec_out, override.name, explain)
+            job = Job(spec, display(spec), spec_out, override.name, explain, strict)
             jobs.setdefault(key, job)
     return Selection(tuple(jobs[k] for k in sorted(jobs)), tuple(errors))
 
@@ -204,7 +221,8 @@ def derive(
     job: Job, dump: Stage | None = None, explain: Format | None = None
 ) -> Generated | Failed:
     """Run the pipeline on one spec (or up to stage `dump`); the explanation too in
-    format `explain`, or as Markdown when the job writes one."""
+    format `explain`, or as Markdown when the job writes one. A strict job fails on
+    warnings, as errors."""
     if not job.spec.is_file():
         problem = (
             f"a folder with no spec files ({', '.join('*' + s for s in SPEC_SUFFIXES)})"
@@ -217,7 +235,7 @@ def derive(
     if explain is None and job.explain and dump is None:
         explain = Format.MARKDOWN
     try:
-        return pipeline.generate(
+        generated = pipeline.generate(
             job.spec,
             job.out_dir,
             name=job.name,
@@ -225,6 +243,9 @@ def derive(
             dump=dump,
             explain=explain,
         )
+        if job.strict and generated.warnings:
+            return Failed(job, tuple(strict(generated.warnings)))
+        return generated
     except SpecError as e:
         return Failed(job, tuple(e.diagnostics))
     except OSError as e:

@@ -13,19 +13,20 @@ from typing import TextIO
 
 import typer
 
-from .errors import Diagnostic
+from .errors import WARNING, Diagnostic
 from .plan import Job
 
 OK, CHANGED, FAILED, INTERNAL_ERROR, INTERRUPTED = 0, 1, 2, 3, 130
 Style = Callable[[str], str]
 _BOLD, _RED = partial(typer.style, bold=True), partial(typer.style, fg="red", bold=True)
+_MAGENTA = partial(typer.style, fg="magenta", bold=True)  # "warning: ", as gcc's
 _GREEN, _CYAN, _MINUS = (partial(typer.style, fg=c) for c in ("green", "cyan", "red"))
 _DIFF = {"+++": _BOLD, "---": _BOLD, "@@": _CYAN, "+": _GREEN, "-": _MINUS}
 
 
 @dataclass
 class Reporter:
-    """Results to stdout, errors to stderr; colour only on a terminal without
+    """Results to stdout, errors and warnings to stderr; colour only on a terminal without
     ``NO_COLOR`` (https://no-color.org). `quiet` drops all but errors and output
     asked for (diffs, dumps); `verbose` adds unchanged modules."""
 
@@ -65,19 +66,18 @@ class Reporter:
             typer.echo(line[len(body) :], file=self.out, nl=False)
 
     def error(self, *diagnostics: Diagnostic) -> None:
-        """Errors, `path:line:col: error: message`, on stderr."""
-        for diagnostic in diagnostics:
-            location, _, message = diagnostic.format().partition(": error: ")
-            self._echo(self.err, location + ": ", _BOLD, nl=False)
-            self._error("error: ", message)
+        """Diagnostics, `path:line:col: error: message` (or `warning:`), on stderr."""
+        for d in diagnostics:
+            self._echo(self.err, f"{d.location}: ", _BOLD, nl=False)
+            self._error(f"{d.severity}: ", d.message, d.severity == WARNING)
 
     def usage(self, message: str) -> None:
         """An error about the command line or the project, not about one file."""
         self._error("gradgen: error: ", message)
 
-    def _error(self, prefix: str, message: str) -> None:
-        self.errors += 1
-        self._echo(self.err, prefix, _RED, nl=False)
+    def _error(self, prefix: str, message: str, warning: bool = False) -> None:
+        self.errors += not warning
+        self._echo(self.err, prefix, _MAGENTA if warning else _RED, nl=False)
         self._echo(self.err, message, None, nl=True)
 
 

@@ -57,3 +57,32 @@ def reduce(shape: Shape, axes: tuple[int, ...] | None, keepdims: bool) -> Shape:
     if keepdims:
         return tuple(1 if i in gone else d for i, d in enumerate(shape))
     return tuple(d for i, d in enumerate(shape) if i not in gone)
+
+
+def crossed(a: Shape, b: Shape) -> Dim | None:
+    """The dim that broadcasting `a` against `b` pairs with itself, or None.
+
+    numpy's silent bug: `w: [n, 1]` makes `X @ w` a column [N, 1], and `X @ w - y`
+    with `y: [N]` is [N, N], every residual against every target. The pattern: a
+    dim that one operand has along one axis and the other operand along another
+    axis, each axis stretched over a 1 (or a missing axis) of the other operand,
+    so the result holds that dim twice, an array larger than either operand along
+    it. Only when the operands' ranks differ: the vector was lifted to a row
+    implicitly. Legitimate broadcasts are left alone: a scalar; a bias row
+    ([N, h] + [h]); a per-row statistic (`x - mean(x, axis=1, keepdims=True)`,
+    [N, k] - [N, 1]); an outer product of different dims ([N, 1] * [k]); and a
+    pairwise table written with both shapes explicit (`x - x.T`, [N, 1] - [1, N]).
+    """
+    if len(a) == len(b):
+        return None
+    rank = max(len(a), len(b))
+    only_a: list[Dim] = []  # dims along axes that only `a` brings
+    only_b: list[Dim] = []
+    for i in range(1, rank + 1):
+        da = a[-i] if i <= len(a) else 1
+        db = b[-i] if i <= len(b) else 1
+        if da != 1 and db == 1:
+            only_a.append(da)
+        elif db != 1 and da == 1:
+            only_b.append(db)
+    return next((d for d in only_a if d in only_b), None)
