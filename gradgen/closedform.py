@@ -105,6 +105,8 @@ class Op(sp.Function):
         return tex if exp is None else f"\\left({tex}\\right)^{{{exp}}}"
 
     def _sympystr(self, printer: _Text) -> str:
+        if not isinstance(printer, _Text):  # sympy's own str(), e.g. while sorting
+            return f"{type(self).__name__}({', '.join(map(str, self.args))})"
         return self.txt(printer)
 
     def _mathml_presentation(self, printer: _MathML) -> Element:

@@ -138,6 +138,12 @@ def _div(
     a, b = args
     if _is(b, 1) and a.shape == shape:
         return a
+    if b.op == "add":
+        for one, term in (b.args, b.args[::-1]):
+            if _is(one, 1) and term.op == "exp":
+                # a / (1 + e^u) = a sigmoid(-u): finite (and so is its derivative)
+                # where e^u overflows
+                return ops.mul(a, ops.call("sigmoid", ops.neg(term.args[0])))
     if a.op == "neg":
         return ops.neg(ops.div(a.args[0], b))
     if b.rank == 0 and a.op == "mul" and a.args[0].rank == 0 and a.args[1].rank > 0:

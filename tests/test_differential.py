@@ -66,6 +66,7 @@ getval = pytest.importorskip("autograd.tracer").getval
 SCALE = int(os.environ.get("GRADGEN_DIFF_SCALE", "1"))
 FIRST_SEED = int(os.environ.get("GRADGEN_DIFF_SEED", "0"))
 CI_SPECS = 320 * SCALE
+QUICK_SPECS = 48 * SCALE  # of those, in the fast subset
 SLOW_SPECS = 1600 * SCALE
 
 # Against autograd: relative 1e-8, plus an absolute 1e-9 scaled by the largest entry
@@ -1005,9 +1006,15 @@ def assert_all_pass(seeds: range, folder: Path, **options: Any) -> None:
 # ------------------------------------------------------------------ random specs
 
 
+def test_random_specs_quick(tmp_path: Path) -> None:
+    """The first QUICK_SPECS of the CI-sized run, for `pytest -m "not slow"`."""
+    assert_all_pass(range(FIRST_SEED, FIRST_SEED + QUICK_SPECS), tmp_path)
+
+
+@pytest.mark.slow
 def test_random_specs(tmp_path: Path) -> None:
-    """CI-sized: CI_SPECS random specs, the same ones every run."""
-    assert_all_pass(range(FIRST_SEED, FIRST_SEED + CI_SPECS), tmp_path)
+    """CI-sized: the rest of CI_SPECS random specs, the same ones every run."""
+    assert_all_pass(range(FIRST_SEED + QUICK_SPECS, FIRST_SEED + CI_SPECS), tmp_path)
 
 
 @pytest.mark.slow
