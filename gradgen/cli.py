@@ -7,6 +7,7 @@ internal error (a gradgen bug, reported without a traceback); 130 interrupted.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -40,8 +41,11 @@ def _jobs(
     report: Reporter,
     explain: bool | None = None,
     strict: bool = False,
+    dtype: DType | None = None,
 ) -> list[Job]:
-    selection = plan.select(specs or [], out, explain, strict)
+    selection = plan.select(
+        specs or [], out, explain, strict, None if dtype is None else dtype.value
+    )
     report.error(*selection.errors)
     if selection.usage is not None:
         report.usage(selection.usage)
@@ -76,6 +80,19 @@ Quiet = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print problems only (and diffs asked).")
 ]
 Strict = Annotated[bool, typer.Option("--strict", help="Treat warnings as errors.")]
+
+
+class DType(StrEnum):
+    FLOAT64 = "float64"
+    FLOAT32 = "float32"
+
+
+DTypeOption = Annotated[
+    DType | None,
+    typer.Option(
+        "--dtype", help="Compute in this dtype (default: the spec's `dtype`)."
+    ),
+]
 Verbose = Annotated[
     bool, typer.Option("--verbose", "-v", help="Also print unchanged modules.")
 ]
@@ -148,6 +165,7 @@ def generate_command(
     ] = None,
     explain: Explain = None,
     strict: Strict = False,
+    dtype: DTypeOption = None,
     fail_fast: FailFast = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -159,7 +177,7 @@ def generate_command(
     would write the same file write nothing at all.
     """
     with _run(quiet, verbose) as report:
-        jobs = _jobs(specs, out, report, explain, strict)
+        jobs = _jobs(specs, out, report, explain, strict, dtype)
         if dump is not None:
             for job in jobs:
                 report.job = job
@@ -196,6 +214,7 @@ def check(
     ] = False,
     explain: Explain = None,
     strict: Strict = False,
+    dtype: DTypeOption = None,
     fail_fast: FailFast = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -206,7 +225,7 @@ def check(
     and path, and whose body hash still matches, is up to date without deriving.
     """
     with _run(quiet, verbose) as report:
-        jobs = _jobs(specs, out, report, explain, strict)
+        jobs = _jobs(specs, out, report, explain, strict, dtype)
         stale = 0
         for target in _targets(jobs, report, fail_fast=fail_fast, trust_headers=True):
             report.job = target.job

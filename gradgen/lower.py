@@ -38,6 +38,7 @@ class Kernel:
     results: tuple[Node, ...]  # lowered; arrays among them are fresh
     names: Mapping[Node, str]  # preferred names: the spec's, then `dL_dw`...
     dims: Mapping[str, tuple[str, int]]  # dim -> (argument, axis) it is read from
+    dtype: str = "float64"  # the float type new arrays get (`Spec.dtype`)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def _kernel(
         tuple(lowered[r] for r in results),
         renamed,
         model.dim_sources(list(args)),
+        model.spec.dtype,
     )
 
 

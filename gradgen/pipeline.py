@@ -28,6 +28,7 @@ self-contained HTML page.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,9 +78,10 @@ def generate(
     display: str | None = None,
     dump: Stage | str | None = None,
     explain: str | None = None,
+    dtype: str | None = None,
 ) -> Generated:
     """The module for a spec (`explain`: and its explanation, "markdown" or
-    "html"), or the result of stage `dump`."""
+    "html"), or the result of stage `dump`; `dtype` overrides the spec's."""
     shown = display or str(spec_path)
     stage = None if dump is None else Stage(dump)
 
@@ -95,8 +97,12 @@ def generate(
         )
 
     data = read_spec_bytes(spec_path, shown)  # read once: hashed and parsed alike
-    digest = write.spec_digest(data, name)
+    digest = write.spec_digest(data, name, dtype)
     checked = validate(load_yaml_text(data, shown), shown, spec_path.stem, name)
+    if dtype is not None and checked.spec is not None:
+        checked = dataclasses.replace(
+            checked, spec=dataclasses.replace(checked.spec, dtype=dtype)
+        )
     model = build(checked)  # raises the spec's and its expressions' problems
     target = out_dir / f"{model.spec.name}.py"
     if stage is Stage.SPEC:

@@ -40,6 +40,7 @@ class Job:
     name: str | None  # module name override from [tool.gradgen], if any
     explain: bool = False  # also write <name>.md, the explanation, beside the module
     strict: bool = False  # warnings are errors (--strict, or strict in the config)
+    dtype: str | None = None  # --dtype: overrides the spec's `dtype`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +177,7 @@ def select(
     out: Path | None,
     explain: bool | None = None,
     strict: bool = False,
+    dtype: str | None = None,
 ) -> Selection:
     """The specs to process, from the arguments or else from [tool.gradgen], in a
     fixed order (by resolved path) whatever the order they were given in.
@@ -209,7 +211,9 @@ def select(
             key = spec.resolve()
             override = config.override_for(key) if config else SpecOverride()
             spec_out = out if out is not None else (override.out or default_out)
-            job = Job(spec, display(spec), spec_out, override.name, explain, strict)
+            job = Job(
+                spec, display(spec), spec_out, override.name, explain, strict, dtype
+            )
             jobs.setdefault(key, job)
     return Selection(tuple(jobs[k] for k in sorted(jobs)), tuple(errors))
 
@@ -242,6 +246,7 @@ def derive(
             display=job.display,
             dump=dump,
             explain=explain,
+            dtype=job.dtype,
         )
         if job.strict and generated.warnings:
             return Failed(job, tuple(strict(generated.warnings)))
@@ -293,7 +298,9 @@ def _up_to_date_target(job: Job, suffix: str = ".py") -> Path | None:
         verdict = write.fast_verdict(
             path,
             version=__version__,
-            spec_sha256=write.spec_digest(read_spec_bytes(job.spec), job.name),
+            spec_sha256=write.spec_digest(
+                read_spec_bytes(job.spec), job.name, job.dtype
+            ),
             spec=write.relative_spec(job.spec, job.out_dir),
         )
     except (OSError, SpecError):

@@ -20,6 +20,17 @@ from .lower import Program
 from .rules import ATOM, HELPERS_NEED, UNARY, number
 from .rules import spelling as spelling_of
 
+#: What the spellings' {float}, {dtype} and {scalar} fields print, per dtype: the
+#: float64 default prints as before (`dtype=float`, no `dtype=` on np.zeros); float32
+#: names its type wherever numpy would otherwise make a float64 array or scalar.
+DTYPE_FIELDS = {
+    "float64": {"float": "float", "dtype": "", "scalar": "np.float64"},
+    "float32": {
+        "float": "np.float32",
+        "dtype": ", dtype=np.float32",
+        "scalar": "np.float32",
+    },
+}
 INLINE_LIMIT = 60  # characters: longer subexpressions get a line of their own
 
 
@@ -34,7 +45,7 @@ class Body:
 def print_program(program: Program) -> dict[str, Body]:
     """Every function of the program printed, by name."""
     return {
-        k.name: print_body(list(k.results), k.names, list(k.args), k.dims)
+        k.name: print_body(list(k.results), k.names, list(k.args), k.dims, k.dtype)
         for k in program.kernels()
     }
 
@@ -44,6 +55,7 @@ def print_body(
     names: Mapping[Node, str],
     args: list[str],
     dim_sources: Mapping[str, tuple[str, int]],
+    dtype: str = "float64",
 ) -> Body:
     """Statements computing `results`.
 
@@ -78,7 +90,7 @@ def print_body(
         if helper:
             helpers.add(helper)
             helpers.update(HELPERS_NEED.get(helper, ()))
-        code, prec = spell(n, text)
+        code, prec = spell(n, text, dtype)
         if n.op in LEAVES:
             text[n] = (code, prec)
             continue
@@ -101,9 +113,12 @@ def print_body(
     )
 
 
-def spell(node: Node, text: Mapping[Node, tuple[str, int]]) -> tuple[str, int]:
+def spell(
+    node: Node, text: Mapping[Node, tuple[str, int]], dtype: str = "float64"
+) -> tuple[str, int]:
     spelling = spelling_of(node.op)
     fields = spelling.fields(node.attrs) if spelling.fields else {}
+    fields.update(DTYPE_FIELDS[dtype])
     if node.op == "const":
         value = node.value
         return number(value), (UNARY if value < 0 else ATOM)

@@ -21,7 +21,7 @@ from .graph import Exponent, ancestors, attr
 from .load import YNode, YScalar, YSeq
 from .lower import Program
 from .model import Model
-from .printer import Body
+from .printer import DTYPE_FIELDS, Body
 from .rules import CONVENTIONS, number
 from .shapes import show
 
@@ -188,6 +188,7 @@ def render_module(
         "outputs": outputs,
         "helpers": sorted(helpers),
         "flat": _flat(model),
+        "float": DTYPE_FIELDS[model.spec.dtype]["float"],
         "optimizer": spec.optimizer.rule,
         "hyper": [(k, number(v)) for k, v in spec.optimizer.hyper],
     }
@@ -273,7 +274,12 @@ def _summary(model: Model) -> list[str]:
     for label, decls in (("inputs", spec.inputs), ("params", spec.params)):
         if decls:
             lines.append(
-                f"{label}: " + ", ".join(f"{d.name} {show(d.shape)}" for d in decls)
+                f"{label}: "
+                + ", ".join(
+                    f"{d.name} {show(d.shape)}"
+                    + (" (integer ids)" if d.name in model.integers else "")
+                    for d in decls
+                )
             )
     for d in (*spec.define, *([spec.loss] if spec.loss else []), *spec.outputs):
         lines.append(f"{d.name} = {_expr_text(d.expr)}")
@@ -282,6 +288,10 @@ def _summary(model: Model) -> list[str]:
         + ", ".join(f"{k}={number(v)}" for k, v in spec.optimizer.hyper)
         + ")"
     )
+    if spec.dtype != "float64":
+        lines.append(
+            f"dtype: {spec.dtype} (every array the module makes is {spec.dtype})"
+        )
     return lines
 
 

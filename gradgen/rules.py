@@ -776,7 +776,9 @@ RULES: dict[str, Rule] = {
         transpose_vjp,
         transpose_jvp,
     ),
-    "stack": Rule(-1, None, Spelling("np.array([{args}])"), stack_vjp, stack_jvp),
+    "stack": Rule(
+        -1, None, Spelling("np.array([{args}]{dtype})"), stack_vjp, stack_jvp
+    ),
     # softmax along an axis (the last by default), through max-shifted helpers
     "softmax": along_axis("_softmax", softmax_vjp, softmax_jvp, "softmax"),
     "log_softmax": along_axis(
@@ -838,7 +840,7 @@ PLUMBING: dict[str, Spelling] = {
     "dim": Spelling("{name}", fields=lambda a: {"name": a.name}),
     "const": Spelling("{value}", fields=lambda a: {"value": number(a.value)}),
     # a dim used as a number, made a float where the integers could overflow
-    "float": Spelling("np.float64({0})"),
+    "float": Spelling("{scalar}({0})"),
     # masks and helpers that derivatives of kinks and powers use
     "sign": Spelling("np.sign({0})", ATOM, (0,)),
     "gt": Spelling("{0} > {1}", CMP, _CMP),
@@ -851,19 +853,21 @@ PLUMBING: dict[str, Spelling] = {
     "eq": Spelling("{0} == {1}", CMP, _CMP),
     "ne": Spelling("{0} != {1}", CMP, _CMP),
     "xlogy": Spelling("_xlogy({0}, {1})", helper="xlogy"),
-    "as_float": Spelling("np.asarray({0}, dtype=float)"),
+    "as_float": Spelling("np.asarray({0}, dtype={float})"),
     "select": Spelling("np.where({0}, {1}, {2})"),  # where, in derivatives
     "iinput": Spelling("{name}", fields=lambda a: {"name": a.name}),  # integer ids
     # adjoints of indexing: zeros with the adjoint put (or added up) at the index
-    "put": Spelling("_put({0}, np.s_[{index}], {last})", helper="put"),
-    "scatter_add": Spelling("_scatter_add({0}, {1}, {2})", helper="scatter_add"),
+    "put": Spelling("_put({0}, np.s_[{index}], {last}, {float})", helper="put"),
+    "scatter_add": Spelling(
+        "_scatter_add({0}, {1}, {2}, {float})", helper="scatter_add"
+    ),
     "put_along": Spelling(
-        "_put_along({0}, {1}, {2}, {axis})",
+        "_put_along({0}, {1}, {2}, {axis}, {float})",
         helper="put_along",
         fields=lambda a: {"axis": str(a.axis)},
     ),
     # one_hot(y, k): a float matrix of the integer ids (not differentiable)
-    "one_hot": Spelling("np.eye({1})[{0}]"),
+    "one_hot": Spelling("np.eye({1}{dtype})[{0}]"),
     "arange": Spelling("np.arange({0})"),
     # a divisor made safe where it is 0 (the numerator is 0 there too)
     "nonzero": Spelling("np.where({0} == 0, 1, {0})"),
@@ -876,23 +880,23 @@ PLUMBING: dict[str, Spelling] = {
         fields=lambda a: {"index": ", ".join([":"] * a.i + ["None"])},
     ),
     "outer": Spelling("np.outer({0}, {1})"),
-    "fill": Spelling("np.full({1}, {0}, dtype=float)"),
-    "copy": Spelling("np.array({0}, dtype=float)"),
+    "fill": Spelling("np.full({1}, {0}, dtype={float})"),
+    "copy": Spelling("np.array({0}, dtype={float})"),
     "shape": Spelling(
         "({args}{comma})", fields=lambda a: {"comma": "," if a.count == 1 else ""}
     ),
     "sum_keep": Spelling(
         "np.sum({0}, axis={axes}, keepdims=True)", ATOM, (0,), fields=_axes
     ),
-    "zeros_like": Spelling("np.zeros_like({0})", ATOM, (0,)),
+    "zeros_like": Spelling("np.zeros_like({0}, dtype={float})", ATOM, (0,)),
     "sum_axes": Spelling("np.sum({0}, axis={axes})", ATOM, (0,), fields=_axes),
     # forward mode: a tangent carries the param's axes after the value's axes
     "trail": Spelling("{0}[..., {nones}]", ATOM, (ATOM,), fields=_nones),
     "lift": Spelling("{0}[{nones}]", ATOM, (ATOM,), fields=_nones),
     "tfill": Spelling("np.broadcast_to({0}, {1})"),
-    "tfull": Spelling("np.full({1}, {0}, dtype=float)"),
-    "zeros": Spelling("np.zeros({0})"),
-    "eye": Spelling("np.eye({0})"),
+    "tfull": Spelling("np.full({1}, {0}, dtype={float})"),
+    "zeros": Spelling("np.zeros({0}{dtype})"),
+    "eye": Spelling("np.eye({0}{dtype})"),
     "reshape": Spelling("{0}.reshape({1})", ATOM, (ATOM, 0)),
     "einsum": Spelling(
         'np.einsum("{subscripts}", {args})', fields=lambda a: {"subscripts": a.spec}

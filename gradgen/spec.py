@@ -48,7 +48,10 @@ TOP_LEVEL = (
     "loss",
     "outputs",
     "optimizer",
+    "dtype",
 )
+#: The float dtypes a generated module computes in.
+DTYPES = ("float64", "float32")
 #: Modules a generated module could hide from its importer (or from itself).
 SHADOWED_MODULES = frozenset(
     {*sys.stdlib_module_names, "numpy", "gradgen", "yaml", "jinja2", "sympy"}
@@ -99,6 +102,7 @@ class Spec:
     optimizer: Optimizer
     dims: dict[str, Location]
     loc: Location
+    dtype: str = "float64"  # what the module computes in: float64 or float32
 
 
 @dataclass(frozen=True)
@@ -186,10 +190,33 @@ def validate(
     optimizer = _optimizer(root.get("optimizer"), c, start)
     _check_names(inputs, params, define, outputs, dims, OPTIMIZERS[optimizer.rule], c)
     spec = Spec(
-        path, name, doc, inputs, params, define, loss, outputs, optimizer, dims, start
+        path,
+        name,
+        doc,
+        inputs,
+        params,
+        define,
+        loss,
+        outputs,
+        optimizer,
+        dims,
+        start,
+        _dtype(root.get("dtype"), c),
     )
     unchecked = _unchecked(root, spec) if c else frozenset()
     return Validated(spec, tuple(c.diagnostics), unchecked)
+
+
+def _dtype(node: YNode | None, c: Collector) -> str:
+    """`dtype: float32` (or float64, the default)."""
+    if node is None:
+        return "float64"
+    value = node.value if isinstance(node, YScalar) else None
+    if value not in DTYPES:
+        shown = show_text(str(value)) if isinstance(value, str) else _kind(node)
+        c.error(node.loc, f"`dtype` is float64 or float32, not {shown}")
+        return "float64"
+    return str(value)
 
 
 def _is_empty(node: YNode) -> bool:

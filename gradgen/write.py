@@ -69,9 +69,15 @@ def sha256_hex(data: bytes | str) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def spec_digest(spec_bytes: bytes, name_override: str | None) -> str:
-    """The header's ``spec-sha256``: the spec's bytes and the options applied to it."""
-    return sha256_hex(spec_bytes + b"\0name=" + (name_override or "").encode())
+def spec_digest(
+    spec_bytes: bytes, name_override: str | None, dtype_override: str | None = None
+) -> str:
+    """The header's ``spec-sha256``: the spec's bytes and the options applied to it
+    (a `--dtype` only when given, so that digests without one stay as they were)."""
+    options = b"\0name=" + (name_override or "").encode()
+    if dtype_override is not None:
+        options += b"\0dtype=" + dtype_override.encode()
+    return sha256_hex(spec_bytes + options)
 
 
 def relative_spec(spec: Path, out_dir: Path) -> str:
