@@ -377,6 +377,7 @@ def layout(diagram: Diagram) -> Svg:
 
 _MERMAID_SHAPES = {
     "input": '[/"{}"/]',
+    "iinput": '[/"{}"/]',
     "param": '[/"{}"/]',
     "define": '["{}"]',
     "introduced": '("{}")',

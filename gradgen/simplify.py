@@ -353,6 +353,24 @@ def _einsum(
     return factor.contract(ops, attrs.spec, args, shape)
 
 
+def _select(
+    ops: Ops, args: tuple[Node, ...], attrs: Attrs | None, shape: Shape
+) -> Node | None:
+    """np.where(c, k, 0) of two Python numbers (literals, dims) is k * c as a float
+    array: np.where would make an int64 or float64 array of them (and so upcast a
+    float32 module)."""
+    c, a, b = args
+    numbers = a.rank == b.rank == 0 and constant(a) and constant(b)
+    if not numbers or c.shape != shape or not (_is(a, 0) or _is(b, 0)):
+        return None
+    if _is(b, 0):
+        return ops.mul(a, ops.make("as_float", c, shape=shape))
+    if _is(a, 0):
+        flipped = ops.make("not_", c, shape=c.shape)
+        return ops.mul(b, ops.make("as_float", flipped, shape=shape))
+    return None
+
+
 _REWRITES: dict[
     str, Callable[[Ops, tuple[Node, ...], Attrs | None, Shape], Node | None]
 ] = {
@@ -371,4 +389,5 @@ _REWRITES: dict[
     "sum_axes": _sum_axes,
     "transpose": _transpose,
     "einsum": _einsum,
+    "select": _select,
 }

@@ -122,7 +122,19 @@ class Example:
     @property
     def inputs(self) -> dict[str, tuple[int, ...]]:
         """Input name -> concrete shape (dims resolved with ``self.dims``)."""
-        return {k: self.shape(v) for k, v in (self.spec.get("inputs") or {}).items()}
+        return {
+            k: self.shape(v["shape"] if isinstance(v, dict) else v)
+            for k, v in (self.spec.get("inputs") or {}).items()
+        }
+
+    @property
+    def integer_inputs(self) -> set[str]:
+        """Inputs declared `dtype: int` (integer ids)."""
+        return {
+            k
+            for k, v in (self.spec.get("inputs") or {}).items()
+            if isinstance(v, dict) and v.get("dtype") == "int"
+        }
 
     @property
     def params(self) -> dict[str, tuple[int, ...]]:
@@ -149,12 +161,16 @@ class Example:
 
     @property
     def rule(self) -> str:
-        return str((self.spec.get("optimizer") or {}).get("rule", "sgd"))
+        optimizer = self.spec.get("optimizer") or {}
+        if isinstance(optimizer, str):  # the shorthand `optimizer: adam`
+            return optimizer
+        return str(optimizer.get("rule", "sgd"))
 
     @property
     def hyperparameters(self) -> dict[str, float]:
         """The optimizer's hyperparameters: the spec's values over the rule's defaults."""
-        given = dict(self.spec.get("optimizer") or {})
+        optimizer = self.spec.get("optimizer") or {}
+        given = dict(optimizer) if isinstance(optimizer, dict) else {}
         given.pop("rule", None)
         merged = dict(OPTIMIZER_DEFAULTS[self.rule])
         merged.update({k: float(v) for k, v in given.items()})
@@ -166,7 +182,8 @@ class Example:
         dims: dict[str, int] = {}
         spare = iter(SPARE_DIM_SIZES)
         for section in ("inputs", "params"):
-            for shape in (self.spec.get(section) or {}).values():
+            for declared in (self.spec.get(section) or {}).values():
+                shape = declared["shape"] if isinstance(declared, dict) else declared
                 for dim in shape or []:
                     if isinstance(dim, str) and dim not in dims:
                         dims[dim] = DIMS[dim] if dim in DIMS else next(spare)
@@ -301,9 +318,18 @@ def random_value(shape: tuple[int, ...], rng: np.random.Generator) -> Any:
 
 
 def random_point(example: Example, rng: np.random.Generator) -> dict[str, Any]:
-    """Random inputs and params for ``example`` (name -> value), in spec order."""
+    """Random inputs and params for ``example`` (name -> value), in spec order;
+    integer ids below every dim's size, so that they index any axis."""
     shapes = {**example.inputs, **example.params}
-    return {name: random_value(shape, rng) for name, shape in shapes.items()}
+    smallest = min(example.dims.values(), default=2)
+    return {
+        name: (
+            rng.integers(0, smallest, size=shape)
+            if name in example.integer_inputs
+            else random_value(shape, rng)
+        )
+        for name, shape in shapes.items()
+    }
 
 
 def smooth_point(example: Example, seed: int) -> dict[str, Any]:
@@ -351,6 +377,13 @@ def _compile(expression: str) -> Any:
     return compile(tree, f"<spec expression {expression!r}>", "eval")
 
 
+def getval(x: Any) -> Any:
+    """The plain value inside an autograd box (or `x` itself)."""
+    while hasattr(x, "_value"):
+        x = x._value
+    return x
+
+
 def grammar_namespace(xp: Any, kinks: list[Any] | None = None) -> dict[str, Any]:
     """The spec grammar's functions, implemented with the numpy-like module ``xp``.
 
@@ -378,11 +411,37 @@ def grammar_namespace(xp: Any, kinks: list[Any] | None = None) -> dict[str, Any]
         note(a - b)
         return xp.minimum(a, b)
 
-    def sum_(x: Any, axis: int | None = None) -> Any:
-        return xp.sum(x, axis=axis)
+    def sum_(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+        return xp.sum(x, axis=axis, keepdims=keepdims)
 
-    def mean(x: Any, axis: int | None = None) -> Any:
-        return xp.mean(x, axis=axis)
+    def mean(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+        return xp.mean(x, axis=axis, keepdims=keepdims)
+
+    def extreme(pick: Any, pairwise: Any) -> Any:
+        def f(a: Any, b: Any = None, axis: Any = None, keepdims: bool = False) -> Any:
+            if b is None:
+                return pick(a, axis=axis, keepdims=keepdims)
+            return pairwise(a, b)
+
+        return f
+
+    def logsumexp(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+        m = np.max(getval(x), axis=axis, keepdims=True)
+        out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
+        return out if keepdims else xp.squeeze(out, axis=axis)
+
+    def log_softmax(x: Any, axis: int = -1) -> Any:
+        return x - logsumexp(x, axis=axis, keepdims=True)
+
+    def softplus(z: Any) -> Any:
+        return xp.logaddexp(0.0, z)
+
+    def cross_entropy(z: Any, labels: Any, axis: int = -1) -> Any:
+        log_p = log_softmax(z, axis=axis)
+        if np.asarray(getval(labels)).dtype.kind in "iu":  # class ids: a one-hot
+            onehot = np.moveaxis(np.eye(np.shape(getval(z))[axis])[labels], -1, axis)
+            return -xp.mean(xp.sum(log_p * onehot, axis=axis))
+        return -xp.mean(xp.sum(labels * log_p, axis=axis))
 
     return {
         "__builtins__": {},
@@ -397,12 +456,35 @@ def grammar_namespace(xp: Any, kinks: list[Any] | None = None) -> dict[str, Any]
         "sigmoid": lambda z: 1.0 / (1.0 + xp.exp(-z)),
         "relu": relu,
         "abs": abs_,
-        "max": maximum,
-        "min": minimum,
+        "max": extreme(xp.max, maximum),
+        "min": extreme(xp.min, minimum),
         "sum": sum_,
         "mean": mean,
         "dot": xp.dot,
-        "softplus": lambda z: xp.logaddexp(0.0, z),
+        "softplus": softplus,
+        "logsumexp": logsumexp,
+        "log_softmax": log_softmax,
+        "softmax": lambda x, axis=-1: xp.exp(log_softmax(x, axis=axis)),
+        "log_sigmoid": lambda z: -softplus(-z),
+        "var": lambda x, axis=None, keepdims=False: xp.var(
+            x, axis=axis, keepdims=keepdims
+        ),
+        "std": lambda x, axis=None, keepdims=False: xp.std(
+            x, axis=axis, keepdims=keepdims
+        ),
+        "norm": lambda x, axis=None, keepdims=False: xp.sqrt(
+            xp.sum(x * x, axis=axis, keepdims=keepdims)
+        ),
+        "clip": lambda x, lo, hi: xp.clip(x, lo, hi),
+        "where": xp.where,
+        "arange": np.arange,
+        "one_hot": lambda y, k: np.eye(k)[y],
+        "cross_entropy": cross_entropy,
+        "binary_cross_entropy_with_logits": lambda z, y: xp.mean(softplus(z) - y * z),
+        "mse": lambda a, y: xp.mean((a - y) ** 2),
+        "huber": lambda r, d: xp.mean(
+            xp.where(xp.abs(r) <= d, r * r / 2, d * (xp.abs(r) - d / 2))
+        ),
         "log1p": xp.log1p,
         "expm1": xp.expm1,
         "tan": xp.tan,

@@ -98,8 +98,9 @@ def test_example_spec_is_well_formed(ex: Example) -> None:
     assert ex.params, "every example has at least one param"
     assert ex.rule in {"sgd", "momentum", "adam"}
     for section in ("inputs", "params"):
-        for name, shape in (spec.get(section) or {}).items():
+        for name, declared in (spec.get(section) or {}).items():
             assert name.isidentifier(), name
+            shape = declared["shape"] if isinstance(declared, dict) else declared
             assert isinstance(shape, list), (name, shape)
             assert all(isinstance(d, str | int) for d in shape), (name, shape)
     # The reference evaluator can run it, and the loss is a scalar.
