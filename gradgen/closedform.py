@@ -1297,7 +1297,7 @@ class Shadow:
             return Index(args[0], sp.Integer(attr(n, Position).i))
         if op == "expand_dims":
             return ExpandDims(args[0], sp.Integer(attr(n, Position).i))
-        if op in ("fill", "reshape"):
+        if op in ("fill", "reshaped", "reshape"):
             kind_ = Fill if op == "fill" else Reshape
             return kind_(args[0], *(self._dim(d) for d in n.shape))
         if op in ("trail", "lift"):

@@ -99,7 +99,7 @@ CASES = {
 
 
 def test_every_user_function_has_a_case() -> None:
-    assert set(functions()) <= set(CASES)
+    assert set(functions()) <= set(CASES) | set(RANK_CASES)
 
 
 def load(tmp_path: Path, expr: str) -> ModuleType:
@@ -319,6 +319,23 @@ RANK_CASES = {
     "broadcast_rank4": "sum(R * P + W[None, None, :1] * x, axis=(0, 3))",
     "reduce_rank3": "mean(P, axis=1, keepdims=True) * softmax(P, axis=1) + logsumexp(P, axis=(0, 2))[:, None]",
     "index_rank3": "P[:, 1:, None, 0] * Q[-1, None, :1] + P[..., 0][0, 1:, None]",
+    # @ as numpy's matmul: stacks of matrices over broadcast leading axes
+    "matmul_batched_2d": "P @ W + tanh(P) @ x[:, None]",
+    "matmul_batched_batched": "(P @ Q) * (tanh(P) @ Q[:1])",
+    "matmul_2d_batched": "(A @ Q)[:, :, :1] * sum(W @ Q[None] @ W, axis=(0, 2))[:, None]",
+    "matmul_vectors": "(P @ x)[..., None] * (x @ Q)[:, None]",
+    "matmul_broadcast_batch": "sum(R @ Q, axis=(0, 1)) + (P @ Q[:1])[0]",
+    "matmul_param_both": "sum(Q @ Q, axis=1)[:, None] + P @ (W * s)",
+    "T": "P.T * sum(R, axis=0).T + (Q.T[0] * s)[:, None]",
+    "transpose_perm": "transpose(P, (1, 0, 2)) * transpose(R, (2, 1, 3, 0))[..., 0] + transpose(W)[0]",
+    "reshape": "reshape(P, [B * m, n]) @ W + reshape(Q, [B, -1])[0, :1]",
+    "reshape_back": "reshape(reshape(P * s, [B, m * n]) * x[:1], [B, m, n]) @ x",
+    "concat": "sum(concat([P, Q * s], axis=1) @ x, axis=1)[:, None] + concat([x, x * s, W[0]])[:n]",
+    "stack_axis": "stack([P, P * s, tanh(P)], axis=-1)[..., 1] + stack([x, W[0]])[1] * s",
+    "ones": "ones([B, m, n]) * P + ones([n]) @ W",
+    "zeros": "zeros([B, 2, n]) + Q[:, :2] * x + zeros([n]) * s",
+    "diag": "diag(Q) * x + diag(W) * sum(diag(Q * s), axis=0)",
+    "trace": "trace(Q) * s + trace(W @ W) + trace(Q @ Q.T.T)",
 }
 
 
