@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/huber_regression.yaml
 spec-sha256: b7c59028ab8e9d6ae769967998aeff0db10482d1e56505e9631f658d51af11f0
-body-sha256: ce4ba58f06a8cfe17cc24731d353df355b5524f94562abecf22fb07a7d32985f
+body-sha256: 64e4111a219331cb8208bc342b13f3e1eba40d735778abe89c16481c3a4de728
 
 Linear regression with the Huber loss, written with where: quadratic for small residuals, linear for large ones (robust to outliers). The condition gets no gradient, and the branch not taken passes none.
 
@@ -52,15 +52,16 @@ def loss_and_gradients(
 ) -> tuple[float, Gradients]:
     """The loss and its gradient with respect to every param.
 
-    dL/dw = X.T @ (r * select(le(abs(r), 1), 1/N, 0) + select(le(abs(r), 1), 0, 1/N) * sign(r))
-    dL/db = sum(r * select(le(abs(r), 1), 1/N, 0) + select(le(abs(r), 1), 0, 1/N) * sign(r))
+    dL/dw = 1/N * X.T @ (r * le(abs(r), 1) + not_(le(abs(r), 1)) * sign(r))
+    dL/db = 1/N * sum(r * le(abs(r), 1) + not_(le(abs(r), 1)) * sign(r))
     """
     N = np.shape(X)[0]
     r = X @ w + b - y
     t0 = np.abs(r)
     t1 = t0 <= 1
-    t2 = 1 / N
-    dL_dr = np.where(t1, t2, 0) / 2 * (2 * r) + np.where(t1, 0, t2) * np.sign(r)
+    dL_dr = np.asarray(t1, dtype=float) / N / 2 * (2 * r) + np.asarray(
+        ~t1, dtype=float
+    ) / N * np.sign(r)
     dL_db = np.sum(dL_dr, axis=0)
     dL_dw = X.T @ dL_dr
     return float(np.mean(np.where(t1, np.square(r) / 2, t0 - 0.5))), Gradients(
@@ -71,8 +72,8 @@ def loss_and_gradients(
 def gradients(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> Gradients:
     """The gradient of the loss with respect to every param.
 
-    dL/dw = X.T @ (r * select(le(abs(r), 1), 1/N, 0) + select(le(abs(r), 1), 0, 1/N) * sign(r))
-    dL/db = sum(r * select(le(abs(r), 1), 1/N, 0) + select(le(abs(r), 1), 0, 1/N) * sign(r))
+    dL/dw = 1/N * X.T @ (r * le(abs(r), 1) + not_(le(abs(r), 1)) * sign(r))
+    dL/db = 1/N * sum(r * le(abs(r), 1) + not_(le(abs(r), 1)) * sign(r))
     """
     return loss_and_gradients(X, y, w, b)[1]
 

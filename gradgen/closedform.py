@@ -105,8 +105,9 @@ class Op(sp.Function):
         return tex if exp is None else f"\\left({tex}\\right)^{{{exp}}}"
 
     def _sympystr(self, printer: _Text) -> str:
-        if not isinstance(printer, _Text):  # sympy's own str(), e.g. while sorting
-            return f"{type(self).__name__}({', '.join(map(str, self.args))})"
+        if not isinstance(printer, _Text):  # sympy's own str(), as in its sort keys
+            inner = ", ".join(printer._print(a) for a in self.args)
+            return f"{type(self).__name__}({inner})"
         return self.txt(printer)
 
     def _mathml_presentation(self, printer: _MathML) -> Element:
@@ -1299,7 +1300,7 @@ class Shadow:
             return Index(args[0], sp.Integer(attr(n, Position).i))
         if op == "expand_dims":
             return ExpandDims(args[0], sp.Integer(attr(n, Position).i))
-        if op in ("fill", "reshape"):
+        if op in ("fill", "reshaped", "reshape"):
             kind_ = Fill if op == "fill" else Reshape
             return kind_(args[0], *(self._dim(d) for d in n.shape))
         if op in ("trail", "lift"):
@@ -1338,6 +1339,10 @@ class Generic(Op):
 
     def out_rank(self, ranks: list[int]) -> int:
         return int(self.args[-1])
+
+    def _eval_evalf(self, prec: int) -> Any:
+        # never a number: sympy would look its name up in mpmath (`ones`, `diag`)
+        return None
 
     def _operands(self, p: _Latex | _Text) -> str:
         return ", ".join(p.doprint(a) for a in self.arrays)

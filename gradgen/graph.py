@@ -26,9 +26,11 @@ __all__ = [
     "Index",
     "Name",
     "Node",
+    "Permutation",
     "Position",
     "Shape",
     "Subscripts",
+    "TensorAxes",
     "Value",
     "ancestors",
     "attr",
@@ -77,10 +79,28 @@ class Axes:
 
 @dataclass(frozen=True)
 class Position:
-    """An index along the first axis (`index`), an axis to insert (`expand_dims`),
-    or which result a `copy` is for (two copies of one value stay two arrays)."""
+    """An index along the first axis (`index`), an axis to insert (`expand_dims`,
+    `stack`), the axis arrays are joined along (`concat`), or which result a `copy`
+    is for (two copies of one value stay two arrays)."""
 
     i: int
+
+
+@dataclass(frozen=True)
+class Permutation:
+    """The order of the axes after a transpose: `transpose(x, (1, 0, 2))`; `.T`
+    and the forward-mode `permute` of a tangent's value axes."""
+
+    perm: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TensorAxes:
+    """The axes `np.tensordot` sums over: `left` of its first operand against
+    `right` of its second, pairwise."""
+
+    left: tuple[int, ...]
+    right: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -107,8 +127,33 @@ class Subscripts:
     spec: str
 
 
-Attrs = Name | Value | Exponent | Axis | Axes | Position | Count | Subscripts | Index
-A = TypeVar("A", Name, Value, Exponent, Axis, Axes, Position, Count, Subscripts, Index)
+Attrs = (
+    Name
+    | Value
+    | Exponent
+    | Axis
+    | Axes
+    | Position
+    | Count
+    | Subscripts
+    | Index
+    | Permutation
+    | TensorAxes
+)
+A = TypeVar(
+    "A",
+    Name,
+    Value,
+    Exponent,
+    Axis,
+    Axes,
+    Position,
+    Count,
+    Subscripts,
+    Index,
+    Permutation,
+    TensorAxes,
+)
 
 
 @dataclass(frozen=True, eq=False)

@@ -20,7 +20,7 @@ MAX_NUMBER_CHARS = 1000
 
 # -- the spec's structure (spec.py) ---------------------------------------------------
 #: axes of an input or a param
-MAX_RANK = 2
+MAX_RANK = 6
 #: names in one section (`inputs`, `params`, `define`, `outputs`)
 MAX_ENTRIES = 1000
 #: characters of `doc`

@@ -159,6 +159,12 @@ _KEEPS_INTEGERS = frozenset(
         "transpose",
         "swap01",
         "reshape",
+        "reshaped",
+        "permute",
+        "swapaxes",
+        "concat",
+        "diag",
+        "tensordot",
     }
 )
 
@@ -174,7 +180,7 @@ def integral(node: Node) -> bool:
             memo[n] = True
         elif n.is_const:
             memo[n] = n.value.is_integer()
-        elif n.op in ("tfill", "reshape"):  # the second operand is a shape
+        elif n.op in ("tfill", "reshape", "reshaped"):  # the second operand is a shape
             memo[n] = memo[n.args[0]]
         elif n.op in _KEEPS_INTEGERS:
             memo[n] = all(memo[a] for a in n.args)

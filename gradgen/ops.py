@@ -7,6 +7,8 @@ small powers as products), and interns the result in the graph.
 
 from __future__ import annotations
 
+import ast
+
 from .graph import (
     Attrs,
     Axes,
@@ -17,9 +19,11 @@ from .graph import (
     Graph,
     Name,
     Node,
+    Permutation,
     Position,
     Shape,
     Subscripts,
+    TensorAxes,
     Value,
 )
 from .rules import RULES
@@ -187,18 +191,42 @@ class Ops:
         size = "*".join(str(d) for d in param.shape)  # a label: n*h is no spec dim
         eye = self.make("eye", self.count_of(param.shape), shape=(size, size))
         return self.make(
-            "reshape", eye, self.shape_literal(param.shape * 2), shape=param.shape * 2
+            "reshaped", eye, self.shape_literal(param.shape * 2), shape=param.shape * 2
         )
 
     def dimension(self, d: Dim) -> Node:
         """A dim's size as a value: a literal, or the dim's name bound at run time;
-        a derived dim `N - 1` (the length of `x[1:]`) as that difference."""
+        a derived dim (`N - 1`, the length of `x[1:]`; `T*h`, of a reshape; `M + N`,
+        of a concat) as that expression over the dims' names."""
         if isinstance(d, int):
             return self.const(d)
-        name, minus, count = d.partition(" - ")
-        if minus:
-            return self.sub(self.leaf("dim", name, ()), self.const(int(count)))
-        return self.leaf("dim", d, ())
+        if d.isidentifier():
+            return self.leaf("dim", d, ())
+        return self._dim_expression(ast.parse(d, mode="eval").body)
+
+    def _dim_expression(self, node: ast.expr) -> Node:
+        if isinstance(node, ast.Name):
+            return self.leaf("dim", node.id, ())
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            return self.const(node.value)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return self.neg(self._dim_expression(node.operand))
+        assert isinstance(node, ast.BinOp), ast.dump(node)
+        left = self._dim_expression(node.left)
+        if isinstance(node.op, ast.Pow):
+            power = node.right
+            assert isinstance(power, ast.Constant) and isinstance(power.value, int)
+            out = left
+            for _ in range(power.value - 1):
+                out = self.mul(out, left)
+            return out
+        right = self._dim_expression(node.right)
+        if isinstance(node.op, ast.Add):
+            return self.add(left, right)
+        if isinstance(node.op, ast.Sub):
+            return self.sub(left, right)
+        assert isinstance(node.op, ast.Mult), ast.dump(node)
+        return self.mul(left, right)
 
     def shape_literal(self, shape: Shape) -> Node:
         """A shape tuple such as (N, k) for the printed code."""
@@ -217,3 +245,31 @@ class Ops:
 
     def swap01(self, t: Node) -> Node:
         return self.make("swap01", t, shape=(t.shape[1], t.shape[0], *t.shape[2:]))
+
+    def permute(self, t: Node, perm: tuple[int, ...]) -> Node:
+        """np.transpose(t, perm) (plumbing: a tangent's value axes reordered)."""
+        if perm == tuple(range(len(perm))):
+            return t
+        shape = tuple(t.shape[i] for i in perm)
+        return self.make("permute", t, attrs=Permutation(perm), shape=shape)
+
+    def swapaxes(self, a: Node) -> Node:
+        """The last two axes exchanged: a stack of matrices, each transposed."""
+        shape = (*a.shape[:-2], a.shape[-1], a.shape[-2])
+        return self.make("swapaxes", a, shape=shape)
+
+    def tensordot(
+        self, a: Node, b: Node, left: tuple[int, ...], right: tuple[int, ...]
+    ) -> Node:
+        """np.tensordot(a, b, axes=(left, right)): one BLAS call."""
+        shape = tuple(d for i, d in enumerate(a.shape) if i not in left) + tuple(
+            d for i, d in enumerate(b.shape) if i not in right
+        )
+        attrs = TensorAxes(left, right)
+        return self.make("tensordot", a, b, attrs=attrs, shape=shape)
+
+    def broadcast_to(self, a: Node, shape: Shape) -> Node:
+        """A read-only view of `a` broadcast to `shape`."""
+        if a.shape == shape:
+            return a
+        return self.make("tfill", a, self.shape_literal(shape), shape=shape)

@@ -28,9 +28,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import shapes
 from .errors import WARNING, Diagnostic, Location, did_you_mean
-from .graph import Axis, Dim, Index, Node, ancestors
-from .limits import MAX_EXPONENT, MAX_EXPRESSION_DEPTH, MAX_LENGTH, MAX_VECTOR
+from .graph import Axis, Dim, Index, Node, Permutation, Position, ancestors
+from .limits import (
+    MAX_EXPONENT,
+    MAX_EXPRESSION_DEPTH,
+    MAX_LENGTH,
+    MAX_RANK,
+    MAX_VECTOR,
+)
 from .load import control_character
 from .ops import Ops
 from .rules import (
@@ -704,6 +711,8 @@ class Parser:
         for arg in node.args:
             if isinstance(arg, ast.Starred):
                 raise ExpressionError(_REFUSED[ast.Starred], self._at(arg))
+        if name in _STRUCTURAL:
+            return self._structural(name, node, depth)
         if name in COMPOSITIONS:
             return self._composition(name, node, depth)
         op = one_argument_form(name) if len(node.args) == 1 else None
@@ -742,6 +751,200 @@ class Parser:
                 break  # one warning per call
         return made
 
+    def _structural(self, name: str, node: ast.Call, depth: int) -> Node:
+        """Calls whose arguments are not all arrays: `transpose(x, (1, 0, 2))`,
+        `reshape(x, [B, T * h])`, `concat([a, b], axis=1)`, `stack([a, b])`."""
+        rule = RULES[name]
+        keywords = self._keywords(name, rule, node)
+        counts = {"transpose": (1, 2), "reshape": (2,), "concat": (1,), "stack": (1,)}
+        if len(node.args) not in counts[name]:
+            shown = " or ".join(str(c) for c in counts[name])
+            plural = "s" if counts[name][-1] > 1 else ""
+            raise ExpressionError(
+                f"`{name}` takes {shown} argument{plural}, got {len(node.args)}",
+                self._at(node),
+            )
+        try:
+            if name in ("concat", "stack"):
+                return self._join(name, node, keywords, depth)
+            x = as_float(
+                self.ops, number(self.ops, self._node(node.args[0], depth + 1))
+            )
+            if name == "transpose" and len(node.args) == 1:
+                return self.ops.transpose(x)
+            if name == "transpose":
+                perm = self._permutation(node.args[1], x)
+                return self.ops.make(
+                    "permute",
+                    x,
+                    attrs=Permutation(perm),
+                    shape=tuple(x.shape[i] for i in perm),
+                )
+            shape = self._reshape_target(node.args[1], x)
+            literal = self.ops.shape_literal(shape)
+            return self.ops.make("reshape", x, literal, shape=shape)
+        except ShapeError as e:
+            raise ExpressionError(str(e), self._at(node)) from None
+
+    def _join(
+        self, name: str, node: ast.Call, keywords: dict[str, ast.keyword], depth: int
+    ) -> Node:
+        """`concat([a, b, ...], axis=k)` (an existing axis, 0 by default) and
+        `stack([a, b, ...], axis=k)` (a new one)."""
+        given = node.args[0]
+        if not isinstance(given, ast.List | ast.Tuple) or not given.elts:
+            raise ExpressionError(
+                f"`{name}` takes a list of arrays: `{name}([a, b], axis=0)`",
+                self._at(given),
+            )
+        if len(given.elts) > MAX_VECTOR:
+            raise ExpressionError(
+                f"`{name}` of {len(given.elts)} arrays; the limit is {MAX_VECTOR}",
+                self._at(given),
+            )
+        items = [
+            as_float(self.ops, number(self.ops, self._node(e, depth + 1)))
+            for e in given.elts
+        ]
+        first = items[0]
+        rank = first.rank + (name == "stack")
+        axis = 0
+        if "axis" in keywords:
+            value = keywords["axis"].value
+            found = _integer(value)
+            if found is None:
+                raise ExpressionError(
+                    f"`{name}`'s axis must be an integer", self._at(value)
+                )
+            if not -rank <= found < rank:
+                raise ExpressionError(
+                    f"axis {found} is out of range for `{name}` of shape"
+                    f" {show(first.shape)}",
+                    self._at(value),
+                )
+            axis = found % rank if rank else 0
+        for e, item in zip(given.elts, items, strict=True):
+            if name == "concat" and item.rank == 0:
+                raise ExpressionError(
+                    "`concat` joins arrays along an axis; this one is a scalar"
+                    " (`stack` makes a new axis)",
+                    self._at(e),
+                )
+            differs = [
+                k
+                for k in range(max(item.rank, first.rank))
+                if item.rank != first.rank
+                or (item.shape[k] != first.shape[k] and (name == "stack" or k != axis))
+            ]
+            if differs:
+                raise ExpressionError(
+                    f"`{name}` needs arrays of one shape"
+                    + (" except along the axis" if name == "concat" else "")
+                    + f"; got {show(first.shape)} and {show(item.shape)}",
+                    self._at(e),
+                )
+        if name == "stack":
+            shape = (*first.shape[:axis], len(items), *first.shape[axis:])
+        else:
+            joined = shapes.dim_sum(tuple(item.shape[axis] for item in items))
+            shape = (*first.shape[:axis], joined, *first.shape[axis + 1 :])
+        return self.ops.make(name, *items, attrs=Position(axis), shape=shape)
+
+    def _permutation(self, given: ast.expr, x: Node) -> tuple[int, ...]:
+        items = given.elts if isinstance(given, ast.Tuple | ast.List) else [given]
+        perm: list[int] = []
+        for item in items:
+            found = _integer(item)
+            if found is None or not -x.rank <= found < x.rank:
+                raise ExpressionError(
+                    f"`transpose` takes a permutation of the axes of shape"
+                    f" {show(x.shape)} as a tuple of integers, as `(1, 0, 2)`",
+                    self._at(item),
+                )
+            perm.append(found % x.rank)
+        if sorted(perm) != list(range(x.rank)):
+            raise ExpressionError(
+                f"`{ast.unparse(given)}` is not a permutation of the {x.rank} axes of"
+                f" shape {show(x.shape)}",
+                self._at(given),
+            )
+        return tuple(perm)
+
+    def _reshape_target(self, given: ast.expr, x: Node) -> tuple[Dim, ...]:
+        """The new shape: dims and integers under + - *, at most one -1; its element
+        count must equal x's for every size of the dims (sympy decides)."""
+        dims = self._shape_arg(given, "reshape", minus_one=True)
+        known = tuple(d for d in dims if d is not None)
+        total = shapes.count(x.shape)
+        if len(known) < len(dims):
+            inferred = shapes.quotient(total, known)
+            if inferred is None:
+                raise ExpressionError(
+                    f"the -1 in this shape cannot be inferred: {show(x.shape)} has"
+                    f" {total} elements, not a whole multiple of {shapes.count(known)}"
+                    " for every size of the dims",
+                    self._at(given),
+                )
+            return tuple(inferred if d is None else d for d in dims)
+        if not shapes.same_count(x.shape, known):
+            raise ExpressionError(
+                f"cannot reshape {show(x.shape)} to {show(known)}: {total} elements"
+                f" vs {shapes.count(known)} (they must agree for every size of the"
+                " dims)",
+                self._at(given),
+            )
+        return known
+
+    def _shape_arg(
+        self, given: ast.expr, what: str, minus_one: bool = False
+    ) -> tuple[Dim | None, ...]:
+        """A shape written in an expression, `[B, T * h]`: a list (or tuple) of
+        dims, positive integers, and + - * of them; None for a -1 if allowed."""
+        if not isinstance(given, ast.List | ast.Tuple):
+            raise ExpressionError(
+                f"`{what}` takes a shape as a list of dims, as `[B, T * h]`",
+                self._at(given),
+            )
+        if len(given.elts) > MAX_RANK:
+            raise ExpressionError(
+                f"shapes have rank 0 to {MAX_RANK}; this one has rank"
+                f" {len(given.elts)}",
+                self._at(given),
+            )
+        dims: list[Dim | None] = []
+        for item in given.elts:
+            if minus_one and _integer(item) == -1:
+                if None in dims:
+                    raise ExpressionError("only one -1 in a shape", self._at(item))
+                dims.append(None)
+                continue
+            dims.append(self._dim_item(item))
+        return tuple(dims)
+
+    def _dim_item(self, item: ast.expr) -> Dim:
+        for sub in ast.walk(item):
+            ok = (
+                (isinstance(sub, ast.Name) and sub.id in self.dims)
+                or (isinstance(sub, ast.Constant) and type(sub.value) is int)
+                or (
+                    isinstance(sub, ast.BinOp)
+                    and isinstance(sub.op, ast.Add | ast.Sub | ast.Mult)
+                )
+                or isinstance(sub, ast.Load | ast.Add | ast.Sub | ast.Mult)
+            )
+            if not ok:
+                raise ExpressionError(
+                    "a dim in a shape is a dim's name, a positive integer, or + - *"
+                    " of them",
+                    self._at(sub) if isinstance(sub, ast.expr) else self._at(item),
+                )
+        dim = shapes.dim_of_text(ast.unparse(item))
+        if isinstance(dim, int) and dim <= 0:
+            raise ExpressionError(
+                f"a dim must be a positive integer, not {dim}", self._at(item)
+            )
+        return dim
+
     def _composition(self, name: str, node: ast.Call, depth: int) -> Node:
         """A function built from other ops (`cross_entropy`, `mse`, `one_hot`...)."""
         made = COMPOSITIONS[name]
@@ -753,9 +956,13 @@ class Parser:
             )
         first: Node | None = None
         args: list[Node] = []
+        shape: tuple[Dim, ...] | None = None
         for i, given in enumerate(node.args):
             if i == made.ids:
                 args.append(self._ids(given, depth + 1, f"`{name}`'s ids"))
+            elif i == made.shape:
+                written = self._shape_arg(given, name)
+                shape = tuple(d for d in written if d is not None)
             elif i == made.size:
                 size = self._node(given, depth + 1)
                 if _dim_of(size) is None:
@@ -773,11 +980,13 @@ class Parser:
             else:
                 parsed = self._node(given, depth + 1)
                 args.append(as_float(self.ops, number(self.ops, parsed)))
-            first = first or args[0]
-        extra = {}
+            first = first or (args[0] if args else None)
+        extra: dict[str, Any] = {}
         if made.axis is not None:
             assert first is not None
             extra["axis"] = self._axis(made, keywords, first)
+        if shape is not None:
+            extra["shape"] = shape
         try:
             return made.build(self.ops, *args, **extra)
         except ShapeError as e:
@@ -942,6 +1151,8 @@ def _literal_problem(value: object) -> str:
     return f"`{shown}` is not allowed in expressions"
 
 
+#: Functions whose arguments are not all arrays (a permutation, a shape, a list).
+_STRUCTURAL = frozenset({"transpose", "reshape", "concat", "stack"})
 _INTEGER_OPS = frozenset({"dim", "const", "add", "sub", "mul", "neg"})
 
 

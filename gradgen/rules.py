@@ -56,6 +56,8 @@ from .graph import (
     Exponent,
     Index,
     Node,
+    Permutation,
+    Position,
     Shape,
     attr,
 )
@@ -238,6 +240,8 @@ def matmul_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
     # C = A B:  dL/dA = G B^T,  dL/dB = A^T G  (vectors: outer products and A^T g).
     a, b = out.args
     g = ops.fill(g, out) if g.shape != out.shape else g
+    if a.rank > 2 or b.rank > 2:
+        return _batched_matmul_vjp(ops, a, b, g, i)
     if i == 0:
         if a.rank == 1 and b.rank == 1:
             return ops.mul(g, b)
@@ -249,6 +253,50 @@ def matmul_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
     if a.rank == 1:
         return ops.outer(a, g)
     return ops.matmul(ops.transpose(a), g)
+
+
+def _batched_matmul_vjp(ops: Ops, a: Node, b: Node, g: Node, i: int) -> Node:
+    """A stack of products (numpy's matmul over leading batch axes): dA = G B^T and
+    dB = A^T G per matrix, each summed back over the batch axes its operand was
+    broadcast along. An operand with no batch axes (a weight matrix W in
+    [B, T, d] @ [d, e]) gets the sum over the whole batch as one BLAS call,
+    np.tensordot(A, G, axes=([0, 1], [0, 1]))."""
+    if i == 0:
+        if b.rank == 1:  # [..., m, k] @ [k]: dA = g[..., None] b
+            return ops.mul(ops.expand_dims(g, g.rank), b)
+        if a.rank == 1:  # [k] @ [..., k, n]: da_k = sum B[..., k, n] g[..., n]
+            lead = tuple(range(b.rank - 2))
+            return ops.tensordot(b, g, (*lead, b.rank - 1), tuple(range(g.rank)))
+        if a.rank == 2:  # [m, k] @ [..., k, n]: dA = sum over the batch of G B^T
+            lead = tuple(range(g.rank - 2))
+            return ops.tensordot(g, b, (*lead, g.rank - 1), (*lead, b.rank - 1))
+        bt = ops.transpose(b) if b.rank == 2 else ops.swapaxes(b)
+        return batch_sum(ops, ops.matmul(g, bt), a)
+    if a.rank == 1:  # [k] @ [..., k, n]: dB = a[:, None] g[..., None, :]
+        return ops.mul(ops.trail(a, 1), ops.expand_dims(g, g.rank - 1))
+    if b.rank == 1:  # [..., m, k] @ [k]: db_k = sum A[..., m, k] g[..., m]
+        return ops.tensordot(a, g, tuple(range(a.rank - 1)), tuple(range(g.rank)))
+    if b.rank == 2:  # [..., m, k] @ [k, n]: dB = sum over the batch of A^T G
+        return ops.tensordot(a, g, tuple(range(a.rank - 1)), tuple(range(g.rank - 1)))
+    at = ops.transpose(a) if a.rank == 2 else ops.swapaxes(a)
+    return batch_sum(ops, ops.matmul(at, g), b)
+
+
+def batch_sum(ops: Ops, c: Node, arg: Node) -> Node:
+    """A matmul contribution of shape (the output's batch axes) + (arg's matrix
+    axes) summed over the batch axes along which `arg` was broadcast: the ones it
+    lacks, and its own size-1 ones (kept)."""
+    lead = c.rank - arg.rank
+    kept = tuple(
+        lead + j
+        for j in range(arg.rank - 2)
+        if arg.shape[j] == 1 and c.shape[lead + j] != 1
+    )
+    if kept:
+        c = ops.keep_sum(c, kept)
+    if lead:
+        c = ops.sum_axes(c, tuple(range(lead)))
+    return c
 
 
 def transpose_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
@@ -352,6 +400,12 @@ def extreme_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
 def stack_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
     # [e1, ..., ek]: element i receives g[i]; a g broadcast along the vector (a
     # scalar, or size 1) gives every element the same value
+    if out.attrs is not None:  # stack([...], axis=k): element i receives g[..., i]
+        axis = attr(out, Position).i
+        if g.shape != out.shape:
+            g = ops.fill(g, out)
+        items = (*[":"] * axis, str(i))
+        return ops.make("getitem", g, attrs=Index(items), shape=out.args[i].shape)
     if g.rank == 0:
         return g
     return ops.index(g, 0 if g.shape[0] == 1 else i)
@@ -404,19 +458,64 @@ def _seeded_matmul(
     the other is constant: written from the structure of the identity seed, without
     contracting an identity matrix (for W of shape [k, n], d(A W)/dW[p, q] has
     entries A[i, p] delta(j, q))."""
+    if p.rank > 2:
+        return None
     if ts[1] is not None and ts[0] is None and b is p and ts[1] is ops.seed(p):
         if b.rank == 1:
-            return a  # d(A w)/dw = A, d(v . w)/dw = v
+            return a  # d(A w)/dw = A, d(v . w)/dw = v (A may be a stack)
         eye = ops.eye(b.shape[1])
-        spec = "ip,jq->ijpq" if a.rank == 2 else "p,jq->jpq"
+        batch = _BATCH[: a.rank - 2]
+        spec = f"{batch}ip,jq->{batch}ijpq" if a.rank >= 2 else "p,jq->jpq"
         return ops.einsum(spec, a, eye, shape)
     if ts[0] is not None and ts[1] is None and a is p and ts[0] is ops.seed(p):
-        if a.rank == 1:
-            return b if b.rank == 1 else ops.transpose(b)  # d(w B)/dw = B^T
+        if a.rank == 1:  # d(w B)/dw = B^T (of each matrix of a stack)
+            if b.rank == 1:
+                return b
+            return ops.transpose(b) if b.rank == 2 else ops.swapaxes(b)
         eye = ops.eye(a.shape[0])
-        spec = "ip,qj->ijpq" if b.rank == 2 else "ip,q->ipq"
+        batch = _BATCH[: b.rank - 2]
+        spec = f"ip,{batch}qj->{batch}ijpq" if b.rank >= 2 else "ip,q->ipq"
         return ops.einsum(spec, eye, b, shape)
     return None
+
+
+_BATCH = "abcd"  # einsum labels of a matmul's batch axes (rank 6 leaves 4)
+_PARAM = "pqrstu"  # of the param's axes in a tangent
+
+
+def _batched_matmul_jvp(
+    ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node, shape: Shape
+) -> Node | None:
+    """The tangent of a stack of products, as einsums with explicit labels: the
+    output's batch axes, its matrix axes, then the param's axes."""
+    a, b = out.args
+    batch = _BATCH[: out.rank - (a.rank >= 2) - (b.rank >= 2)]
+    params = _PARAM[: p.rank]
+
+    def labels(x: Node, core: str) -> str:
+        return batch[len(batch) - (x.rank - 2) :] + core if x.rank >= 2 else "k"
+
+    def aligned(x: Node, core: str, value: Node | None = None) -> Node:
+        # an operand (or the tangent `value` of one) whose own batch axes have size
+        # 1 where the output's do not is broadcast first: a label has one size
+        mine = labels(x, core)[:-2] if x.rank >= 2 else ""
+        want = out.shape[len(batch) - len(mine) : len(batch)] + x.shape[len(mine) :]
+        if value is None:
+            return ops.broadcast_to(x, want)
+        return ops.broadcast_to(value, want + p.shape)
+
+    la, lb = labels(a, "ik"), labels(b, "kj")
+    lo = batch + "i" * (a.rank >= 2) + "j" * (b.rank >= 2)
+    terms: list[Node | None] = []
+    if ts[0] is not None:
+        ta = aligned(a, "ik", ops.tfill(ts[0], a, p))
+        spec = f"{la}{params},{lb}->{lo}{params}"
+        terms.append(ops.einsum(spec, ta, aligned(b, "kj"), shape))
+    if ts[1] is not None:
+        tb = aligned(b, "kj", ops.tfill(ts[1], b, p))
+        spec = f"{la},{lb}{params}->{lo}{params}"
+        terms.append(ops.einsum(spec, aligned(a, "ik"), tb, shape))
+    return total(ops, *terms)
 
 
 def matmul_jvp(
@@ -427,6 +526,8 @@ def matmul_jvp(
     shortcut = _seeded_matmul(ops, a, b, ts, p, shape)
     if shortcut is not None:
         return shortcut
+    if a.rank > 2 or b.rank > 2:
+        return _batched_matmul_jvp(ops, out, ts, p, shape)
     left, right = _MATMUL_TANGENT[(a.rank, b.rank)]
     ta = None if ts[0] is None else ops.einsum(left, ops.tfill(ts[0], a, p), b, shape)
     tb = None if ts[1] is None else ops.einsum(right, a, ops.tfill(ts[1], b, p), shape)
@@ -439,7 +540,11 @@ def transpose_jvp(
     t = ts[0]
     if t is None or out.rank < 2:
         return t
-    return ops.swap01(ops.tfill(t, out.args[0], p))
+    if out.rank == 2:
+        return ops.swap01(ops.tfill(t, out.args[0], p))
+    # .T reverses every value axis; the param's trailing axes stay in place
+    perm = (*reversed(range(out.rank)), *range(out.rank, out.rank + p.rank))
+    return ops.permute(ops.tfill(t, out.args[0], p), perm)
 
 
 def sum_jvp(ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node) -> Node | None:
@@ -477,6 +582,8 @@ def stack_jvp(ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node) -> Node
         ops.tfill(t, a, p) if t is not None else ops.zeros(a, p)
         for t, a in zip(ts, out.args, strict=True)
     ]
+    if out.attrs is not None:  # stack([...], axis=k): the tangents along axis k
+        return ops.make("stack", *parts, attrs=out.attrs, shape=out.shape + p.shape)
     return ops.stack(parts)
 
 
@@ -656,6 +763,145 @@ def take_along_jvp(
     return ops.make("take_along", t, labels, attrs=out.attrs, shape=out.shape + p.shape)
 
 
+def permute_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+    # y = transpose(x, perm): x̄ = transpose(ḡ, the inverse permutation)
+    perm = attr(out, Permutation).perm
+    if g.shape != out.shape:
+        g = ops.fill(g, out)
+    inverse = tuple(sorted(range(len(perm)), key=lambda k: perm[k]))
+    return ops.permute(g, inverse)
+
+
+def permute_jvp(
+    ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node
+) -> Node | None:
+    # the value axes are permuted; the param's trailing axes stay in place
+    t = ts[0]
+    if t is None:
+        return None
+    perm = attr(out, Permutation).perm
+    full = (*perm, *range(len(perm), len(perm) + p.rank))
+    return ops.permute(ops.tfill(t, out.args[0], p), full)
+
+
+def reshape_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node | None:
+    # y = reshape(x, shape): the same elements in the same (C) order, so
+    # x̄ = reshape(ḡ, x.shape); the shape operand gets nothing
+    if i:
+        return None
+    x = out.args[0]
+    if g.rank == 0:
+        return g  # a lazily broadcast scalar stands for any shape
+    if g.shape != out.shape:
+        g = ops.fill(g, out)
+    return ops.make("reshape", g, ops.shape_literal(x.shape), shape=x.shape)
+
+
+def reshape_jvp(
+    ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node
+) -> Node | None:
+    # the value axes are reshaped; the param's trailing axes stay
+    t = ts[0]
+    if t is None:
+        return None
+    shape = out.shape + p.shape
+    full = ops.tfill(t, out.args[0], p)
+    return ops.make("reshape", full, ops.shape_literal(shape), shape=shape)
+
+
+def concat_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+    # y = concatenate([a, b, ...], axis): each operand's adjoint is its slice of ḡ
+    axis = attr(out, Position).i
+    if g.shape != out.shape:
+        g = ops.fill(g, out)
+    sizes = [a.shape[axis] for a in out.args]
+    lead = [":"] * axis
+    if i == 0:
+        end = ops.dimension(sizes[0])
+        return ops.make(
+            "getitem",
+            g,
+            end,
+            attrs=Index((*lead, ":{1}")),
+            shape=out.args[0].shape,
+        )
+    start = ops.dimension(shapes.dim_sum(tuple(sizes[:i])))
+    if i == len(sizes) - 1:
+        return ops.make(
+            "getitem", g, start, attrs=Index((*lead, "{1}:")), shape=out.args[i].shape
+        )
+    end = ops.dimension(shapes.dim_sum(tuple(sizes[: i + 1])))
+    return ops.make(
+        "getitem",
+        g,
+        start,
+        end,
+        attrs=Index((*lead, "{1}:{2}")),
+        shape=out.args[i].shape,
+    )
+
+
+def concat_jvp(
+    ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node
+) -> Node | None:
+    # the tangents joined along the same value axis (zeros for an operand that
+    # does not depend on the param)
+    if all(t is None for t in ts):
+        return None
+    parts = [
+        ops.tfill(t, a, p) if t is not None else ops.zeros(a, p)
+        for t, a in zip(ts, out.args, strict=True)
+    ]
+    return ops.make("concat", *parts, attrs=out.attrs, shape=out.shape + p.shape)
+
+
+def diag_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
+    # y = the diagonal of S (of each matrix of a stack): S̄ = zeros with ḡ on the
+    # diagonal, ḡ[..., :, None] * eye(n)
+    s = out.args[0]
+    if g.shape != out.shape:
+        g = ops.fill(g, out)
+    return ops.mul(ops.expand_dims(g, g.rank), ops.eye(s.shape[-1]))
+
+
+def diag_jvp(ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node) -> Node | None:
+    # the diagonal of the tangent's last two value axes; numpy puts it last, so it
+    # is moved back in front of the param's axes
+    t = ts[0]
+    if t is None:
+        return None
+    s = out.args[0]
+    r = s.rank
+    full = ops.tfill(t, s, p)
+    shape = (*s.shape[:-2], *p.shape, s.shape[-1])
+    picked = ops.make("diag", full, attrs=Axes((r - 2, r - 1)), shape=shape)
+    k = out.rank - 1  # where the diagonal goes among the value axes
+    perm = (*range(k), k + p.rank, *range(k, k + p.rank))
+    return ops.permute(picked, perm)
+
+
+def _diag_shape(s: tuple[Shape, ...], _: Attrs | None) -> Shape:
+    (shape,) = s  # the diagonal along the last two axes
+    if len(shape) < 2 or shape[-1] != shape[-2]:
+        raise shapes.ShapeError(
+            f"`diag` takes a square matrix (or a stack of them), got {shapes.show(shape)}"
+        )
+    return shape[:-1]
+
+
+def _diag_fields(a: Axes) -> dict[str, str]:
+    if a.axes == (0, 1):
+        return {"axes": ""}
+    return {"axes": f", axis1={a.axes[0]}, axis2={a.axes[1]}"}
+
+
+def _stack_fields(a: Position | None) -> dict[str, str]:
+    # the vector literal [a, b] has no attrs; stack([...], axis=k) has its axis
+    if a is None:
+        return {"open": "np.array(", "close": ")"}
+    return {"open": "np.stack(", "close": f", axis={a.i})"}
+
+
 # --- the table ----------------------------------------------------------------------
 
 
@@ -769,15 +1015,60 @@ RULES: dict[str, Rule] = {
         matmul_vjp,
         matmul_jvp,
     ),
+    # x.T reverses every axis, as numpy's; transpose(x, perm) puts them in any order
     "transpose": Rule(
         1,
         lambda s, _: tuple(reversed(s[0])),
         Spelling("{0}.T", ATOM, (ATOM,)),
         transpose_vjp,
         transpose_jvp,
+        user=True,
     ),
+    "permute": Rule(
+        1,
+        None,
+        Spelling("np.transpose({0}, {perm})", fields=lambda a: {"perm": repr(a.perm)}),
+        permute_vjp,
+        permute_jvp,
+    ),
+    # reshape(x, [B, T * h]): the second operand is the shape, written from dims
+    "reshape": Rule(
+        2,
+        None,
+        Spelling("np.reshape({0}, {1})"),
+        reshape_vjp,
+        reshape_jvp,
+        user=True,
+    ),
+    # the vector literal [e1, e2] (elements scalars), and stack([a, b], axis=k)
     "stack": Rule(
-        -1, None, Spelling("np.array([{args}]{dtype})"), stack_vjp, stack_jvp
+        -1,
+        None,
+        Spelling("{open}[{args}]{dtype}{close}", fields=_stack_fields),
+        stack_vjp,
+        stack_jvp,
+        user=True,
+        axis="first",
+    ),
+    "concat": Rule(
+        -1,
+        None,
+        Spelling(
+            "np.concatenate([{args}], axis={axis})",
+            fields=lambda a: {"axis": str(a.i)},
+        ),
+        concat_vjp,
+        concat_jvp,
+        user=True,
+        axis="first",
+    ),
+    # the diagonal of a square matrix (of each matrix of a stack): its last two axes
+    "diag": Rule(
+        1,
+        _diag_shape,
+        Spelling("np.diagonal({0}{axes})", fields=_diag_fields),
+        diag_vjp,
+        diag_jvp,
     ),
     # softmax along an axis (the last by default), through max-shifted helpers
     "softmax": along_axis("_softmax", softmax_vjp, softmax_jvp, "softmax"),
@@ -897,11 +1188,19 @@ PLUMBING: dict[str, Spelling] = {
     "tfull": Spelling("np.full({1}, {0}, dtype={float})"),
     "zeros": Spelling("np.zeros({0}{dtype})"),
     "eye": Spelling("np.eye({0}{dtype})"),
-    "reshape": Spelling("{0}.reshape({1})", ATOM, (ATOM, 0)),
+    "reshaped": Spelling("{0}.reshape({1})", ATOM, (ATOM, 0)),  # the identity seed
     "einsum": Spelling(
         'np.einsum("{subscripts}", {args})', fields=lambda a: {"subscripts": a.spec}
     ),
     "swap01": Spelling("np.swapaxes({0}, 0, 1)"),
+    # adjoints of a stack of matrix products (batched matmul)
+    "swapaxes": Spelling("np.swapaxes({0}, -1, -2)"),
+    "tensordot": Spelling(
+        "np.tensordot({0}, {1}, axes=({left}, {right}))",
+        fields=lambda a: {"left": str(list(a.left)), "right": str(list(a.right))},
+    ),
+    # ones(shape), zeros(shape): constants of a shape written from dims
+    "ones": Spelling("np.ones({0}{dtype})"),
 }
 assert not RULES.keys() & PLUMBING.keys()
 #: Helpers that call other helpers (`templates/helper_<name>.py.jinja`).
@@ -999,12 +1298,34 @@ def one_hot(ops: Ops, ids: Node, size: Node) -> Node:
     return ops.make("one_hot", ids, ops.dimension(k), shape=(*ids.shape, k))
 
 
+def diag(ops: Ops, s: Node) -> Node:
+    # the diagonal of a square matrix, of each matrix of a stack: the `diag` op
+    # along the last two axes
+    return ops.make("diag", s, attrs=Axes((s.rank - 2, s.rank - 1)))
+
+
+def trace(ops: Ops, s: Node) -> Node:
+    # trace(S) = sum(diag(S)), of each matrix of a stack
+    diagonal = diag(ops, s)
+    return ops.reduce("sum", diagonal, None if s.rank == 2 else s.rank - 2)
+
+
+def ones(ops: Ops, shape: Shape) -> Node:
+    # a constant array of ones, its shape written from dims: ones([N, 3])
+    return ops.make("ones", ops.shape_literal(shape), shape=shape)
+
+
+def zeros(ops: Ops, shape: Shape) -> Node:
+    return ops.make("zeros", ops.shape_literal(shape), shape=shape)
+
+
 @dataclass(frozen=True)
 class Composition:
     arity: int
     build: Callable[..., Node]
     ids: int | None = None  # the operand that is integer ids (`one_hot`'s)
     size: int | None = None  # the operand that is a dim or a positive integer
+    shape: int | None = None  # the operand that is a shape, `[B, T * h]`
     axis: str | None = None  # takes `axis=` ("last" by default), passed to `build`
     keepdims: bool = False
 
@@ -1017,6 +1338,10 @@ COMPOSITIONS: dict[str, Composition] = {
     "huber": Composition(2, huber),
     "cross_entropy": Composition(2, cross_entropy, axis="last"),
     "one_hot": Composition(2, one_hot, ids=0, size=1),
+    "diag": Composition(1, diag),
+    "trace": Composition(1, trace),
+    "ones": Composition(1, ones, shape=0),
+    "zeros": Composition(1, zeros, shape=0),
 }
 
 

@@ -7,6 +7,9 @@ Every function raises `ShapeError` with a message for the caller to locate.
 
 from __future__ import annotations
 
+import ast
+from typing import Any
+
 from .graph import Dim, Shape
 
 
@@ -37,17 +40,31 @@ def broadcast(a: Shape, b: Shape, op: str) -> Shape:
 
 
 def matmul(a: Shape, b: Shape) -> Shape:
-    """numpy `@` for ranks 1 and 2: [m,k]@[k,n]=[m,n], [m,k]@[k]=[m], [k]@[k,n]=[n], [k]@[k]=[]."""
-    if not a or not b or len(a) > 2 or len(b) > 2:
+    """numpy `@` (`np.matmul`): [m,k]@[k,n]=[m,n], [m,k]@[k]=[m], [k]@[k,n]=[n],
+    [k]@[k]=[]; operands of rank 3 or more are stacks of matrices over their leading
+    (batch) axes, which broadcast: [B,T,d]@[d,e]=[B,T,e], [B,m,k]@[B,k,n]=[B,m,n]."""
+    if not a or not b:
         raise ShapeError(
-            f"`@` needs operands of rank 1 or 2, got {show(a)} @ {show(b)}"
+            f"`@` needs operands of rank 1 or more, got {show(a)} @ {show(b)}"
         )
-    if a[-1] != b[0]:
+    inner = b[-2] if len(b) >= 2 else b[0]
+    if a[-1] != inner:
         raise ShapeError(
             f"shapes {show(a)} and {show(b)} do not match for `@`"
-            f" ({a[-1]} vs {b[0]})"
+            f" ({a[-1]} vs {inner})"
         )
-    return a[:-1] + b[1:]
+    if len(a) <= 2 and len(b) <= 2:
+        return a[:-1] + b[1:]
+    try:
+        batch = broadcast(a[:-2], b[:-2], "@")
+    except ShapeError:
+        pairs = zip(reversed(a[:-2]), reversed(b[:-2]), strict=False)
+        da, db = next((x, y) for x, y in pairs if x != y and 1 not in (x, y))
+        raise ShapeError(
+            f"the batch axes of {show(a)} and {show(b)} do not broadcast for `@`"
+            f" ({da} vs {db})"
+        ) from None
+    return batch + a[-2:-1] + (b[-1:] if len(b) >= 2 else ())
 
 
 def reduce(shape: Shape, axes: tuple[int, ...] | None, keepdims: bool) -> Shape:
@@ -86,3 +103,90 @@ def crossed(a: Shape, b: Shape) -> Dim | None:
         elif db != 1 and da == 1:
             only_b.append(db)
     return next((d for d in only_a if d in only_b), None)
+
+
+# --- derived dims: the length of `x[1:]` is `N - 1`, of a reshape `T*h` ----------------
+# A dim that is not a spec's name is kept as text over names and integers under
+# `+ - *` (`ops.dimension` turns it into nodes); sympy decides equalities of them.
+
+
+def _symbolic(d: Dim) -> Any:
+    import sympy as sp
+
+    if isinstance(d, int):
+        return sp.Integer(d)
+    return _dim_tree(ast.parse(d, mode="eval").body)
+
+
+def _dim_tree(node: ast.expr) -> Any:
+    import sympy as sp
+
+    if isinstance(node, ast.Name):
+        return sp.Symbol(node.id, positive=True, integer=True)
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return sp.Integer(node.value)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -_dim_tree(node.operand)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
+        exponent = node.right
+        assert isinstance(exponent, ast.Constant) and type(exponent.value) is int
+        return _dim_tree(node.left) ** exponent.value
+    if isinstance(node, ast.BinOp) and type(node.op) in (ast.Add, ast.Sub, ast.Mult):
+        left, right = _dim_tree(node.left), _dim_tree(node.right)
+        if isinstance(node.op, ast.Add):
+            return left + right
+        return left - right if isinstance(node.op, ast.Sub) else left * right
+    raise ValueError(f"not a dim: {ast.unparse(node)}")
+
+
+def derived(expr: Any) -> Dim:
+    """A sympy expression over dims as a dim: an int, a spec's name, or the
+    canonical text of the expanded polynomial (`T*h`, `M + N`)."""
+    import sympy as sp
+
+    expanded = sp.expand(expr)
+    if expanded.is_Integer:
+        return int(expanded)
+    return str(expanded)
+
+
+def dim_of_text(text: str) -> Dim:
+    """A dim written as text over dims' names and integers under + - *: `T * h`
+    becomes `T*h`, `2 * 3` becomes 6, a name stays itself."""
+    return derived(_symbolic(text))
+
+
+def count(shape: Shape) -> Any:
+    """The number of elements of an array of this shape, as a sympy expression."""
+    import sympy as sp
+
+    return sp.expand(sp.Mul(*(_symbolic(d) for d in shape)))
+
+
+def same_count(a: Shape, b: Shape) -> bool:
+    """Whether two shapes have the same number of elements for every size of the
+    dims (the difference of the products expands to 0)."""
+    return bool(count(a) - count(b) == 0)
+
+
+def quotient(total: Any, known: Shape) -> Dim | None:
+    """The dim `d` with count(known) * d == total identically, if it is a
+    polynomial in the dims with integer coefficients (a reshape's -1)."""
+    import sympy as sp
+
+    q = sp.cancel(total / count(known))
+    if sp.fraction(q)[1] != 1:
+        return None
+    if not q.free_symbols:
+        return int(q) if q.is_Integer and q > 0 else None
+    poly = sp.Poly(q, *sorted(q.free_symbols, key=str))
+    if not all(c.is_Integer for c in poly.coeffs()):
+        return None
+    return derived(q)
+
+
+def dim_sum(dims: tuple[Dim, ...]) -> Dim:
+    """The length of arrays joined along an axis: `N + M`, `5`."""
+    import sympy as sp
+
+    return derived(sp.Add(*(_symbolic(d) for d in dims)))

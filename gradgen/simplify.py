@@ -256,7 +256,21 @@ def _reshape_noop(
 
 #: Ops whose numpy result can be a view of their first operand's memory.
 VIEWS = frozenset(
-    {"transpose", "swap01", "index", "expand_dims", "tfill", "lift", "trail", "reshape"}
+    {
+        "transpose",
+        "swap01",
+        "index",
+        "expand_dims",
+        "tfill",
+        "lift",
+        "trail",
+        "reshape",
+        "reshaped",
+        "permute",
+        "swapaxes",
+        "diag",
+        "getitem",
+    }
 )
 
 
@@ -278,7 +292,9 @@ def constant(node: Node) -> bool:
 
 
 #: Ops that build a new float array, whatever their operands (a 0-d one too).
-BUILDERS = frozenset({"fill", "tfull", "zeros", "zeros_like", "copy", "as_float"})
+BUILDERS = frozenset(
+    {"fill", "tfull", "zeros", "ones", "zeros_like", "copy", "as_float"}
+)
 
 
 def owned(node: Node) -> bool:

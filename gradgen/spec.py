@@ -34,7 +34,7 @@ from .optimizers import DEFAULT, OPTIMIZERS, OptimizerRule
 
 #: A dim is a name (the same name is the same size everywhere) or a positive int.
 Dim = str | int
-#: A shape: `()` a scalar, `("n",)` a vector, `("N", "n")` a matrix.
+#: A shape: `()` a scalar, `("n",)` a vector, `("N", "n")` a matrix; rank up to 6.
 Shape = tuple[Dim, ...]
 
 FORMAT_VERSION = 1
@@ -453,7 +453,7 @@ def _shape(node: YNode, c: Collector, dims: dict[str, Location]) -> Shape | None
     if len(node.items) > MAX_RANK:
         c.error(
             node.loc,
-            f"shapes have rank 0, 1 or 2; this one has rank {len(node.items)}",
+            f"shapes have rank 0 to {MAX_RANK}; this one has rank {len(node.items)}",
         )
         return None
     shape: list[str | int] = []

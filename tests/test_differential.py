@@ -649,7 +649,25 @@ def reference_namespace_additions(xp: Any) -> dict[str, Any]:
         total = xp.log(xp.sum(xp.exp(x - shift), axis=axis, keepdims=True)) + shift
         return xp.squeeze(total, axis=axis) if axis is not None else xp.squeeze(total)
 
+    def sizes(shape: Any) -> tuple[int, ...]:
+        return tuple(int(d) for d in shape)
+
+    def vector(items: Any) -> Any:  # a list of arrays is an argument, not a vector
+        return xp.array(items) if all(np.ndim(i) == 0 for i in items) else list(items)
+
+    def diag(x: Any) -> Any:
+        return xp.diagonal(x, axis1=-1, axis2=-2)  # autograd: only these axes
+
     return {
+        "__vector__": vector,
+        "transpose": lambda x, perm=None: xp.transpose(x, perm),
+        "reshape": lambda x, shape: xp.reshape(x, sizes(shape)),
+        "concat": lambda items, axis=0: xp.concatenate(items, axis=axis),
+        "stack": lambda items, axis=0: xp.stack(items, axis=axis),
+        "ones": lambda shape: np.ones(sizes(shape)),
+        "zeros": lambda shape: np.zeros(sizes(shape)),
+        "diag": diag,
+        "trace": lambda x: xp.sum(diag(x), axis=-1),
         "softplus": lambda z: xp.logaddexp(0.0, z),
         "logsumexp": logsumexp,
         # conftest's textbook 1 / (1 + exp(-z)) has a NaN derivative in autograd
@@ -966,11 +984,14 @@ def check_spec(spec: RandomSpec, seed: int, folder: Path) -> Outcome:
 
 
 def run_specs(
-    seeds: range, folder: Path, **options: Any
+    seeds: range,
+    folder: Path,
+    make: Callable[..., RandomSpec] | None = None,
+    **options: Any,
 ) -> tuple[list[Outcome], Counter[str]]:
     outcomes = []
     for seed in seeds:
-        spec = random_spec(seed, **options)
+        spec = (make or random_spec)(seed, **options)
         outcomes.append(check_spec(spec, seed, folder))
     skips = Counter(o.skipped for o in outcomes if o.skipped)
     return outcomes, skips

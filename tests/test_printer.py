@@ -24,6 +24,7 @@ from gradgen.graph import (
     Node,
     Position,
     Subscripts,
+    TensorAxes,
     Value,
     ancestors,
 )
@@ -220,9 +221,16 @@ PLUMBING_CASES: dict[str, tuple[tuple[Node, ...], Attrs | None, str]] = {
     "tfull": ((a_, b_), None, "np.full(b, a, dtype=float)"),
     "zeros": ((a_,), None, "np.zeros(a)"),
     "eye": ((a_,), None, "np.eye(a)"),
-    "reshape": ((a_, b_), None, "a.reshape(b)"),
+    "reshaped": ((a_, b_), None, "a.reshape(b)"),
     "einsum": ((a_, b_), Subscripts("ij,jk->ik"), 'np.einsum("ij,jk->ik", a, b)'),
     "swap01": ((a_,), None, "np.swapaxes(a, 0, 1)"),
+    "swapaxes": ((a_,), None, "np.swapaxes(a, -1, -2)"),
+    "tensordot": (
+        (a_, b_),
+        TensorAxes((0, 1), (0, 1)),
+        "np.tensordot(a, b, axes=([0, 1], [0, 1]))",
+    ),
+    "ones": ((a_,), None, "np.ones(a)"),
 }
 
 
@@ -243,7 +251,7 @@ def test_spell_parenthesises_operands_that_bind_looser() -> None:
     assert printer.spell(Node(0, "index", (a_,), (), Position(0)), loose)[0] == (
         "(p + q)[0]"
     )
-    assert printer.spell(Node(0, "reshape", (a_, b_), ()), loose)[0] == (
+    assert printer.spell(Node(0, "reshaped", (a_, b_), ()), loose)[0] == (
         "(p + q).reshape(r)"
     )
     assert printer.spell(Node(0, "sign", (a_,), ()), loose)[0] == "np.sign(p + q)"

@@ -99,7 +99,7 @@ CASES = {
 
 
 def test_every_user_function_has_a_case() -> None:
-    assert set(functions()) <= set(CASES)
+    assert set(functions()) <= set(CASES) | set(RANK_CASES)
 
 
 def load(tmp_path: Path, expr: str) -> ModuleType:
@@ -308,3 +308,84 @@ def test_a_new_op_is_one_table_entry(
         for p in jac._fields:
             expected = central(module.out, fargs, p)
             assert np.allclose(getattr(jac, p), expected, rtol=1e-6, atol=1e-8), p
+
+
+# ------------------------------------------ ranks above 2: numpy semantics throughout
+# Over params P [B, m, n], Q [B, n, n] (batched), W [n, n], x [n], s and inputs
+# R [2, B, m, n], A [m, n]: broadcasting between ranks, batched `@`, `.T` reversing
+# every axis, transpose, reshape, concat, stack, ones, zeros, diag, trace.
+RANK_CASES = {
+    "elementwise_rank3": "tanh(P * x + s) * sum(R, axis=0)",
+    "broadcast_rank4": "sum(R * P + W[None, None, :1] * x, axis=(0, 3))",
+    "reduce_rank3": "mean(P, axis=1, keepdims=True) * softmax(P, axis=1) + logsumexp(P, axis=(0, 2))[:, None]",
+    "index_rank3": "P[:, 1:, None, 0] * Q[-1, None, :1] + P[..., 0][0, 1:, None]",
+    # @ as numpy's matmul: stacks of matrices over broadcast leading axes
+    "matmul_batched_2d": "P @ W + tanh(P) @ x[:, None]",
+    "matmul_batched_batched": "(P @ Q) * (tanh(P) @ Q[:1])",
+    "matmul_2d_batched": "(A @ Q)[:, :, :1] * sum(W @ Q[None] @ W, axis=(0, 2))[:, None]",
+    "matmul_vectors": "(P @ x)[..., None] * (x @ Q)[:, None]",
+    "matmul_broadcast_batch": "sum(R @ Q, axis=(0, 1)) + (P @ Q[:1])[0]",
+    "matmul_param_both": "sum(Q @ Q, axis=1)[:, None] + P @ (W * s)",
+    "T": "P.T * sum(R, axis=0).T + (Q.T[0] * s)[:, None]",
+    "transpose_perm": "transpose(P, (1, 0, 2)) * transpose(R, (2, 1, 3, 0))[..., 0] + transpose(W)[0]",
+    "reshape": "reshape(P, [B * m, n]) @ W + reshape(Q, [B, -1])[0, :1]",
+    "reshape_back": "reshape(reshape(P * s, [B, m * n]) * x[:1], [B, m, n]) @ x",
+    "concat": "sum(concat([P, Q * s], axis=1) @ x, axis=1)[:, None] + concat([x, x * s, W[0]])[:n]",
+    "stack_axis": "stack([P, P * s, tanh(P)], axis=-1)[..., 1] + stack([x, W[0]])[1] * s",
+    "ones": "ones([B, m, n]) * P + ones([n]) @ W",
+    "zeros": "zeros([B, 2, n]) + Q[:, :2] * x + zeros([n]) * s",
+    "diag": "diag(Q) * x + diag(W) * sum(diag(Q * s), axis=0)",
+    "trace": "trace(Q) * s + trace(W @ W) + trace(Q @ Q.T.T)",
+}
+
+
+def load_ranks(tmp_path: Path, expr: str) -> ModuleType:
+    spec = tmp_path / "rank_case.yaml"
+    spec.write_text(
+        "gradgen: 1\n"
+        "inputs: {R: [2, B, m, n], A: [m, n]}\n"
+        "params: {P: [B, m, n], Q: [B, n, n], W: [n, n], x: [n], s: []}\n"
+        f"define: {{f: '{expr}'}}\n"
+        "loss: sum(f * f) / 2 + s * s\n"
+        "outputs: {out: f}\n"
+    )
+    module, _ = generate_and_import(spec, tmp_path)
+    return module
+
+
+def rank_point(rng: np.random.Generator) -> dict[str, object]:
+    def draw(*shape: int) -> np.ndarray:
+        return rng.uniform(0.3, 1.3, size=shape) * rng.choice([-1.0, 1.0], size=shape)
+
+    return {
+        "R": draw(2, 2, 4, 3),
+        "A": draw(4, 3),
+        "P": draw(2, 4, 3),
+        "Q": draw(2, 3, 3),
+        "W": draw(3, 3),
+        "x": draw(3),
+        "s": float(draw()),
+    }
+
+
+def check_both_modes(module: ModuleType, args: dict[str, object]) -> None:
+    """Gradients of the loss and Jacobians of `out` against central differences."""
+    largs = {k: args[k] for k in inspect.signature(module.loss).parameters}
+    grads = module.gradients(**largs)
+    for p in grads._fields:
+        expected = central(module.loss, largs, p)
+        assert np.shape(getattr(grads, p)) == expected.shape, p
+        assert np.allclose(getattr(grads, p), expected, rtol=1e-6, atol=1e-8), p
+    fargs = {k: args[k] for k in inspect.signature(module.out).parameters}
+    jac = module.jacobian_out(**fargs)
+    for p in jac._fields:
+        expected = central(module.out, fargs, p)
+        assert getattr(jac, p).shape == expected.shape, p
+        assert np.allclose(getattr(jac, p), expected, rtol=1e-6, atol=1e-8), p
+
+
+@pytest.mark.parametrize("case", sorted(RANK_CASES))
+def test_rank_rule_against_finite_differences(tmp_path: Path, case: str) -> None:
+    module = load_ranks(tmp_path, RANK_CASES[case])
+    for seed in range(2):
+        check_both_modes(module, rank_point(np.random.default_rng(seed)))

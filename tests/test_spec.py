@@ -239,7 +239,7 @@ def test_loss_independent_of_params() -> None:
             6,
             "a shape is a list of dims like `[N, n]` or `[]`, not the integer `5`",
         ),
-        ("[1, 2, 3]", 6, "shapes have rank 0, 1 or 2; this one has rank 3"),
+        ("[1, 2, 3, 4, 5, 6, 7]", 6, "shapes have rank 0 to 6; this one has rank 7"),
         ("[0]", 7, "a dim must be a positive integer, not 0"),
         ("[-3]", 7, "a dim must be a positive integer, not -3"),
         ("[2.5]", 7, "a dim is a name or a positive integer, not the number `2.5`"),
