@@ -360,7 +360,27 @@ def copy_point(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class _VectorLiterals(ast.NodeTransformer):
-    """Rewrite each list literal ``[e1, e2]`` into ``__vector__([e1, e2])``."""
+    """Rewrite each list literal ``[e1, e2]`` into ``__vector__([e1, e2])``, but for
+    the lists that concat, stack and reshape take (arrays, or a shape)."""
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        if isinstance(node.func, ast.Name) and node.func.id in (
+            "concat",
+            "stack",
+            "reshape",
+            "ones",
+            "zeros",
+        ):
+            for i, arg in enumerate(node.args):
+                if isinstance(arg, ast.List) and (i == 0) != (
+                    node.func.id == "reshape"
+                ):
+                    arg.elts = [self.visit(e) for e in arg.elts]
+                else:
+                    node.args[i] = self.visit(arg)
+            return node
+        self.generic_visit(node)
+        return node
 
     def visit_List(self, node: ast.List) -> ast.AST:
         self.generic_visit(node)
@@ -478,6 +498,14 @@ def grammar_namespace(xp: Any, kinks: list[Any] | None = None) -> dict[str, Any]
         "clip": lambda x, lo, hi: xp.clip(x, lo, hi),
         "where": xp.where,
         "arange": np.arange,
+        "transpose": lambda x, axes=None: xp.transpose(x, axes),
+        "reshape": lambda x, shape: xp.reshape(x, tuple(shape)),
+        "concat": lambda xs, axis=0: xp.concatenate(xs, axis=axis),
+        "stack": lambda xs, axis=0: xp.stack(xs, axis=axis),
+        "ones": lambda shape: np.ones(shape),
+        "zeros": lambda shape: np.zeros(shape),
+        "diag": lambda x: xp.diagonal(x, axis1=-2, axis2=-1),
+        "trace": lambda x: xp.sum(xp.diagonal(x, axis1=-2, axis2=-1), axis=-1),
         "one_hot": lambda y, k: np.eye(k)[y],
         "cross_entropy": cross_entropy,
         "binary_cross_entropy_with_logits": lambda z, y: xp.mean(softplus(z) - y * z),
