@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/skipgram.yaml
 spec-sha256: 740d11e3a4269c9ba45360d3deb8c571d302d1948f34b10bdda0745ecabd20f6
-body-sha256: d665a126be8ba0cb612815c2e47631f8cc1742b0afb47faf74a182ffa2639cc6
+body-sha256: 98ed0fdfef54c8c57c97435b8fac80754bf2f8960b53da6636889d1afa5bc5bf
 
 Skip-gram with negative sampling (word2vec): each center word's embedding is pulled towards its context word's output embedding and pushed away from K sampled negatives. Embedding lookups are E[ids]; their gradients are scatter-adds (repeated ids add up), never one-hot matrices.
 
@@ -39,16 +39,19 @@ def _put(g, index, shape, dtype):
 
 def _scatter_add(g, index, size, dtype):
     """The rows of `g` added up at `index` into `size` rows (repeats add up): the
-    adjoint of `W[index]`. Sorted segment sums, far faster than np.add.at."""
+    adjoint of `W[index]`, never a one-hot matrix. np.bincount per column where the
+    rows outnumber `size`, else np.add.at: each measured the faster one there."""
     flat = np.ravel(index)
-    rows = np.reshape(g, (flat.size,) + np.shape(g)[np.ndim(index) :])
-    order = np.argsort(flat, kind="stable")
-    ids = flat[order]
-    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-    out = np.zeros((size,) + rows.shape[1:], dtype=dtype)
-    if flat.size:
-        out[ids[starts]] = np.add.reduceat(rows[order], starts, axis=0)
-    return out
+    rows = np.reshape(g, (flat.size, -1))
+    if flat.size >= size and rows.shape[1]:
+        columns = [np.bincount(flat, rows[:, j], size) for j in range(rows.shape[1])]
+        out = np.stack(columns, axis=1)
+    else:
+        out = np.zeros((size, rows.shape[1]))
+        np.add.at(out, flat, rows)
+    return out.astype(dtype, copy=False).reshape(
+        (size,) + np.shape(g)[np.ndim(index) :]
+    )
 
 
 def _sigmoid(z):
