@@ -1039,10 +1039,11 @@ class Parser:
             keepdims = value.value
         if "axis" not in keywords:
             last = (x.rank - 1,) if x.rank else ()
-            return Axis(last if rule.axis == "last" else None, keepdims)
+            every = tuple(range(x.rank)) if keepdims else None
+            return Axis(last if rule.axis == "last" else every, keepdims)
         value = keywords["axis"].value
         if isinstance(value, ast.Constant) and value.value is None:
-            return Axis(None, keepdims)
+            return Axis(tuple(range(x.rank)) if keepdims else None, keepdims)
         items = value.elts if isinstance(value, ast.Tuple) else [value]
         axes: list[int] = []
         for item in items:

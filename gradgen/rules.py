@@ -597,7 +597,11 @@ def reduction(
         1,
         lambda s, a: shapes.reduce(s[0], *_axes_of(a)),
         Spelling(
-            function + "({0}{axis})", ATOM, (0,), helper=helper, fields=_axis_fields
+            function + "({0}{axis})" + ("{close}" if helper else ""),
+            ATOM,
+            (0,),
+            helper=helper,
+            fields=_helper_axis_fields if helper else _axis_fields,
         ),
         vjp,
         jvp or weighted_jvp(vjp),
@@ -614,7 +618,19 @@ def _axes_of(attrs: Attrs | None) -> tuple[tuple[int, ...] | None, bool]:
 
 def _axis_fields(a: Axis) -> dict[str, str]:
     text = "" if a.axes is None else f", axis={axes_arg(a.axes)}"
-    return {"axis": text + (", keepdims=True" if a.keepdims else "")}
+    return {"axis": text + (", keepdims=True" if a.keepdims else ""), "keep": ""}
+
+
+def _helper_axis_fields(a: Axis) -> dict[str, str]:
+    """A helper without keepdims (`_logsumexp`): np.expand_dims puts the axes back."""
+    if not a.keepdims:
+        return {**_axis_fields(a), "close": ""}
+    assert a.axes is not None  # the parser lists every axis under keepdims
+    return {
+        "keep": "np.expand_dims(",
+        "axis": f", axis={axes_arg(a.axes)}",
+        "close": f", {axes_arg(a.axes) if len(a.axes) == 1 else repr(a.axes)})",
+    }
 
 
 def softmax_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
@@ -1001,7 +1017,8 @@ RULES: dict[str, Rule] = {
     "sum": reduction("np.sum", sum_vjp, sum_jvp),  # grad sum(x) = 1^T
     "mean": reduction("np.mean", mean_vjp, mean_jvp),  # mean = sum / count
     # logsumexp(x) = log(sum(exp(x))), through a helper that factors out the maximum
-    "logsumexp": reduction("_logsumexp", logsumexp_vjp, helper="logsumexp"),
+    # keepdims puts the axes back around the helper (np.expand_dims), as numpy would
+    "logsumexp": reduction("{keep}_logsumexp", logsumexp_vjp, helper="logsumexp"),
     "var": reduction("np.var", var_vjp),  # var' = 2 (x - mean) / count
     "std": reduction("np.std", std_vjp),  # std' = (x - mean) / (count std), 0 at std 0
     "norm": reduction("np.linalg.norm", norm_vjp),  # norm' = x / norm, 0 at x = 0

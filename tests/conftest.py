@@ -605,3 +605,60 @@ def central_difference(
 def fd_atol(reference: Any) -> float:
     """Absolute FD tolerance, scaled with the size of the function's value."""
     return FD_ATOL * max(1.0, float(np.max(np.abs(reference), initial=0.0)))
+
+
+# --- the fast subset ---------------------------------------------------------------
+#: `pytest -m "not slow"` runs every test module, but its tests that repeat over every
+#: example (or every rule-table case) only on these; plain `pytest`, and so CI, runs
+#: them all. A sample that covers each kind: the article's chain, a neuron, an MLP,
+#: integer labels, embedding lookups and batched tensors.
+FAST_EXAMPLES = frozenset(
+    {"nested_chain", "relu_neuron", "mlp", "softmax_labels", "skipgram", "attention"}
+)
+FAST_RULE_CASES = frozenset(
+    {
+        "exp",
+        "relu",
+        "max",
+        "sum",
+        "mean",
+        "matmul_mm",
+        "matmul_mv",
+        "transpose",
+        "stack",
+        "logsumexp",
+        "softmax",
+        "where",
+        "gather",
+        "cross_entropy",
+        "getitem",
+        "keepdims",
+        "matmul_batched_batched",
+        "reduce_rank3",
+    }
+)
+
+
+def _example_name(value: Any) -> str | None:
+    if isinstance(value, Example):
+        return value.name
+    if isinstance(value, tuple) and value and isinstance(value[0], Example):
+        return value[0].name  # an (example, output) case
+    if isinstance(value, Path) and value.parent.name in ("examples", "generated"):
+        return value.stem
+    return None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None:
+            continue
+        names = {_example_name(v) for v in callspec.params.values()} - {None}
+        case = callspec.params.get("case")
+        if (names and not names & FAST_EXAMPLES) or (
+            isinstance(case, str)
+            and item.name.split("[")[0].endswith("against_finite_differences")
+            and case not in FAST_RULE_CASES
+        ):
+            item.add_marker(pytest.mark.slow)
