@@ -374,6 +374,24 @@ def test_the_neurons_gradients_are_the_articles() -> None:
     )
 
 
+def test_the_new_ops_read_as_the_article_writes_them() -> None:
+    """Softmax cross-entropy on labels is (softmax(Z) - onehot(y)) / N; Huber's
+    where is a where; an embedding lookup is E[ids], its gradient a scatter-add.
+    (The agreement tests above keep these rewrites numerically honest.)"""
+    e = explained(example("softmax_labels"))
+    assert _result(e, "dL/dW").closed.text == "1/N * X.T @ (softmax(Z) - onehot(y, k))"
+    assert _result(e, "dL/dW").closed.tex == (
+        "\\frac{1}{N} X^{\\top} \\left(\\operatorname{softmax}\\left(Z\\right)"
+        " - \\operatorname{onehot}\\left(y, k\\right)\\right)"
+    )
+    e = explained(example("huber_regression"))
+    assert (
+        _result(e, "dL/dw").closed.text == "1/N * X.T @ where(abs(r) <= 1, r, sign(r))"
+    )
+    text = _result(explained(example("skipgram")), "dL/dE").closed.text
+    assert text.startswith("1/B * scatter_add(") and "F[negatives]" in text
+
+
 def render(ex: Example, fmt: str = "markdown") -> str:
     g = pipeline.generate(ex.path, GENERATED, explain=fmt)
     assert g.explanation is not None
