@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/attention.yaml
 spec-sha256: ef0893b4b79e8baab0afd088cfe8106b94d54974471fbd0cd27adf243a4650e3
-body-sha256: 0fb17555a104b27345f259609fe1d4f3f8a1dcb9d5737f82fd6829054585f950
+body-sha256: 04ee3a4bd50e72e0b6492d33c97dfe03556e1a4eb094dc7eed59e1bb51e34d3e
 
 One head of batched self-attention over sequences X [B, T, d]: queries, keys and values are batched matrix products with shared weights, the scores are scaled dot products softmaxed along the last axis, fitted by mean squared error. The weight gradients come out as one tensordot each over the batch and time axes.
 
@@ -68,9 +68,9 @@ def loss_and_gradients(
 ) -> tuple[float, Gradients]:
     """The loss and its gradient with respect to every param.
 
-    dL/dWq = tensordot(X, 2/(B*T*e**(3/2)) * A * ((A @ V - Y) @ swapaxes(V) - sum(A * ((A @ V - Y) @ swapaxes(V)), axis=2)) @ swapaxes(permute(K)))
-    dL/dWk = tensordot(X, permute(2/(B*T*e**(3/2)) * swapaxes(Q) @ (A * ((A @ V - Y) @ swapaxes(V) - sum(A * ((A @ V - Y) @ swapaxes(V)), axis=2)))))
-    dL/dWv = tensordot(X, 2/(B*T*e) * swapaxes(A) @ (A @ V - Y))
+    dL/dWq = 2/(B*T*e**(3/2)) * tensordot(X, A * ((A @ V - Y) @ swapaxes(V, -1, -2) - sum(A * ((A @ V - Y) @ swapaxes(V, -1, -2)), axis=2, keepdims=True)) @ swapaxes(transpose(K, (0, 2, 1)), -1, -2), axes=([0, 1], [0, 1]))
+    dL/dWk = 2/(B*T*e**(3/2)) * tensordot(X, transpose(swapaxes(Q, -1, -2) @ (A * ((A @ V - Y) @ swapaxes(V, -1, -2) - sum(A * ((A @ V - Y) @ swapaxes(V, -1, -2)), axis=2, keepdims=True))), (0, 2, 1)), axes=([0, 1], [0, 1]))
+    dL/dWv = 2/(B*T*e) * tensordot(X, swapaxes(A, -1, -2) @ (A @ V - Y), axes=([0, 1], [0, 1]))
     """
     B = np.shape(X)[0]
     T = np.shape(X)[1]
@@ -99,9 +99,9 @@ def gradients(
 ) -> Gradients:
     """The gradient of the loss with respect to every param.
 
-    dL/dWq = tensordot(X, 2/(B*T*e**(3/2)) * A * ((A @ V - Y) @ swapaxes(V) - sum(A * ((A @ V - Y) @ swapaxes(V)), axis=2)) @ swapaxes(permute(K)))
-    dL/dWk = tensordot(X, permute(2/(B*T*e**(3/2)) * swapaxes(Q) @ (A * ((A @ V - Y) @ swapaxes(V) - sum(A * ((A @ V - Y) @ swapaxes(V)), axis=2)))))
-    dL/dWv = tensordot(X, 2/(B*T*e) * swapaxes(A) @ (A @ V - Y))
+    dL/dWq = 2/(B*T*e**(3/2)) * tensordot(X, A * ((A @ V - Y) @ swapaxes(V, -1, -2) - sum(A * ((A @ V - Y) @ swapaxes(V, -1, -2)), axis=2, keepdims=True)) @ swapaxes(transpose(K, (0, 2, 1)), -1, -2), axes=([0, 1], [0, 1]))
+    dL/dWk = 2/(B*T*e**(3/2)) * tensordot(X, transpose(swapaxes(Q, -1, -2) @ (A * ((A @ V - Y) @ swapaxes(V, -1, -2) - sum(A * ((A @ V - Y) @ swapaxes(V, -1, -2)), axis=2, keepdims=True))), (0, 2, 1)), axes=([0, 1], [0, 1]))
+    dL/dWv = 2/(B*T*e) * tensordot(X, swapaxes(A, -1, -2) @ (A @ V - Y), axes=([0, 1], [0, 1]))
     """
     return loss_and_gradients(X, Y, Wq, Wk, Wv)[1]
 

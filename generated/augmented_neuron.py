@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/augmented_neuron.yaml
 spec-sha256: 0e379ccb87f1f99833906bccaa11fd2789dfbcd6218191fa5e34896efe0a67d0
-body-sha256: 419fea34c5b988a1569f6185faad0168a6fedec20685b37b2cdb47d1e45cb7f3
+body-sha256: 3adc934b5bc39832fddfbb5fb031b548534ce38d392264dbbfffffe900437610
 
 The article's augmented form of the ReLU neuron: a column of ones tacked onto X so that the weights and the bias are one vector w_hat = [w, b], and w . x + b = w_hat . x_hat. Its gradient is [dC/dw, dC/db] of the plain neuron.
 
@@ -50,7 +50,7 @@ def loss_and_gradients(
 ) -> tuple[float, Gradients]:
     """The loss and its gradient with respect to every param.
 
-    dL/dw_hat = 2/N * concat(X, ones(0)).T @ ((relu(z) - y) * (z > 0))
+    dL/dw_hat = 2/N * concatenate([X, ones((N, 1))], axis=1).T @ ((relu(z) - y) * (z > 0))
     """
     N = np.shape(X)[0]
     t0 = np.concatenate([X, np.ones((N, 1))], axis=1)
@@ -64,7 +64,7 @@ def loss_and_gradients(
 def gradients(X: np.ndarray, y: np.ndarray, w_hat: np.ndarray) -> Gradients:
     """The gradient of the loss with respect to every param.
 
-    dL/dw_hat = 2/N * concat(X, ones(0)).T @ ((relu(z) - y) * (z > 0))
+    dL/dw_hat = 2/N * concatenate([X, ones((N, 1))], axis=1).T @ ((relu(z) - y) * (z > 0))
     """
     return loss_and_gradients(X, y, w_hat)[1]
 

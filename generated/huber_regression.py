@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/huber_regression.yaml
 spec-sha256: b7c59028ab8e9d6ae769967998aeff0db10482d1e56505e9631f658d51af11f0
-body-sha256: 64e4111a219331cb8208bc342b13f3e1eba40d735778abe89c16481c3a4de728
+body-sha256: d2ec1f239d1c12303654cc6fb6854306611cfcf06d66e15d0505219467d16853
 
 Linear regression with the Huber loss, written with where: quadratic for small residuals, linear for large ones (robust to outliers). The condition gets no gradient, and the branch not taken passes none.
 
@@ -52,8 +52,8 @@ def loss_and_gradients(
 ) -> tuple[float, Gradients]:
     """The loss and its gradient with respect to every param.
 
-    dL/dw = 1/N * X.T @ (r * le(abs(r), 1) + not_(le(abs(r), 1)) * sign(r))
-    dL/db = 1/N * sum(r * le(abs(r), 1) + not_(le(abs(r), 1)) * sign(r))
+    dL/dw = 1/N * X.T @ where(abs(r) <= 1, r, sign(r))
+    dL/db = 1/N * sum(where(abs(r) <= 1, r, sign(r)))
     """
     N = np.shape(X)[0]
     r = X @ w + b - y
@@ -72,8 +72,8 @@ def loss_and_gradients(
 def gradients(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> Gradients:
     """The gradient of the loss with respect to every param.
 
-    dL/dw = 1/N * X.T @ (r * le(abs(r), 1) + not_(le(abs(r), 1)) * sign(r))
-    dL/db = 1/N * sum(r * le(abs(r), 1) + not_(le(abs(r), 1)) * sign(r))
+    dL/dw = 1/N * X.T @ where(abs(r) <= 1, r, sign(r))
+    dL/db = 1/N * sum(where(abs(r) <= 1, r, sign(r)))
     """
     return loss_and_gradients(X, y, w, b)[1]
 

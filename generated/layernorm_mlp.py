@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/layernorm_mlp.yaml
 spec-sha256: 9c744947f8ac7893ccc06dbace7ff6650fb3223e25e2c515673af049e5977736
-body-sha256: e2dbca7f1aed9815f2c4cb3fee96ed6b7ecf13801630aa719edb7f76f89dd3a1
+body-sha256: f7b847942aa54979f93d470cf43cbb4deac58ee4ac9f540796bf07afff1aecc8
 
 An MLP with layer normalisation of the hidden layer: each row centred and scaled by its own mean and standard deviation (keepdims, as in numpy), then a learned gain and shift (beta: a param name adam's beta1/beta2 do not clash with).
 
@@ -72,8 +72,8 @@ def loss_and_gradients(
 ) -> tuple[float, Gradients]:
     """The loss and its gradient with respect to every param.
 
-    dL/dW1 = 2/(N*k) * X.T @ (100000/h * centred * sum(centred * gain * (H**2 - 1) * ((H @ W2 - Y) @ W2.T) / (100000 * var(A) + 1), axis=1) / sqrt(var(A) + 1/100000) + gain * (1 - H**2) * ((H @ W2 - Y) @ W2.T) / sqrt(var(A) + 1/100000) - 1/h * sum(gain * (1 - H**2) * ((H @ W2 - Y) @ W2.T) / sqrt(var(A) + 1/100000), axis=1))
-    dL/dgain = 2/(N*k) * sum(centred * (1 - H**2) * ((H @ W2 - Y) @ W2.T) / sqrt(var(A) + 1/100000), axis=0)
+    dL/dW1 = 2/(N*k) * X.T @ (100000/h * centred * sum(centred * gain * (H**2 - 1) * ((H @ W2 - Y) @ W2.T) / (100000 * var(A, axis=1, keepdims=True) + 1), axis=1, keepdims=True) / sqrt(var(A, axis=1, keepdims=True) + 1/100000) + gain * (1 - H**2) * ((H @ W2 - Y) @ W2.T) / sqrt(var(A, axis=1, keepdims=True) + 1/100000) - 1/h * sum(gain * (1 - H**2) * ((H @ W2 - Y) @ W2.T) / sqrt(var(A, axis=1, keepdims=True) + 1/100000), axis=1, keepdims=True))
+    dL/dgain = 2/(N*k) * sum(centred * (1 - H**2) * ((H @ W2 - Y) @ W2.T) / sqrt(var(A, axis=1, keepdims=True) + 1/100000), axis=0)
     dL/dbeta = 2/(N*k) * sum((1 - H**2) * ((H @ W2 - Y) @ W2.T), axis=0)
     dL/dW2 = 2/(N*k) * H.T @ (H @ W2 - Y)
     """
@@ -112,8 +112,8 @@ def gradients(
 ) -> Gradients:
     """The gradient of the loss with respect to every param.
 
-    dL/dW1 = 2/(N*k) * X.T @ (100000/h * centred * sum(centred * gain * (H**2 - 1) * ((H @ W2 - Y) @ W2.T) / (100000 * var(A) + 1), axis=1) / sqrt(var(A) + 1/100000) + gain * (1 - H**2) * ((H @ W2 - Y) @ W2.T) / sqrt(var(A) + 1/100000) - 1/h * sum(gain * (1 - H**2) * ((H @ W2 - Y) @ W2.T) / sqrt(var(A) + 1/100000), axis=1))
-    dL/dgain = 2/(N*k) * sum(centred * (1 - H**2) * ((H @ W2 - Y) @ W2.T) / sqrt(var(A) + 1/100000), axis=0)
+    dL/dW1 = 2/(N*k) * X.T @ (100000/h * centred * sum(centred * gain * (H**2 - 1) * ((H @ W2 - Y) @ W2.T) / (100000 * var(A, axis=1, keepdims=True) + 1), axis=1, keepdims=True) / sqrt(var(A, axis=1, keepdims=True) + 1/100000) + gain * (1 - H**2) * ((H @ W2 - Y) @ W2.T) / sqrt(var(A, axis=1, keepdims=True) + 1/100000) - 1/h * sum(gain * (1 - H**2) * ((H @ W2 - Y) @ W2.T) / sqrt(var(A, axis=1, keepdims=True) + 1/100000), axis=1, keepdims=True))
+    dL/dgain = 2/(N*k) * sum(centred * (1 - H**2) * ((H @ W2 - Y) @ W2.T) / sqrt(var(A, axis=1, keepdims=True) + 1/100000), axis=0)
     dL/dbeta = 2/(N*k) * sum((1 - H**2) * ((H @ W2 - Y) @ W2.T), axis=0)
     dL/dW2 = 2/(N*k) * H.T @ (H @ W2 - Y)
     """
@@ -241,8 +241,8 @@ def jacobian_prediction(
 ) -> PredictionJacobian:
     """The Jacobians of `prediction`: shape [N, k] + each param's shape.
 
-    dprediction/dW1 = 1/h * einsum('ik...,kj->ij...', (h * einsum('ip,jq->ijpq', X, eye(h)) - sum(einsum('ip,jq->ijpq', X, eye(h)), axis=1) - (sum(einsum('ik,jl,ij->ijkl', X, eye(h), centred), axis=1) * (centred / (var(A) + 1/100000))[..., None, None])) * gain[..., None, None] * (1/sqrt(var(A) + 1/100000))[..., None, None] * (1 - H**2)[..., None, None], W2)
-    dprediction/dgain = einsum('ik,ik,kj->ijk', centred / sqrt(var(A) + 1/100000), 1 - H**2, W2)
+    dprediction/dW1 = 1/h * einsum('ik...,kj->ij...', (h * einsum('ip,jq->ijpq', X, eye(h)) - sum(einsum('ip,jq->ijpq', X, eye(h)), axis=1, keepdims=True) - sum(einsum('ik,jl,ij->ijkl', X, eye(h), centred), axis=1, keepdims=True) * (centred / (var(A, axis=1, keepdims=True) + 1/100000))[..., None, None]) * gain[..., None, None] * (1/sqrt(var(A, axis=1, keepdims=True) + 1/100000))[..., None, None] * (1 - H**2)[..., None, None], W2)
+    dprediction/dgain = einsum('ik,ik,kj->ijk', centred / sqrt(var(A, axis=1, keepdims=True) + 1/100000), 1 - H**2, W2)
     dprediction/dbeta = einsum('ik,kj->ijk', 1 - H**2, W2)
     dprediction/dW2 = einsum('ip,jq->ijpq', H, eye(k))
     """

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/mlp_classifier.yaml
 spec-sha256: 6711f4cdf222625de8a383ed1c4a72250485a6455d298ddd17a2863a721ba644
-body-sha256: 26527b57bea166b2b6c65be3d69504c680946dab9bd704c3220a85bef19c9948
+body-sha256: 8224e805eb58914422b46d8fd6dea94e87cfec354c6c01795369812d46f5a9ce
 
 A two-layer classifier: a ReLU hidden layer, softmax cross-entropy on integer labels, and L2 weight decay on both weight matrices. examples/train_digits.py trains it on scikit-learn's 8x8 digits with the generated step.
 
@@ -105,10 +105,10 @@ def loss_and_gradients(
 ) -> tuple[float, Gradients]:
     """The loss and its gradient with respect to every param.
 
-    dL/dW1 = 1/10000 * W1 + X.T @ ((b1 + X @ W1 > 0) * ((put_along(ones(N) * (-1/N), y, k) - (sum(put_along(ones(N) * (-1/N), y, k), axis=1) * exp(log_softmax(Z)))) @ W2.T))
-    dL/db1 = sum((b1 + X @ W1 > 0) * ((put_along(ones(N) * (-1/N), y, k) - (sum(put_along(ones(N) * (-1/N), y, k), axis=1) * exp(log_softmax(Z)))) @ W2.T), axis=0)
-    dL/dW2 = 1/10000 * W2 + H.T @ (put_along(ones(N) * (-1/N), y, k) - (sum(put_along(ones(N) * (-1/N), y, k), axis=1) * exp(log_softmax(Z))))
-    dL/db2 = sum(put_along(ones(N) * (-1/N), y, k) - (sum(put_along(ones(N) * (-1/N), y, k), axis=1) * exp(log_softmax(Z))), axis=0)
+    dL/dW1 = 1/10000 * W1 + 1/N * X.T @ ((b1 + X @ W1 > 0) * ((softmax(Z) - onehot(y, k)) @ W2.T))
+    dL/db1 = 1/N * sum((b1 + X @ W1 > 0) * ((softmax(Z) - onehot(y, k)) @ W2.T), axis=0)
+    dL/dW2 = 1/10000 * W2 + 1/N * H.T @ (softmax(Z) - onehot(y, k))
+    dL/db2 = 1/N * sum(softmax(Z) - onehot(y, k), axis=0)
     """
     N = np.shape(X)[0]
     k = np.shape(W2)[1]
@@ -140,10 +140,10 @@ def gradients(
 ) -> Gradients:
     """The gradient of the loss with respect to every param.
 
-    dL/dW1 = 1/10000 * W1 + X.T @ ((b1 + X @ W1 > 0) * ((put_along(ones(N) * (-1/N), y, k) - (sum(put_along(ones(N) * (-1/N), y, k), axis=1) * exp(log_softmax(Z)))) @ W2.T))
-    dL/db1 = sum((b1 + X @ W1 > 0) * ((put_along(ones(N) * (-1/N), y, k) - (sum(put_along(ones(N) * (-1/N), y, k), axis=1) * exp(log_softmax(Z)))) @ W2.T), axis=0)
-    dL/dW2 = 1/10000 * W2 + H.T @ (put_along(ones(N) * (-1/N), y, k) - (sum(put_along(ones(N) * (-1/N), y, k), axis=1) * exp(log_softmax(Z))))
-    dL/db2 = sum(put_along(ones(N) * (-1/N), y, k) - (sum(put_along(ones(N) * (-1/N), y, k), axis=1) * exp(log_softmax(Z))), axis=0)
+    dL/dW1 = 1/10000 * W1 + 1/N * X.T @ ((b1 + X @ W1 > 0) * ((softmax(Z) - onehot(y, k)) @ W2.T))
+    dL/db1 = 1/N * sum((b1 + X @ W1 > 0) * ((softmax(Z) - onehot(y, k)) @ W2.T), axis=0)
+    dL/dW2 = 1/10000 * W2 + 1/N * H.T @ (softmax(Z) - onehot(y, k))
+    dL/db2 = 1/N * sum(softmax(Z) - onehot(y, k), axis=0)
     """
     return loss_and_gradients(X, y, W1, b1, W2, b2)[1]
 
@@ -262,10 +262,10 @@ def jacobian_probabilities(
 ) -> ProbabilitiesJacobian:
     """The Jacobians of `probabilities`: shape [N, k] + each param's shape.
 
-    dprobabilities/dW1 = (einsum('ik,il,lj->ijkl', X, (b1 + X @ W1 > 0), W2) - sum(einsum('ik,il,lj,ij->ijkl', X, (b1 + X @ W1 > 0), W2, softmax(Z)), axis=1)) * softmax(Z)[..., None, None]
-    dprobabilities/db1 = (einsum('ik,kj->ijk', (b1 + X @ W1 > 0), W2) - sum(einsum('ik,kj,ij->ijk', (b1 + X @ W1 > 0), W2, softmax(Z)), axis=1)) * softmax(Z)[..., None]
-    dprobabilities/dW2 = (einsum('ip,jq->ijpq', H, eye(k)) - sum(einsum('ik,jl,ij->ijkl', H, eye(k), softmax(Z)), axis=1)) * softmax(Z)[..., None, None]
-    dprobabilities/db2 = (eye(k) - sum(eye(k) * softmax(Z)[..., None], axis=1)) * softmax(Z)[..., None]
+    dprobabilities/dW1 = (einsum('ik,il,lj->ijkl', X, (b1 + X @ W1 > 0), W2) - sum(einsum('ik,il,lj,ij->ijkl', X, (b1 + X @ W1 > 0), W2, softmax(Z)), axis=1, keepdims=True)) * softmax(Z)[..., None, None]
+    dprobabilities/db1 = (einsum('ik,kj->ijk', (b1 + X @ W1 > 0), W2) - sum(einsum('ik,kj,ij->ijk', (b1 + X @ W1 > 0), W2, softmax(Z)), axis=1, keepdims=True)) * softmax(Z)[..., None]
+    dprobabilities/dW2 = (einsum('ip,jq->ijpq', H, eye(k)) - sum(einsum('ik,jl,ij->ijkl', H, eye(k), softmax(Z)), axis=1, keepdims=True)) * softmax(Z)[..., None, None]
+    dprobabilities/db2 = (eye(k) - sum(eye(k) * softmax(Z)[..., None], axis=1, keepdims=True)) * softmax(Z)[..., None]
     """
     N = np.shape(X)[0]
     k = np.shape(W2)[1]

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/rnn.yaml
 spec-sha256: f07bf382d70823bb15318a0659a43b2afca0cecb65a8fdfec8cf08c130dd6f50
-body-sha256: 445d582e99ea1d44c70cfc1d4633bb1763e5ef9d8f84f097f7de6bb829d2daec
+body-sha256: 0d6755a905c3badfc3799d0096fe516438cfd681173b9ec2ae99a109748e2bf0
 
 A recurrent network unrolled over three time steps X[0], X[1], X[2] of a batch X [3, N, d]: the hidden state carries through tanh cells sharing Wx, Wh and b, and the last state predicts y. Backpropagation through time is the chain rule along the unrolled graph.
 
@@ -67,7 +67,7 @@ def loss_and_gradients(
 ) -> tuple[float, Gradients]:
     """The loss and its gradient with respect to every param.
 
-    dL/dWx = 2/(N*k) * (getitem(X, 0).T @ ((1 - h1**2) * ((1 - h2**2) * ((1 - h3**2) * ((h3 @ Wo - y) @ Wo.T) @ Wh.T) @ Wh.T)) + getitem(X, 1).T @ ((1 - h2**2) * ((1 - h3**2) * ((h3 @ Wo - y) @ Wo.T) @ Wh.T)) + getitem(X, 2).T @ ((1 - h3**2) * ((h3 @ Wo - y) @ Wo.T)))
+    dL/dWx = 2/(N*k) * (X[0].T @ ((1 - h1**2) * ((1 - h2**2) * ((1 - h3**2) * ((h3 @ Wo - y) @ Wo.T) @ Wh.T) @ Wh.T)) + X[1].T @ ((1 - h2**2) * ((1 - h3**2) * ((h3 @ Wo - y) @ Wo.T) @ Wh.T)) + X[2].T @ ((1 - h3**2) * ((h3 @ Wo - y) @ Wo.T)))
     dL/dWh = 2/(N*k) * (h1.T @ ((1 - h2**2) * ((1 - h3**2) * ((h3 @ Wo - y) @ Wo.T) @ Wh.T)) + h2.T @ ((1 - h3**2) * ((h3 @ Wo - y) @ Wo.T)))
     dL/db = 2/(N*k) * (sum((1 - h1**2) * ((1 - h2**2) * ((1 - h3**2) * ((h3 @ Wo - y) @ Wo.T) @ Wh.T) @ Wh.T), axis=0) + sum((1 - h2**2) * ((1 - h3**2) * ((h3 @ Wo - y) @ Wo.T) @ Wh.T), axis=0) + sum((1 - h3**2) * ((h3 @ Wo - y) @ Wo.T), axis=0))
     dL/dWo = 2/(N*k) * h3.T @ (h3 @ Wo - y)
@@ -108,7 +108,7 @@ def gradients(
 ) -> Gradients:
     """The gradient of the loss with respect to every param.
 
-    dL/dWx = 2/(N*k) * (getitem(X, 0).T @ ((1 - h1**2) * ((1 - h2**2) * ((1 - h3**2) * ((h3 @ Wo - y) @ Wo.T) @ Wh.T) @ Wh.T)) + getitem(X, 1).T @ ((1 - h2**2) * ((1 - h3**2) * ((h3 @ Wo - y) @ Wo.T) @ Wh.T)) + getitem(X, 2).T @ ((1 - h3**2) * ((h3 @ Wo - y) @ Wo.T)))
+    dL/dWx = 2/(N*k) * (X[0].T @ ((1 - h1**2) * ((1 - h2**2) * ((1 - h3**2) * ((h3 @ Wo - y) @ Wo.T) @ Wh.T) @ Wh.T)) + X[1].T @ ((1 - h2**2) * ((1 - h3**2) * ((h3 @ Wo - y) @ Wo.T) @ Wh.T)) + X[2].T @ ((1 - h3**2) * ((h3 @ Wo - y) @ Wo.T)))
     dL/dWh = 2/(N*k) * (h1.T @ ((1 - h2**2) * ((1 - h3**2) * ((h3 @ Wo - y) @ Wo.T) @ Wh.T)) + h2.T @ ((1 - h3**2) * ((h3 @ Wo - y) @ Wo.T)))
     dL/db = 2/(N*k) * (sum((1 - h1**2) * ((1 - h2**2) * ((1 - h3**2) * ((h3 @ Wo - y) @ Wo.T) @ Wh.T) @ Wh.T), axis=0) + sum((1 - h2**2) * ((1 - h3**2) * ((h3 @ Wo - y) @ Wo.T) @ Wh.T), axis=0) + sum((1 - h3**2) * ((h3 @ Wo - y) @ Wo.T), axis=0))
     dL/dWo = 2/(N*k) * h3.T @ (h3 @ Wo - y)

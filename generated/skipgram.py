@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/skipgram.yaml
 spec-sha256: 740d11e3a4269c9ba45360d3deb8c571d302d1948f34b10bdda0745ecabd20f6
-body-sha256: 98ed0fdfef54c8c57c97435b8fac80754bf2f8960b53da6636889d1afa5bc5bf
+body-sha256: c6d295bd52a70433600fa4f89e24c4802d0e42d51a4815b96b1fce9675a5d822
 
 Skip-gram with negative sampling (word2vec): each center word's embedding is pulled towards its context word's output embedding and pushed away from K sampled negatives. Embedding lookups are E[ids]; their gradients are scatter-adds (repeated ids add up), never one-hot matrices.
 
@@ -100,8 +100,8 @@ def loss_and_gradients(
 ) -> tuple[float, Gradients]:
     """The loss and its gradient with respect to every param.
 
-    dL/dE = scatter_add(put(1/B * sum(sigmoid(negative)[:, :, None] * gather(F, negatives), axis=1), 0) - 1/B * sigmoid(-positive)[:, None] * gather(F, context), center, V)
-    dL/dF = scatter_add(-1/B * u * sigmoid(-positive)[:, None], context, V) + scatter_add(1/B * sigmoid(negative)[:, :, None] * getitem(u), negatives, V)
+    dL/dE = 1/B * scatter_add(sum(sigmoid(negative)[:, :, None] * F[negatives], axis=1) - sigmoid(-positive)[:, None] * F[context], center, V)
+    dL/dF = 1/B * (scatter_add(sigmoid(negative)[:, :, None] * u[:, None, :], negatives, V) - scatter_add(u * sigmoid(-positive)[:, None], context, V))
     """
     B = np.shape(center)[0]
     V = np.shape(E)[0]
@@ -138,8 +138,8 @@ def gradients(
 ) -> Gradients:
     """The gradient of the loss with respect to every param.
 
-    dL/dE = scatter_add(put(1/B * sum(sigmoid(negative)[:, :, None] * gather(F, negatives), axis=1), 0) - 1/B * sigmoid(-positive)[:, None] * gather(F, context), center, V)
-    dL/dF = scatter_add(-1/B * u * sigmoid(-positive)[:, None], context, V) + scatter_add(1/B * sigmoid(negative)[:, :, None] * getitem(u), negatives, V)
+    dL/dE = 1/B * scatter_add(sum(sigmoid(negative)[:, :, None] * F[negatives], axis=1) - sigmoid(-positive)[:, None] * F[context], center, V)
+    dL/dF = 1/B * (scatter_add(sigmoid(negative)[:, :, None] * u[:, None, :], negatives, V) - scatter_add(u * sigmoid(-positive)[:, None], context, V))
     """
     return loss_and_gradients(center, context, negatives, E, F)[1]
 

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/softmax_labels.yaml
 spec-sha256: 3625f09f48edb59c7ebf8fb27560e7c3ea792724eabad5c1a5d79256febc7ce6
-body-sha256: 04c2fdad386d759aeffc5e4130905530d442f54de2fd77f84e9b41f6395ea955
+body-sha256: 00dc28c7109af1aa3ee8ec580f0190ee47ea602a70d1e3468e5c4c46deb61b6f
 
 Softmax regression with integer class labels, written as a numpy user writes it: cross_entropy(logits, y) with y the class ids. The gradient is (softmax(Z) - onehot(y)) / N, the one-hot written by index (no N x k one-hot matrix is passed in or built as an input).
 
@@ -81,8 +81,8 @@ def loss_and_gradients(
 ) -> tuple[float, Gradients]:
     """The loss and its gradient with respect to every param.
 
-    dL/dW = X.T @ (put_along(ones(N) * (-1/N), y, k) - (sum(put_along(ones(N) * (-1/N), y, k), axis=1) * exp(log_softmax(Z))))
-    dL/db = sum(put_along(ones(N) * (-1/N), y, k) - (sum(put_along(ones(N) * (-1/N), y, k), axis=1) * exp(log_softmax(Z))), axis=0)
+    dL/dW = 1/N * X.T @ (softmax(Z) - onehot(y, k))
+    dL/db = 1/N * sum(softmax(Z) - onehot(y, k), axis=0)
     """
     N = np.shape(X)[0]
     k = np.shape(W)[1]
@@ -98,8 +98,8 @@ def loss_and_gradients(
 def gradients(X: np.ndarray, y: np.ndarray, W: np.ndarray, b: np.ndarray) -> Gradients:
     """The gradient of the loss with respect to every param.
 
-    dL/dW = X.T @ (put_along(ones(N) * (-1/N), y, k) - (sum(put_along(ones(N) * (-1/N), y, k), axis=1) * exp(log_softmax(Z))))
-    dL/db = sum(put_along(ones(N) * (-1/N), y, k) - (sum(put_along(ones(N) * (-1/N), y, k), axis=1) * exp(log_softmax(Z))), axis=0)
+    dL/dW = 1/N * X.T @ (softmax(Z) - onehot(y, k))
+    dL/db = 1/N * sum(softmax(Z) - onehot(y, k), axis=0)
     """
     return loss_and_gradients(X, y, W, b)[1]
 
@@ -173,8 +173,8 @@ def jacobian_probabilities(
 ) -> ProbabilitiesJacobian:
     """The Jacobians of `probabilities`: shape [N, k] + each param's shape.
 
-    dprobabilities/dW = (einsum('ip,jq->ijpq', X, eye(k)) - sum(einsum('ik,jl,ij->ijkl', X, eye(k), softmax(Z)), axis=1)) * softmax(Z)[..., None, None]
-    dprobabilities/db = (eye(k) - sum(eye(k) * softmax(Z)[..., None], axis=1)) * softmax(Z)[..., None]
+    dprobabilities/dW = (einsum('ip,jq->ijpq', X, eye(k)) - sum(einsum('ik,jl,ij->ijkl', X, eye(k), softmax(Z)), axis=1, keepdims=True)) * softmax(Z)[..., None, None]
+    dprobabilities/db = (eye(k) - sum(eye(k) * softmax(Z)[..., None], axis=1, keepdims=True)) * softmax(Z)[..., None]
     """
     N = np.shape(X)[0]
     k = np.shape(W)[1]

@@ -33,7 +33,19 @@ from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.printer import Printer
 from sympy.printing.str import StrPrinter
 
-from .graph import Axes, Axis, Count, Exponent, Node, Position, Subscripts, attr
+from .graph import (
+    Axes,
+    Axis,
+    Count,
+    Exponent,
+    Node,
+    Permutation,
+    Position,
+    Subscripts,
+    TensorAxes,
+    attr,
+)
+from .graph import Index as IndexAttr
 from .rules import RULES
 from .scalar import X
 
@@ -118,6 +130,39 @@ def _np() -> Any:
     import numpy
 
     return numpy
+
+
+class Label(sp.Symbol):
+    """An attribute that is text (einsum subscripts, index items, axes): a trailing
+    argument of an `Op`. `evaluate` passes its name, not a value."""
+
+
+def _ints(label: Any) -> tuple[int, ...]:
+    """The integers of a Label written `1,2` (`` for none)."""
+    text = str(label.name)
+    return tuple(int(t) for t in text.split(",")) if text else ()
+
+
+def _label(values: tuple[int, ...] | None) -> Label:
+    return Label("*" if values is None else ",".join(str(v) for v in values))
+
+
+def _axes_text(axes: tuple[int, ...]) -> str:
+    return str(axes[0]) if len(axes) == 1 else f"({', '.join(map(str, axes))})"
+
+
+def _call_mml(p: _MathML, name: Element, args: list[Any]) -> Element:
+    """`name(a, b)` in MathML."""
+    inner = p.row()
+    for i, a in enumerate(args):
+        if i:
+            inner.appendChild(p.mo(","))
+        inner.appendChild(p.doprint_element(a))
+    return p.row(name, p.mo("("), inner, p.mo(")"))
+
+
+def _sub_tex(name: str, sub: str) -> str:
+    return name if not sub else f"{name}_{{{sub}}}"
 
 
 class MatMul(Op):
@@ -260,6 +305,10 @@ class SumKeep(Sum):
 
     def out_rank(self, ranks: list[int]) -> int:
         return ranks[0]
+
+    def txt(self, p: _Text) -> str:
+        axis = _axis_value(self.args[1])
+        return f"sum({p.doprint(self.args[0])}, axis={axis}, keepdims=True)"
 
     def compute(self, x: Any, axis: Any) -> Any:
         return _np().sum(x, axis=_axis_value(axis), keepdims=True)
@@ -429,6 +478,8 @@ class Fill(_Transparent):
             return p.doprint(self.args[0])
         dims = ", ".join(p.doprint(d) for d in self.extra)
         shape = dims if len(self.extra) == 1 else f"({dims})"
+        if self.args[0] == 1:
+            return f"ones({shape})"
         return f"ones({shape}) * {p.parenthesize(self.args[0], _MUL)}"
 
     def out_rank(self, ranks: list[int]) -> int:
@@ -478,7 +529,19 @@ class Lift(_Transparent):
 
 
 class Reshape(Fill):
-    """An identity reshaped to param.shape * 2 (a matrix param's seed)."""
+    """x reshaped (the same elements in C order), or an identity reshaped to
+    param.shape * 2 (a matrix param's seed): its operand in math."""
+
+    def tex(self, p: _Latex) -> str:
+        return p.doprint(self.args[0])
+
+    def mml(self, p: _MathML) -> Element:
+        return p.doprint_element(self.args[0])
+
+    def txt(self, p: _Text) -> str:
+        dims = ", ".join(p.doprint(d) for d in self.extra)
+        shape = f"({dims},)" if len(self.extra) == 1 else f"({dims})"
+        return f"reshape({p.doprint(self.args[0])}, {shape})"
 
     def compute(self, x: Any, *dims: Any) -> Any:
         return _np().reshape(x, tuple(int(d) for d in dims))
@@ -575,6 +638,640 @@ class Swap01(Op):
 
     def compute(self, x: Any) -> Any:
         return _np().swapaxes(x, 0, 1)
+
+
+class Reduce(Op):
+    """A reduction other than a sum (var, std, norm, max, min; logsumexp with
+    keepdims or several axes): (x, axes, keepdims); axes `*` is every axis."""
+
+    fname: ClassVar[str] = ""
+    tex_name: ClassVar[str] = ""
+
+    def _axes(self) -> tuple[int, ...] | None:
+        return None if self.args[1].name == "*" else _ints(self.args[1])
+
+    def _keep(self) -> bool:
+        return bool(self.args[2])
+
+    def out_rank(self, ranks: list[int]) -> int:
+        axes = self._axes()
+        if self._keep():
+            return ranks[0]
+        return 0 if axes is None else ranks[0] - len(axes)
+
+    def _sub(self) -> str:
+        axes = self._axes()
+        return "" if axes is None else ",".join(map(str, axes))
+
+    def tex(self, p: _Latex) -> str:
+        name = _sub_tex(self.tex_name, self._sub())
+        return f"{name}\\left({p.doprint(self.args[0])}\\right)"
+
+    def mml(self, p: _MathML) -> Element:
+        name: Element = p.mi(self.fname)
+        if self._sub():
+            name = p.sub(name, p.mn(self._sub()))
+        return p.row(name, p.fenced(self.args[0]))
+
+    def txt(self, p: _Text) -> str:
+        axes = self._axes()
+        where = "" if axes is None else f", axis={_axes_text(axes)}"
+        keep = ", keepdims=True" if self._keep() else ""
+        return f"{self.fname}({p.doprint(self.args[0])}{where}{keep})"
+
+    def reduce(self, x: Any, axis: Any, keep: bool) -> Any:
+        raise NotImplementedError
+
+    def compute(self, x: Any, axes: Any, keep: Any) -> Any:
+        axis = None if axes == "*" else tuple(int(t) for t in axes.split(","))
+        return self.reduce(_np().asarray(x, dtype=float), axis, bool(keep))
+
+
+class Var(Reduce):
+    fname, tex_name = "var", "\\operatorname{var}"
+
+    def reduce(self, x: Any, axis: Any, keep: bool) -> Any:
+        return _np().var(x, axis=axis, keepdims=keep)
+
+
+class Std(Reduce):
+    fname, tex_name = "std", "\\operatorname{std}"
+
+    def reduce(self, x: Any, axis: Any, keep: bool) -> Any:
+        return _np().std(x, axis=axis, keepdims=keep)
+
+
+class Norm(Reduce):
+    """The Euclidean norm ‖x‖ (along axes)."""
+
+    fname, tex_name = "norm", "norm"
+
+    def tex(self, p: _Latex) -> str:
+        body = f"\\left\\lVert {p.doprint(self.args[0])} \\right\\rVert"
+        return _sub_tex(body, self._sub())
+
+    def mml(self, p: _MathML) -> Element:
+        body = p.row(p.mo("\u2016"), p.doprint_element(self.args[0]), p.mo("\u2016"))
+        return p.sub(body, p.mn(self._sub())) if self._sub() else body
+
+    def reduce(self, x: Any, axis: Any, keep: bool) -> Any:
+        np = _np()
+        return np.sqrt(np.sum(x * x, axis=axis, keepdims=keep))
+
+
+class Max(Reduce):
+    """max(x): the largest element (along axes); `max(a, b)` is element-wise."""
+
+    fname, tex_name = "max", "\\max"
+
+    def reduce(self, x: Any, axis: Any, keep: bool) -> Any:
+        return _np().max(x, axis=axis, keepdims=keep)
+
+
+class Min(Reduce):
+    fname, tex_name = "min", "\\min"
+
+    def reduce(self, x: Any, axis: Any, keep: bool) -> Any:
+        return _np().min(x, axis=axis, keepdims=keep)
+
+
+class LogSumExpAxes(Reduce):
+    fname, tex_name = "logsumexp", "\\operatorname{logsumexp}"
+
+    def reduce(self, x: Any, axis: Any, keep: bool) -> Any:
+        np = _np()
+        m = np.max(x, axis=axis, keepdims=True)
+        s = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+        return s if keep else np.squeeze(s, axis=axis)
+
+
+_REDUCTIONS: dict[str, type[Reduce]] = {
+    "var": Var,
+    "std": Std,
+    "norm": Norm,
+    "amax": Max,
+    "amin": Min,
+    "logsumexp": LogSumExpAxes,
+}
+
+
+class _AlongAxis(Op):
+    """softmax and log_softmax along an axis: (x, axis)."""
+
+    fname: ClassVar[str] = ""
+
+    def _where(self, p: _Printer) -> str:
+        axis = int(self.args[1])
+        return "" if axis == p.rank(self.args[0]) - 1 else f", axis={axis}"
+
+    def tex(self, p: _Latex) -> str:
+        axis = int(self.args[1])
+        sub = "" if axis == p.rank(self.args[0]) - 1 else str(axis)
+        name = _sub_tex(
+            f"\\operatorname{{{self.fname.replace('_', chr(92) + '_')}}}", sub
+        )
+        return f"{name}\\left({p.doprint(self.args[0])}\\right)"
+
+    def mml(self, p: _MathML) -> Element:
+        return p.row(p.mi(self.fname), p.fenced(self.args[0]))
+
+    def txt(self, p: _Text) -> str:
+        return f"{self.fname}({p.doprint(self.args[0])}{self._where(p)})"
+
+
+class Softmax(_AlongAxis):
+    fname = "softmax"
+
+    def compute(self, x: Any, axis: Any) -> Any:
+        np = _np()
+        z = np.asarray(x, dtype=float)
+        e = np.exp(z - np.max(z, axis=int(axis), keepdims=True))
+        return e / np.sum(e, axis=int(axis), keepdims=True)
+
+
+class LogSoftmax(_AlongAxis):
+    fname = "log_softmax"
+
+    def compute(self, x: Any, axis: Any) -> Any:
+        np = _np()
+        z = np.asarray(x, dtype=float)
+        z = z - np.max(z, axis=int(axis), keepdims=True)
+        return z - np.log(np.sum(np.exp(z), axis=int(axis), keepdims=True))
+
+
+def _index_items(items: tuple[str, ...], show: Callable[[int], str]) -> list[str]:
+    """numpy index items with their `{k}` operands shown by `show(k)`."""
+    out = []
+    for item in items:
+        for k in range(9, 0, -1):
+            key = "{" + str(k) + "}"
+            if key in item:
+                item = item.replace(key, show(k))
+        out.append(item)
+    return out
+
+
+def _index_count(items: tuple[str, ...]) -> int:
+    return sum(1 for k in range(1, 10) if any("{" + str(k) + "}" in i for i in items))
+
+
+def _numpy_index(items: tuple[str, ...], operands: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The index tuple numpy takes, from the items and their operands' values."""
+
+    def value(text: str) -> int | None:
+        if not text:
+            return None
+        if text.startswith("{"):
+            return int(operands[int(text.strip("{}")) - 1])
+        return int(text)  # a literal (a size-1 axis dropped)
+
+    out: list[Any] = []
+    for item in items:
+        if item == "None":
+            out.append(None)
+        elif ":" in item:
+            lo, hi = item.split(":")
+            out.append(slice(value(lo), value(hi)))
+        else:
+            out.append(value(item))
+    return tuple(out)
+
+
+class GetItem(Op):
+    """x[index], basic indexing: (x, *integer operands, items). `X[0]`,
+    `u[:, None, :]`, `g[:, :k]`."""
+
+    def _items(self) -> tuple[str, ...]:
+        return tuple(str(self.args[-1].name).split("|"))
+
+    def out_rank(self, ranks: list[int]) -> int:
+        items = self._items()
+        dropped = sum(1 for i in items if i != "None" and ":" not in i)
+        added = sum(1 for i in items if i == "None")
+        return ranks[0] - dropped + added
+
+    def _shown(self, p: _Latex | _Text | _MathML) -> str:
+        items = _index_items(self._items(), lambda k: str(p.doprint(self.args[k])))
+        return ", ".join(items)
+
+    def tex(self, p: _Latex) -> str:
+        x = p.parenthesize(self.args[0], _ATOM, strict=True)
+        shown = self._shown(p).replace("None", "\\mathrm{None}")
+        return f"{x}\\left[{shown}\\right]"
+
+    def mml(self, p: _MathML) -> Element:
+        items = _index_items(self._items(), lambda k: "{" + str(k) + "}")
+        row = p.row(p.parenthesize(self.args[0], _ATOM, True), p.mo("["))
+        for i, item in enumerate(items):
+            if i:
+                row.appendChild(p.mo(","))
+            whole = item[1:-1]
+            if item.startswith("{") and whole.isdigit():
+                row.appendChild(p.doprint_element(self.args[int(whole)]))
+            else:  # `:`, `None`, a slice `{1}:{2}` shown as text
+                shown = _index_items(
+                    (item,), lambda k: _Text(p.ranks).doprint(self.args[k])
+                )
+                row.appendChild(p.mi(shown[0]))
+        row.appendChild(p.mo("]"))
+        return row
+
+    def txt(self, p: _Text) -> str:
+        return f"{p.parenthesize(self.args[0], _ATOM, strict=True)}[{self._shown(p)}]"
+
+    def compute(self, x: Any, *rest: Any) -> Any:
+        items = tuple(str(rest[-1]).split("|"))
+        return _np().asarray(x)[_numpy_index(items, rest[:-1])]
+
+
+class Put(Op):
+    """Zeros of a shape with g at an index (the adjoint of x[index]):
+    (g, items, *integer operands, *dims)."""
+
+    def _items(self) -> tuple[str, ...]:
+        return tuple(str(self.args[1].name).split("|"))
+
+    def _parts(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        n = _index_count(self._items())
+        return tuple(self.args[2 : 2 + n]), tuple(self.args[2 + n :])
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return len(self._parts()[1])
+
+    def _shown(self, p: _Latex | _Text) -> str:
+        index, _ = self._parts()
+        items = _index_items(self._items(), lambda k: str(p.doprint(index[k - 1])))
+        return ", ".join(items)
+
+    def tex(self, p: _Latex) -> str:
+        shown = self._shown(p).replace("None", "\\mathrm{None}")
+        return f"\\operatorname{{put}}_{{[{shown}]}}\\left({p.doprint(self.args[0])}\\right)"
+
+    def mml(self, p: _MathML) -> Element:
+        name = p.sub(p.mi("put"), p.mtext(f"[{self._shown(_Text(p.ranks))}]"))
+        return p.row(name, p.fenced(self.args[0]))
+
+    def txt(self, p: _Text) -> str:
+        """`put(g, (T, d), T - 1)`, `put(g, (T, d), slice(1, None))`: the index
+        as numpy takes it, one item per argument."""
+        index, dims = self._parts()
+        shape = ", ".join(p.doprint(d) for d in dims)
+        shape = f"({shape},)" if len(dims) == 1 else f"({shape})"
+
+        def item(text: str) -> str:
+            if text.startswith("{") and text[1:-1].isdigit():
+                return str(p.doprint(index[int(text[1:-1]) - 1]))
+            if ":" not in text:
+                return text
+            lo, hi = (item(t) if t else "None" for t in text.split(":"))
+            return "slice(None)" if lo == hi == "None" else f"slice({lo}, {hi})"
+
+        items = ", ".join(item(t) for t in self._items())
+        return f"put({p.doprint(self.args[0])}, {shape}, {items})"
+
+    def compute(self, g: Any, items: Any, *rest: Any) -> Any:
+        np = _np()
+        texts = tuple(str(items).split("|"))
+        n = _index_count(texts)
+        out = np.zeros(tuple(int(d) for d in rest[n:]))
+        out[_numpy_index(texts, rest[:n])] = g
+        return out
+
+
+class Gather(Op):
+    """W[ids]: the rows of W picked by an integer array."""
+
+    operands = 2
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return ranks[1] + ranks[0] - 1
+
+    def tex(self, p: _Latex) -> str:
+        w = p.parenthesize(self.args[0], _ATOM, strict=True)
+        return f"{w}\\left[{p.doprint(self.args[1])}\\right]"
+
+    def mml(self, p: _MathML) -> Element:
+        return p.row(
+            p.parenthesize(self.args[0], _ATOM, True),
+            p.mo("["),
+            p.doprint_element(self.args[1]),
+            p.mo("]"),
+        )
+
+    def txt(self, p: _Text) -> str:
+        w = p.parenthesize(self.args[0], _ATOM, strict=True)
+        return f"{w}[{p.doprint(self.args[1])}]"
+
+    def compute(self, w: Any, ids: Any) -> Any:
+        return _np().asarray(w)[ids]
+
+
+class ScatterAdd(Op):
+    """The rows of g added up at ids into `size` rows (the adjoint of W[ids])."""
+
+    operands = 2
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return ranks[0] - ranks[1] + 1
+
+    def tex(self, p: _Latex) -> str:
+        g, ids, size = (p.doprint(a) for a in self.args)
+        return f"\\operatorname{{scatter\\_add}}_{{{size}}}\\left({g}, {ids}\\right)"
+
+    def mml(self, p: _MathML) -> Element:
+        name = p.sub(p.mi("scatter_add"), p.doprint_element(self.args[2]))
+        return _call_mml(p, name, list(self.args[:2]))
+
+    def txt(self, p: _Text) -> str:
+        return f"scatter_add({', '.join(p.doprint(a) for a in self.args)})"
+
+    def compute(self, g: Any, ids: Any, size: Any) -> Any:
+        np = _np()
+        g = np.asarray(g, dtype=float)
+        out = np.zeros((int(size), *g.shape[np.ndim(ids) :]))
+        np.add.at(out, ids, g)
+        return out
+
+
+class TakeAlong(Op):
+    """x's entry at labels along an axis, one per slice: `Z[arange(N), y]`;
+    (x, labels, axis)."""
+
+    operands = 2
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return ranks[0] - 1
+
+    def _pick(self, p: _Printer) -> bool:
+        return int(self.args[2]) == 1 == p.rank(self.args[1])
+
+    def tex(self, p: _Latex) -> str:
+        x, labels = (p.doprint(a) for a in self.args[:2])
+        if self._pick(p):
+            return f"\\left({x}\\right)_{{i, {labels}_{{i}}}}"
+        return f"\\operatorname{{take}}_{{{int(self.args[2])}}}\\left({x}, {labels}\\right)"
+
+    def mml(self, p: _MathML) -> Element:
+        name = p.sub(p.mi("take"), p.mn(str(int(self.args[2]))))
+        return _call_mml(p, name, list(self.args[:2]))
+
+    def txt(self, p: _Text) -> str:
+        x, labels = (p.doprint(a) for a in self.args[:2])
+        return f"take_along({x}, {labels}, {int(self.args[2])})"
+
+    def compute(self, x: Any, labels: Any, axis: Any) -> Any:
+        np = _np()
+        index = np.expand_dims(labels, int(axis))
+        index = index.reshape(index.shape + (1,) * (np.ndim(x) - index.ndim))
+        return np.squeeze(
+            np.take_along_axis(np.asarray(x), index, int(axis)), int(axis)
+        )
+
+
+class PutAlong(Op):
+    """Zeros with g at labels along an axis (of length size): (g, labels, size,
+    axis); where g has the labels' shape it is `g * onehot(labels, size)`."""
+
+    operands = 2
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return ranks[0] + 1
+
+    def tex(self, p: _Latex) -> str:
+        g, labels, size = (p.doprint(a) for a in self.args[:3])
+        return f"\\operatorname{{put}}_{{{int(self.args[3])}}}\\left({g}, {labels}, {size}\\right)"
+
+    def mml(self, p: _MathML) -> Element:
+        name = p.sub(p.mi("put"), p.mn(str(int(self.args[3]))))
+        return _call_mml(p, name, list(self.args[:3]))
+
+    def txt(self, p: _Text) -> str:
+        inner = ", ".join(p.doprint(a) for a in self.args)
+        return f"put_along({inner})"
+
+    def compute(self, g: Any, labels: Any, size: Any, axis: Any) -> Any:
+        np = _np()
+        a = int(axis)
+        index = np.expand_dims(labels, a)
+        shape = (*index.shape[:a], int(size), *index.shape[a + 1 :])
+        out = np.zeros(shape + np.shape(g)[np.ndim(labels) :])
+        index = index.reshape(index.shape + (1,) * (out.ndim - index.ndim))
+        np.put_along_axis(out, index, np.expand_dims(g, a), a)
+        return out
+
+
+class OneHot(Op):
+    """onehot(y, k): 1 at each label along a new last axis of length k."""
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return ranks[0] + 1
+
+    def tex(self, p: _Latex) -> str:
+        y, k = (p.doprint(a) for a in self.args)
+        return f"\\operatorname{{onehot}}\\left({y}, {k}\\right)"
+
+    def mml(self, p: _MathML) -> Element:
+        return _call_mml(p, p.mi("onehot"), list(self.args))
+
+    def txt(self, p: _Text) -> str:
+        return f"onehot({', '.join(p.doprint(a) for a in self.args)})"
+
+    def compute(self, y: Any, k: Any) -> Any:
+        return _np().eye(int(k))[y]
+
+
+class Arange(Op):
+    """0, 1, ..., n - 1."""
+
+    def tex(self, p: _Latex) -> str:
+        return f"\\operatorname{{arange}}\\left({p.doprint(self.args[0])}\\right)"
+
+    def mml(self, p: _MathML) -> Element:
+        return p.row(p.mi("arange"), p.fenced(self.args[0]))
+
+    def txt(self, p: _Text) -> str:
+        return f"arange({p.doprint(self.args[0])})"
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return 1
+
+    def compute(self, n: Any) -> Any:
+        return _np().arange(int(n))
+
+
+class Permute(Op):
+    """transpose(x, perm): the axes in a new order."""
+
+    def _perm(self) -> tuple[int, ...]:
+        return _ints(self.args[1])
+
+    def tex(self, p: _Latex) -> str:
+        perm = ",".join(map(str, self._perm()))
+        return f"\\operatorname{{transpose}}_{{({perm})}}\\left({p.doprint(self.args[0])}\\right)"
+
+    def mml(self, p: _MathML) -> Element:
+        perm = ",".join(map(str, self._perm()))
+        return p.row(
+            p.sub(p.mi("transpose"), p.mtext(f"({perm})")), p.fenced(self.args[0])
+        )
+
+    def txt(self, p: _Text) -> str:
+        return f"transpose({p.doprint(self.args[0])}, {self._perm()})"
+
+    def compute(self, x: Any, perm: Any) -> Any:
+        return _np().transpose(x, tuple(int(t) for t in str(perm).split(",")))
+
+
+class SwapAxes(Op):
+    """The last two axes swapped: each matrix of a stack transposed, `A^T`."""
+
+    base_precedence = _POW
+
+    def tex(self, p: _Latex) -> str:
+        return Transpose(self.args[0]).tex(p)
+
+    def mml(self, p: _MathML) -> Element:
+        return Transpose(self.args[0]).mml(p)
+
+    def txt(self, p: _Text) -> str:
+        return f"swapaxes({p.doprint(self.args[0])}, -1, -2)"
+
+    def compute(self, x: Any) -> Any:
+        return _np().swapaxes(x, -1, -2)
+
+
+class Tensordot(Op):
+    """np.tensordot(a, b, axes=(left, right)): (a, b, `left|right`)."""
+
+    operands = 2
+
+    def _axes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        left, right = str(self.args[2].name).split("|")
+        return (
+            tuple(int(t) for t in left.split(",") if t),
+            tuple(int(t) for t in right.split(",") if t),
+        )
+
+    def out_rank(self, ranks: list[int]) -> int:
+        left, right = self._axes()
+        return ranks[0] + ranks[1] - len(left) - len(right)
+
+    def tex(self, p: _Latex) -> str:
+        a, b = (p.doprint(x) for x in self.args[:2])
+        return f"\\operatorname{{tensordot}}\\left({a}, {b}\\right)"
+
+    def mml(self, p: _MathML) -> Element:
+        return _call_mml(p, p.mi("tensordot"), list(self.args[:2]))
+
+    def txt(self, p: _Text) -> str:
+        a, b = (p.doprint(x) for x in self.args[:2])
+        left, right = self._axes()
+        return f"tensordot({a}, {b}, axes=({list(left)}, {list(right)}))"
+
+    def compute(self, a: Any, b: Any, axes: Any) -> Any:
+        left, right = str(axes).split("|")
+        pair = (
+            [int(t) for t in left.split(",") if t],
+            [int(t) for t in right.split(",") if t],
+        )
+        return _np().tensordot(a, b, axes=pair)
+
+
+class Joined(Op):
+    """concatenate or stack with an axis: (*arrays, axis)."""
+
+    operands = -1
+    fname: ClassVar[str] = ""
+
+    @property
+    def arrays(self) -> tuple[Any, ...]:
+        return tuple(self.args[:-1])
+
+    def tex(self, p: _Latex) -> str:
+        inner = ", ".join(p.doprint(a) for a in self.arrays)
+        return f"\\operatorname{{{self.fname}}}_{{{int(self.args[-1])}}}\\left({inner}\\right)"
+
+    def mml(self, p: _MathML) -> Element:
+        name = p.sub(p.mi(self.fname), p.mn(str(int(self.args[-1]))))
+        return _call_mml(p, name, list(self.arrays))
+
+    def txt(self, p: _Text) -> str:
+        inner = ", ".join(p.doprint(a) for a in self.arrays)
+        return f"{self.fname}([{inner}], axis={int(self.args[-1])})"
+
+
+class Concat(Joined):
+    fname = "concatenate"
+
+    def compute(self, *values: Any) -> Any:
+        np = _np()
+        items = np.broadcast_arrays(*values[:-1])  # a lazily broadcast scalar
+        return np.concatenate(items, axis=int(values[-1]))
+
+
+class StackAxis(Joined):
+    fname = "stack"
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return max(ranks) + 1
+
+    def compute(self, *values: Any) -> Any:
+        np = _np()
+        items = np.broadcast_arrays(*values[:-1])
+        return np.stack(items, axis=int(values[-1]))
+
+
+class OnesOf(Op):
+    """An array of ones of the shape given by the arguments (dims)."""
+
+    operands = 0
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return len(self.args)
+
+    def tex(self, p: _Latex) -> str:
+        return "\\mathbf{1}"
+
+    def mml(self, p: _MathML) -> Element:
+        m = p.mi("1")
+        m.setAttribute("mathvariant", "bold")
+        return m
+
+    def txt(self, p: _Text) -> str:
+        dims = ", ".join(p.doprint(d) for d in self.args)
+        return f"ones(({dims},))" if len(self.args) == 1 else f"ones(({dims}))"
+
+    def compute(self, *dims: Any) -> Any:
+        return _np().ones(tuple(int(d) for d in dims))
+
+
+class Diagonal(Op):
+    """The diagonal of a square matrix (of each matrix of a stack) along two axes,
+    put last as numpy does: (x, axis1, axis2)."""
+
+    def out_rank(self, ranks: list[int]) -> int:
+        return ranks[0] - 1
+
+    def _last(self, p: _Printer) -> bool:
+        r = p.rank(self.args[0])
+        return (int(self.args[1]), int(self.args[2])) == (r - 2, r - 1)
+
+    def tex(self, p: _Latex) -> str:
+        sub = "" if self._last(p) else f"{int(self.args[1])}{int(self.args[2])}"
+        name = _sub_tex("\\operatorname{diag}", sub)
+        return f"{name}\\left({p.doprint(self.args[0])}\\right)"
+
+    def mml(self, p: _MathML) -> Element:
+        return p.row(p.mi("diag"), p.fenced(self.args[0]))
+
+    def txt(self, p: _Text) -> str:
+        x = p.doprint(self.args[0])
+        if self._last(p):
+            return f"diag({x})"
+        return f"diag({x}, {int(self.args[1])}, {int(self.args[2])})"
+
+    def compute(self, x: Any, axis1: Any, axis2: Any) -> Any:
+        return _np().diagonal(x, axis1=int(axis1), axis2=int(axis2))
 
 
 # --- element-wise functions sympy has no name for -----------------------------------
@@ -680,8 +1377,13 @@ class Compare(Elementwise):
         return p.row(p.mo("("), a, p.mo(self.mml_symbol), b, p.mo(")"))
 
     def txt(self, p: _Text) -> str:
+        return f"({self.bare(p)})"
+
+    def bare(self, p: _Latex | _Text) -> str:
+        """Without the parentheses: `a <= b`, in LaTeX or text."""
         a, b = (p.doprint(x) for x in self.args)
-        return f"({a} {self.symbol} {b})"
+        symbol = self.tex_symbol if isinstance(p, _Latex) else self.symbol
+        return f"{a} {symbol} {b}"
 
 
 class Greater(Compare):
@@ -703,6 +1405,127 @@ class NotEqual(Compare):
 
     def compute(self, a: Any, b: Any) -> Any:
         return _np().not_equal(a, b).astype(float)
+
+
+class Less(Compare):
+    symbol, tex_symbol, mml_symbol = "<", "<", "<"
+
+    def compute(self, a: Any, b: Any) -> Any:
+        return _np().less(a, b).astype(float)
+
+
+class LessEqual(Compare):
+    symbol, tex_symbol, mml_symbol = "<=", "\\leq", "\u2264"
+
+    def compute(self, a: Any, b: Any) -> Any:
+        return _np().less_equal(a, b).astype(float)
+
+
+class GreaterEqual(Compare):
+    symbol, tex_symbol, mml_symbol = ">=", "\\geq", "\u2265"
+
+    def compute(self, a: Any, b: Any) -> Any:
+        return _np().greater_equal(a, b).astype(float)
+
+
+#: not (a < b) is (a >= b): a negated comparison is the opposite one
+_NEGATED: dict[type[Compare], type[Compare]] = {
+    Greater: LessEqual,
+    LessEqual: Greater,
+    Less: GreaterEqual,
+    GreaterEqual: Less,
+    Equal: NotEqual,
+    NotEqual: Equal,
+}
+
+
+def negation(c: Any) -> Any:
+    """The mask of `not c`: the opposite comparison, else 1 - c."""
+    if isinstance(c, Compare):
+        return _NEGATED[type(c)](*c.args)
+    return 1 - c
+
+
+class Or(Elementwise):
+    """a | b of two masks."""
+
+    operands = 2
+
+    def tex(self, p: _Latex) -> str:
+        a, b = (p.doprint(x) for x in self.args)
+        return f"\\left({a} \\lor {b}\\right)"
+
+    def mml(self, p: _MathML) -> Element:
+        a, b = (p.doprint_element(x) for x in self.args)
+        return p.row(p.mo("("), a, p.mo("\u2228"), b, p.mo(")"))
+
+    def txt(self, p: _Text) -> str:
+        a, b = (p.doprint(x) for x in self.args)
+        return f"({a} | {b})"
+
+    def compute(self, a: Any, b: Any) -> Any:
+        np = _np()
+        return np.logical_or(np.asarray(a) != 0, np.asarray(b) != 0).astype(float)
+
+
+class Where(Elementwise):
+    """where(c, a, b): a where the mask c holds, else b (`np.where`)."""
+
+    name, tex_name = "where", "\\operatorname{where}"
+    operands = 3
+
+    def _condition(self, p: _Latex | _Text) -> str:
+        c = self.args[0]
+        return c.bare(p) if isinstance(c, Compare) else str(p.doprint(c))
+
+    def txt(self, p: _Text) -> str:
+        a, b = (p.doprint(x) for x in self.args[1:])
+        return f"where({self._condition(p)}, {a}, {b})"
+
+    def tex(self, p: _Latex) -> str:
+        a, b = (p.doprint(x) for x in self.args[1:])
+        c = self._condition(p)
+        return (
+            f"\\begin{{cases}} {a} & \\text{{if }} {c} \\\\"
+            f" {b} & \\text{{otherwise}} \\end{{cases}}"
+        )
+
+    def compute(self, c: Any, a: Any, b: Any) -> Any:
+        return _np().where(_np().asarray(c) != 0, a, b)
+
+
+class Clip(Elementwise):
+    name, tex_name = "clip", "\\operatorname{clip}"
+    operands = 3
+
+    def compute(self, x: Any, lo: Any, hi: Any) -> Any:
+        return _np().clip(x, lo, hi)
+
+
+class NonZero(Elementwise):
+    """A divisor made 1 where it is 0 (the numerator is 0 there too): printed as
+    the divisor itself, as the math writes it."""
+
+    @property
+    def precedence(self) -> int:
+        from sympy.printing.precedence import precedence
+
+        result: int = precedence(self.args[0])
+        return result
+
+    def tex(self, p: _Latex) -> str:
+        return p.doprint(self.args[0])
+
+    def mml(self, p: _MathML) -> Element:
+        return p.doprint_element(self.args[0])
+
+    def txt(self, p: _Text) -> str:
+        return p.doprint(self.args[0])
+
+    def compute(self, x: Any) -> Any:
+        np = _np()
+        x = np.asarray(x, dtype=float)
+        return np.where(x == 0, 1.0, x)
 
 
 class Hadamard(Op):
@@ -893,15 +1716,16 @@ class _Latex(_Printer, LatexPrinter):
             return super()._print_Mul(expr)
         coefficient, scalars, top, bottom = split
         many = len(scalars) + len(top) > 1
-        parts = [
-            self.parenthesize(f, _MUL) if many else self._print(f) for f in scalars
-        ]
+        guard = coefficient != 1 and not bottom  # `2/N (a + b)`, not `2/N a + b`
+
+        def factor(f: Any) -> str:
+            if many or guard:
+                return str(self.parenthesize(f, _MUL, strict=not many))
+            return str(self._print(f))
+
+        parts = [factor(f) for f in scalars]
         if top:
-            parts.append(
-                " \\odot ".join(
-                    self.parenthesize(f, _MUL) if many else self._print(f) for f in top
-                )
-            )
+            parts.append(" \\odot ".join(factor(f) for f in top))
         body = " ".join(parts) or "1"
         if bottom:
             body = f"\\frac{{{body}}}{{{self._print(sp.Mul(*bottom))}}}"
@@ -943,7 +1767,7 @@ class _Text(_Printer, StrPrinter):
         if coefficient == 1:
             return body
         if coefficient == -1:
-            return f"-{body}" if len(factors) == 1 and not bottom else f"-({body})"
+            return f"-{body}"  # -a * b is -(a * b)
         return f"{self._print(coefficient)} * {body}"
 
     def _print_Pow(self, expr: Any) -> str:
@@ -967,12 +1791,15 @@ class _MathML(_Printer, MathMLPresentationPrinter):
             return super()._print_Mul(expr)
         coefficient, scalars, top, bottom = split
         many = len(scalars) + len(top) > 1
+        guard = coefficient != 1 and not bottom
         body = self.row()
         for i, f in enumerate([*scalars, *top]):
             if i:
                 body.appendChild(self.mo("\u2299" if i > len(scalars) else "\u2062"))
             body.appendChild(
-                self.parenthesize(f, _MUL) if many else self.doprint_element(f)
+                self.parenthesize(f, _MUL, not many)
+                if many or guard
+                else self.doprint_element(f)
             )
         if bottom:
             frac = self.element("mfrac")
@@ -1097,6 +1924,15 @@ _LINEAR: tuple[type, ...] = (
     Lift,
     Swap01,
     Einsum,
+    GetItem,
+    Put,
+    Gather,
+    ScatterAdd,
+    TakeAlong,
+    Permute,
+    SwapAxes,
+    Tensordot,
+    Diagonal,
 )
 
 
@@ -1129,6 +1965,10 @@ def _simplify(expr: Any, ranks: Mapping[sp.Symbol, int]) -> Any:
         if isinstance(expr, Sum) and not isinstance(expr, SumKeep):
             if rank(args[0], ranks) == 0:
                 return factor * args[0]
+        if isinstance(expr, Sum):
+            along = _sum_of_onehot(args[0], int(args[1]), ranks)
+            if along is not None:
+                return factor * along
         return factor * expr.func(*args)
     opaque: dict[Any, sp.Symbol] = {}
 
@@ -1145,8 +1985,42 @@ def _simplify(expr: Any, ranks: Mapping[sp.Symbol, int]) -> Any:
 
     inner = {k: _simplify(k, ranks) for k in _opaque_in(expr)}
     region = hide(expr.xreplace(inner))
-    region = _best(region)
+    region = _wheres(_best(region))
     return region.xreplace({s: e for e, s in opaque.items()})
+
+
+def _sum_of_onehot(x: Any, axis: int, ranks: Mapping[sp.Symbol, int]) -> Any:
+    """sum(a[:, None] * onehot(y, k), axis=1) is a: each row of a one-hot sums to
+    1. `x` is the summand (scalar factors already out); None: not that form."""
+    factors = sp.Mul.make_args(x)
+    hot = [f for f in factors if isinstance(f, OneHot)]
+    if len(hot) != 1 or axis != rank(hot[0], ranks) - 1:
+        return None
+    rest = [f for f in factors if f is not hot[0]]
+    if not all(isinstance(f, ExpandDims) and int(f.args[1]) == axis for f in rest):
+        return None
+    return sp.Mul(*(f.args[0] for f in rest))  # broadcasts as the kept axis would
+
+
+def _wheres(region: Any) -> Any:
+    """c a + (not c) b is where(c, a, b): two terms of a sum masked by a comparison
+    and by its negation (the two branches of a `where`)."""
+    if not region.args or isinstance(region, sp.Symbol):
+        return region
+    region = region.func(*(_wheres(a) for a in region.args))
+    if not region.is_Add:
+        return region
+    terms = list(region.args)
+    for i, t in enumerate(terms):
+        masks = [f for f in sp.Mul.make_args(t) if isinstance(f, Compare)]
+        for c in sorted(masks, key=sp.default_sort_key):
+            other = negation(c)
+            for j, u in enumerate(terms):
+                if j != i and other in sp.Mul.make_args(u):
+                    picked = Where(c, t / c, u / other)
+                    rest = [x for k, x in enumerate(terms) if k not in (i, j)]
+                    return _wheres(sp.Add(picked, *rest))
+    return region
 
 
 def _opaque_in(expr: Any) -> list[Any]:
@@ -1192,8 +2066,18 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "minimum": Minimum,
     "xlogy": XLogY,
     "gt": Greater,
+    "ge": GreaterEqual,
+    "lt": Less,
+    "le": LessEqual,
     "eq": Equal,
     "ne": NotEqual,
+    "and_": lambda a, b: a * b,  # masks of 0 and 1
+    "or_": Or,
+    "not_": negation,
+    "where": Where,
+    "select": Where,
+    "clip": Clip,
+    "nonzero": NonZero,
 }
 _ARITHMETIC: dict[str, Callable[..., Any]] = {
     "add": lambda a, b: a + b,
@@ -1268,8 +2152,13 @@ class Shadow:
             return args[0] ** number(attr(n, Exponent).k)
         if op in _ARITHMETIC:
             return _ARITHMETIC[op](*args)
+        if op == "exp" and isinstance(args[0], LogSoftmax):
+            return Softmax(*args[0].args)  # exp(log_softmax(z)) = softmax(z)
         if op in _FUNCTIONS:
             return _FUNCTIONS[op](*args)
+        converted = self._array_op(n, args)
+        if converted is not None:
+            return converted
         if op in ("sum", "mean", "logsumexp") and (
             attr(n, Axis).axes is None or len(attr(n, Axis).axes or ()) == 1
         ):
@@ -1310,13 +2199,113 @@ class Shadow:
             return Stack(*args)
         if op == "zeros_like" or op == "zeros":
             return Zeros(*(self._dim(d) for d in n.shape))
+        if op == "ones":
+            return OnesOf(*(self._dim(d) for d in n.shape))
         if op == "eye":
             return Eye(args[0])
         if op == "einsum":
-            return Einsum(sp.Symbol(attr(n, Subscripts).spec), *args)
+            return Einsum(Label(attr(n, Subscripts).spec), *args)
         if op == "shape":
             return sp.Integer(0)  # only read through `fill`'s own dims
         return _unknown(n, args)
+
+    def _array_op(self, n: Node, args: list[Any]) -> Any:
+        """The ops of issue 9 and of the rank work (None: not one of them)."""
+        op = n.op
+        if op in _REDUCTIONS or (op in ("sum", "mean") and _several(n)):
+            return self._reduction(n, args[0])
+        if op in ("softmax", "log_softmax"):
+            (axis,) = attr(n, Axis).axes or (n.rank - 1,)
+            kind = Softmax if op == "softmax" else LogSoftmax
+            return kind(args[0], sp.Integer(axis))
+        if op == "getitem":
+            items = attr(n, IndexAttr).items
+            c, stacked = _scalar_factor(args[0], self.ranks)
+            last = items[-1] if items else ""
+            if last == "{1}" and args[1].is_Integer:
+                last = str(int(args[1]))
+            if isinstance(stacked, StackAxis) and last.isdigit():
+                axis = int(stacked.args[-1])  # stack([a, b], axis=1)[:, 1] is b
+                if items[:-1] == (":",) * axis and len(items) == axis + 1:
+                    return c * stacked.args[int(last)]
+            return GetItem(args[0], *args[1:], Label("|".join(items)))
+        if op == "put":
+            return self._put(n, args)
+        if op == "gather":
+            return Gather(*args)
+        if op == "scatter_add":
+            return ScatterAdd(*args)
+        if op == "take_along":
+            return TakeAlong(*args, sp.Integer(attr(n, IndexAttr).axis))
+        if op == "put_along":
+            return self._put_along(n, args)
+        if op == "one_hot":
+            return OneHot(args[0], args[1])
+        if op == "arange":
+            return Arange(args[0])
+        if op == "permute":
+            return Permute(args[0], _label(attr(n, Permutation).perm))
+        if op == "swapaxes":
+            return SwapAxes(args[0])
+        if op == "tensordot":
+            t = attr(n, TensorAxes)
+            left, right = (",".join(map(str, x)) for x in (t.left, t.right))
+            return Tensordot(args[0], args[1], Label(f"{left}|{right}"))
+        if op == "concat":
+            return Concat(*args, sp.Integer(attr(n, Position).i))
+        if op == "stack" and n.attrs is not None:
+            return StackAxis(*args, sp.Integer(attr(n, Position).i))
+        if op == "diag":
+            a1, a2 = attr(n, Axes).axes
+            return Diagonal(args[0], sp.Integer(a1), sp.Integer(a2))
+        return None
+
+    def _reduction(self, n: Node, x: Any) -> Any:
+        a = attr(n, Axis)
+        axes = tuple(range(n.args[0].rank)) if a.axes is None else a.axes
+        if n.op in ("sum", "mean"):  # several axes: one sum after another
+            out = x
+            for axis in sorted(axes, reverse=True):
+                out = (SumKeep if a.keepdims else Sum)(out, sp.Integer(axis))
+            if n.op == "sum":
+                return out
+            shape = n.args[0].shape
+            return out / sp.Mul(*(self._dim(shape[i]) for i in axes))
+        kind = _REDUCTIONS[n.op]
+        every = a.axes is None or len(axes) == n.args[0].rank
+        if every and not a.keepdims:
+            return kind(x, _label(None), sp.Integer(0))
+        return kind(x, _label(axes), sp.Integer(int(a.keepdims)))
+
+    def _put(self, n: Node, args: list[Any]) -> Any:
+        """Zeros with g at an index; an index of `:` and `None` only just drops the
+        size-1 axes (`sum(..., keepdims=True)` put back is the plain sum)."""
+        items = attr(n, IndexAttr).items
+        g = args[0]
+        if all(i in (":", "None") for i in items):
+            dropped = [k for k, i in enumerate(items) if i == "None"]
+            if len(dropped) == 1 and isinstance(g, SumKeep):
+                if int(g.args[1]) == dropped[0]:
+                    return Sum(*g.args)
+            squeezed = tuple("0" if i == "None" else i for i in items)
+            return GetItem(g, Label("|".join(squeezed)))
+        index = args[1 : 1 + _index_count(items)]
+        dims = (self._dim(d) for d in n.shape)
+        return Put(g, Label("|".join(items)), *index, *dims)
+
+    def _put_along(self, n: Node, args: list[Any]) -> Any:
+        """g at the labels along the last axis is `g onehot(y, k)`: the one-hot
+        written by index. A g that is one number filled in is that number."""
+        g, labels, size = args
+        axis = attr(n, IndexAttr).axis
+        gnode, lnode = n.args[0], n.args[1]
+        if axis != lnode.rank or gnode.shape != lnode.shape:
+            return PutAlong(g, labels, size, sp.Integer(axis))
+        if gnode.op == "fill" and gnode.args[0].rank == 0:
+            g = self._memo[gnode.args[0]] if gnode.args[0] in self._memo else g
+        if rank(g, self.ranks) == 0:
+            return g * OneHot(labels, size)
+        return ExpandDims(g, sp.Integer(axis)) * OneHot(labels, size)
 
     def _dim(self, d: object) -> Any:
         if isinstance(d, int):
@@ -1378,6 +2367,14 @@ def _unknown(n: Node, args: list[Any]) -> Any:
     return _generic(n.op)(*args, sp.Integer(n.rank))
 
 
+def _several(n: Node) -> bool:
+    """A reduction along several axes (or every axis, kept)."""
+    a = attr(n, Axis)
+    if a.axes is None:
+        return a.keepdims
+    return len(a.axes) > 1
+
+
 def _ancestors_until(root: Node, atoms: Mapping[Node, Any]) -> list[Node]:
     """The nodes `root` needs, not looking past atoms (other than the root)."""
     seen: dict[int, Node] = {}
@@ -1416,13 +2413,12 @@ def evaluate(expr: Any, values: Mapping[str, Any]) -> Any:
     """The closed form's value on numpy arrays: `values` maps symbol names to
     arrays (and dims to their sizes). Independent of every printer."""
     np = _np()
+    if isinstance(expr, Label):
+        return expr.name
     if isinstance(expr, sp.Symbol):
         return values[expr.name]
     if expr.is_Number:
         return float(expr)
-    if isinstance(expr, Einsum):
-        operands = [evaluate(a, values) for a in expr.args[1:]]
-        return expr.compute(expr.args[0].name, *operands)
     args = [evaluate(a, values) for a in expr.args]
     if isinstance(expr, Op):
         return expr.compute(*args)

@@ -26,6 +26,7 @@ from conftest import (
     example,
     example_id,
     import_file,
+    random_point,
     smooth_point,
 )
 from typer.testing import CliRunner
@@ -57,20 +58,101 @@ def explained(ex: Example) -> Explanation:
     return explain(model, derivatives, program, print_program(program))
 
 
-def point_values(ex: Example, seed: int) -> dict[str, Any]:
-    """Inputs, params, `define` entries and dims at a random point away from kinks."""
-    point = smooth_point(ex, seed)
-    defined = evaluate(ex, point).define
+def point_values(ex: Example, seed: int, smooth: bool = True) -> dict[str, Any]:
+    """Inputs, params, `define` entries and dims at a random point away from kinks
+    (`smooth`; else any random point, for specs without relu, abs, max or min)."""
+    if smooth:
+        point = smooth_point(ex, seed)
+    else:
+        point = random_point(ex, np.random.default_rng(seed))
+    defined = evaluate(ex, {**point, **_LAYOUT}).define
     return {**point, **defined, **ex.dims}
+
+
+# the functions of the rank work, for the reference evaluator (as in
+# tests/test_differential.py)
+_LAYOUT: dict[str, Any] = {
+    "transpose": lambda x, perm=None: np.transpose(x, perm),
+    "reshape": lambda x, shape: np.reshape(x, tuple(int(d) for d in shape)),
+    "concat": lambda items, axis=0: np.concatenate(items, axis=axis),
+    "stack": lambda items, axis=0: np.stack(items, axis=axis),
+    "ones": lambda shape: np.ones(tuple(int(d) for d in shape)),
+    "diag": lambda x: np.diagonal(x, axis1=-2, axis2=-1),
+    "trace": lambda x: np.sum(np.diagonal(x, axis1=-2, axis2=-1), axis=-1),
+}
+
+
+def _softmax(x: Any, axis: int = -1) -> Any:
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def _extreme(pairwise: Any, reduce: Any) -> Any:
+    """max(a, b) element-wise; max(x, axis=...) a reduction (as a spec writes them)."""
+
+    def extreme(*args: Any, **kwargs: Any) -> Any:
+        return pairwise(*args) if len(args) == 2 else reduce(*args, **kwargs)
+
+    return extreme
+
+
+def _scatter_add(g: Any, ids: Any, size: int) -> Any:
+    out = np.zeros((size, *np.shape(g)[np.ndim(ids) :]))
+    np.add.at(out, ids, g)
+    return out
+
+
+def _put(g: Any, shape: tuple[int, ...], *index: Any) -> Any:
+    out = np.zeros(shape)
+    out[index] = g
+    return out
+
+
+def _take_along(x: Any, labels: Any, axis: int) -> Any:
+    index = np.expand_dims(labels, axis)
+    index = index.reshape(index.shape + (1,) * (np.ndim(x) - index.ndim))
+    return np.squeeze(np.take_along_axis(x, index, axis), axis)
+
+
+def _put_along(g: Any, labels: Any, size: int, axis: int) -> Any:
+    index = np.expand_dims(labels, axis)
+    out = np.zeros((*index.shape[:axis], size, *index.shape[axis + 1 :]))
+    out = np.zeros(out.shape + np.shape(g)[np.ndim(labels) :])
+    index = index.reshape(index.shape + (1,) * (out.ndim - index.ndim))
+    np.put_along_axis(out, index, np.expand_dims(g, axis), axis)
+    return out
 
 
 # numpy for the names the one-line closed forms use
 _TEXT_NAMESPACE: dict[str, Any] = {
     "__builtins__": {},
-    "sum": lambda x, axis=None: np.sum(x, axis=axis),
+    "sum": lambda x, axis=None, keepdims=False: np.sum(x, axis=axis, keepdims=keepdims),
+    "var": np.var,
+    "std": np.std,
+    "norm": lambda x, axis=None, keepdims=False: np.sqrt(
+        np.sum(np.square(x), axis=axis, keepdims=keepdims)
+    ),
+    "where": lambda c, a, b: np.where(c, a, b),
+    "clip": np.clip,
+    "softmax": _softmax,
+    "log_softmax": lambda x, axis=-1: np.log(_softmax(x, axis)),
+    "onehot": lambda y, k: np.eye(k)[y],
+    "scatter_add": _scatter_add,
+    "put": _put,
+    "take_along": _take_along,
+    "put_along": _put_along,
+    "arange": np.arange,
+    "slice": slice,
+    "transpose": np.transpose,
+    "reshape": np.reshape,
+    "concatenate": lambda items, axis: np.concatenate(
+        np.broadcast_arrays(*items), axis=axis
+    ),
+    "tensordot": np.tensordot,
+    "diag": lambda x, a=-2, b=-1: np.diagonal(x, axis1=a, axis2=b),
     "outer": np.outer,
     "ones": np.ones,
-    "stack": lambda items: np.array(np.broadcast_arrays(*items)),
+    "stack": lambda items, axis=0: np.stack(np.broadcast_arrays(*items), axis=axis),
     "einsum": np.einsum,
     "eye": np.eye,
     "swapaxes": np.swapaxes,
@@ -88,15 +170,19 @@ _TEXT_NAMESPACE: dict[str, Any] = {
     "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
     "relu": lambda x: np.maximum(x, 0),
     "softplus": lambda x: np.logaddexp(0, x),
-    "max": np.maximum,
-    "min": np.minimum,
-    "logsumexp": lambda x, axis=None: np.log(np.sum(np.exp(x), axis=axis)),
+    "max": _extreme(np.maximum, np.max),
+    "min": _extreme(np.minimum, np.min),
+    "logsumexp": lambda x, axis=None, keepdims=False: np.log(
+        np.sum(np.exp(x), axis=axis, keepdims=keepdims)
+    ),
 }
 
 
-def expected_derivatives(ex: Example, values: dict[str, Any]) -> dict[str, Any]:
+def expected_derivatives(
+    ex: Example, values: dict[str, Any], module: Any = None
+) -> dict[str, Any]:
     """What the generated module computes: dL/dw, and d out/d w, by name."""
-    module = ex.module
+    module = ex.module if module is None else module
     found: dict[str, Any] = {}
     if ex.loss is not None:
         for p, g in call(module.gradients, values)._asdict().items():
@@ -131,7 +217,10 @@ def test_closed_forms_agree_with_the_generated_code(ex: Example) -> None:
 @pytest.mark.parametrize("ex", EXAMPLES, ids=example_id)
 def test_docstring_closed_forms_agree_with_the_generated_code(ex: Example) -> None:
     """Each `dL/dw = ...` line of a generated docstring, run as numpy."""
-    module = ex.module
+    _docstrings_agree(ex, ex.module)
+
+
+def _docstrings_agree(ex: Example, module: Any, smooth: bool = True) -> None:
     lines: dict[str, str] = {}
     for fn in ("loss_and_gradients", *(f"jacobian_{o}" for o in ex.outputs)):
         doc = getattr(module, fn, None).__doc__ if hasattr(module, fn) else None
@@ -139,12 +228,108 @@ def test_docstring_closed_forms_agree_with_the_generated_code(ex: Example) -> No
             match = re.fullmatch(r"\s*(d\w+/d\w+) = (.+)", line)
             if match:
                 lines[match[1]] = match[2]
-    values = point_values(ex, 0)
-    want = expected_derivatives(ex, values)
+    values = point_values(ex, 0, smooth)
+    want = expected_derivatives(ex, values, module)
     assert set(lines) == set(want)
     for name, text in lines.items():
         got = eval(text, dict(_TEXT_NAMESPACE), dict(values))  # our own examples
         _close(got, want[name])
+
+
+# Every op of the language in a closed form: specs beyond the examples.
+OP_SPECS: dict[str, str] = {
+    "reductions": """
+inputs: {X: [N, n]}
+params: {W: [n, k], b: [k]}
+define:
+  Z: X @ W + b
+  s: std(Z, axis=1, keepdims=True)
+loss: "sum(square(Z / s)) + norm(W) + sum(max(Z, axis=0)) + min(Z) + max(W)
+  + mean(var(Z, axis=0)) + logsumexp(Z, axis=(0, 1))
+  + mean(square(Z), axis=(0, 1)) + sum(norm(Z, axis=1)) + std(b)
+  + sum(sum(Z * Z, axis=(0, 1), keepdims=True))"
+outputs:
+  p: softmax(Z, axis=0)
+  lp: log_softmax(Z)
+""",
+    "conditions": """
+inputs: {y: [n]}
+params: {x: [n], lo: [], hi: []}
+loss: "sum(clip(x, lo, hi) * y)
+  + sum(where((x > 0) & (y < 0.5) | ~(x >= -0.2), x * y, square(x)))
+  + sum(where(x != y, x, 0)) + sum(where(x == y, 0, x * x)) + sum(where(x < y, y, x))"
+outputs:
+  c: clip(x, lo, hi)
+""",
+    "indexing": """
+inputs:
+  X: [N, n]
+  y: {shape: [N], dtype: int}
+  ids: {shape: [B], dtype: int}
+params: {W: [n, k], E: [V, d], A: [T, d]}
+define:
+  Z: X @ W
+  h: E[ids]
+loss: "-mean(Z[arange(N), y]) + sum(square(h[:, None, :] * A[0]))
+  + sum(square(A[1:])) + sum(A[:, :2]) + cross_entropy(Z, y)
+  + sum(one_hot(y, k) * Z) + sum(A[T - 1])"
+outputs:
+  first: X[0] @ W
+  rows: E[ids]
+  pick: Z[arange(N), y]
+""",
+    "layout": """
+inputs: {X: [B, T, n]}
+params: {W: [n, h], S: [h, h], v: [h]}
+define:
+  H: X @ W
+  P: transpose(H, (1, 0, 2))
+  R: reshape(P, [T, B * h])
+loss: "sum(square(R)) + sum(square(concat([H, ones([B, T, h])], axis=2)))
+  + sum(stack([v, 2 * v], axis=1) ** 2) + trace(S) + sum(diag(S) * v)
+  + sum(H @ transpose(H, (0, 2, 1))) + sum(H.T)"
+outputs:
+  d: diag(S) + v
+  flat: R
+  st: stack([v, v * v], axis=0)
+  both: concat([v, diag(S)], axis=0)
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def op_modules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("ops")
+    found: dict[str, Any] = {}
+    for name, body in OP_SPECS.items():
+        spec = out / f"ops_{name}.yaml"
+        spec.write_text(f"gradgen: 1\nname: ops_{name}\n{body}", encoding="utf-8")
+        g = pipeline.generate(spec, out)
+        g.target.write_text(g.text, encoding="utf-8")
+        found[name] = (Example(spec), import_file(g.target, f"gradgen_ops_{name}"))
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(OP_SPECS))
+def test_every_op_has_an_evaluable_closed_form(
+    name: str, op_modules: dict[str, Any]
+) -> None:
+    """Each op prints in the three notations, never as a generic `op(...)`, and
+    its closed form and docstring line agree with the generated code."""
+    ex, module = op_modules[name]
+    e = explained(ex)
+    results = [*e.gradients, *e.jacobians]
+    for r in results:
+        for atom in sp.preorder_traversal(r.closed.expr):
+            assert not isinstance(atom, closedform.Generic), (r.name, atom)
+        assert r.closed.tex and r.closed.mathml and r.closed.text
+    for seed in (0, 1):
+        values = point_values(ex, seed, smooth=False)
+        want = expected_derivatives(ex, values, module)
+        assert set(want) == {r.name for r in results}
+        for r in results:
+            _close(closedform.evaluate(r.closed.expr, values), want[r.name])
+    _docstrings_agree(ex, module, smooth=False)
 
 
 def _result(e: Explanation, name: str) -> Result:
@@ -187,6 +372,24 @@ def test_the_neurons_gradients_are_the_articles() -> None:
         "\\frac{2}{N} X^{\\top} \\left(\\left(a - y\\right) \\odot"
         " \\left(z > 0\\right)\\right)"
     )
+
+
+def test_the_new_ops_read_as_the_article_writes_them() -> None:
+    """Softmax cross-entropy on labels is (softmax(Z) - onehot(y)) / N; Huber's
+    where is a where; an embedding lookup is E[ids], its gradient a scatter-add.
+    (The agreement tests above keep these rewrites numerically honest.)"""
+    e = explained(example("softmax_labels"))
+    assert _result(e, "dL/dW").closed.text == "1/N * X.T @ (softmax(Z) - onehot(y, k))"
+    assert _result(e, "dL/dW").closed.tex == (
+        "\\frac{1}{N} X^{\\top} \\left(\\operatorname{softmax}\\left(Z\\right)"
+        " - \\operatorname{onehot}\\left(y, k\\right)\\right)"
+    )
+    e = explained(example("huber_regression"))
+    assert (
+        _result(e, "dL/dw").closed.text == "1/N * X.T @ where(abs(r) <= 1, r, sign(r))"
+    )
+    text = _result(explained(example("skipgram")), "dL/dE").closed.text
+    assert text.startswith("1/B * scatter_add(") and "F[negatives]" in text
 
 
 def render(ex: Example, fmt: str = "markdown") -> str:
