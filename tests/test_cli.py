@@ -576,6 +576,7 @@ def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_installed_script_end_to_end(project: Path) -> None:
     """The console script: exit codes 0, 1 and 2 (the rest is tested in-process,
     and a stale spec through the pre-commit hooks)."""

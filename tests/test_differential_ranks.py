@@ -22,7 +22,8 @@ from test_differential import NAME, Profile, RandomSpec, Var, assert_all_pass
 pytest.importorskip("autograd")
 
 SCALE = int(os.environ.get("GRADGEN_DIFF_SCALE", "1"))
-SPECS, SLOW_SPECS = 20 * SCALE, 200 * SCALE
+SPECS, SLOW_SPECS = 6 * SCALE, 200 * SCALE  # SPECS in the fast subset
+MORE_SPECS = 14 * SCALE  # with the slow tests: the CI-sized 20
 RANKS = Profile("ranks", {"B": 2, "T": 3, "d": 2, "e": 3}, ())
 Shape = tuple[str, ...]
 CANDIDATES = [
@@ -216,6 +217,11 @@ def rank_spec(seed: int) -> RandomSpec:
 def test_random_rank_specs(tmp_path: Path) -> None:
     """Random specs of ranks 3 and 4, the same ones every run."""
     assert_all_pass(range(SPECS), tmp_path, make=rank_spec)
+
+
+@pytest.mark.slow
+def test_random_rank_specs_more(tmp_path: Path) -> None:
+    assert_all_pass(range(SPECS, SPECS + MORE_SPECS), tmp_path, make=rank_spec)
 
 
 @pytest.mark.slow
