@@ -1204,9 +1204,25 @@ class Concat(Joined):
     fname = "concatenate"
 
     def compute(self, *values: Any) -> Any:
-        np = _np()
-        items = np.broadcast_arrays(*values[:-1])  # a lazily broadcast scalar
-        return np.concatenate(items, axis=int(values[-1]))
+        return _np().concatenate(
+            broadcast_except(values[:-1], int(values[-1])), axis=int(values[-1])
+        )
+
+
+def broadcast_except(items: Any, axis: int) -> list[Any]:
+    """The arrays broadcast against each other along every axis but `axis`, where
+    each keeps its own length (a lazily broadcast scalar becomes a block)."""
+    np = _np()
+    arrays = [np.asarray(v) for v in items]
+    rank = max(a.ndim for a in arrays)
+    arrays = [a.reshape((1,) * (rank - a.ndim) + a.shape) for a in arrays]
+    k = axis % rank
+    common = np.broadcast_shapes(
+        *((*a.shape[:k], 1, *a.shape[k + 1 :]) for a in arrays)
+    )
+    return [
+        np.broadcast_to(a, (*common[:k], a.shape[k], *common[k + 1 :])) for a in arrays
+    ]
 
 
 class StackAxis(Joined):

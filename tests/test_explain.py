@@ -33,6 +33,7 @@ from typer.testing import CliRunner
 
 from gradgen import closedform, pipeline, rules, write
 from gradgen.cli import app
+from gradgen.closedform import broadcast_except
 from gradgen.explanation import Explanation, Result
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,7 +147,7 @@ _TEXT_NAMESPACE: dict[str, Any] = {
     "transpose": np.transpose,
     "reshape": np.reshape,
     "concatenate": lambda items, axis: np.concatenate(
-        np.broadcast_arrays(*items), axis=axis
+        broadcast_except(items, axis), axis=axis
     ),
     "tensordot": np.tensordot,
     "diag": lambda x, a=-2, b=-1: np.diagonal(x, axis1=a, axis2=b),

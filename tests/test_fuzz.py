@@ -38,7 +38,9 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from gradgen.cli import app
-from gradgen.spec import read_spec
+from gradgen.load import load_yaml_text
+from gradgen.model import build
+from gradgen.spec import read_spec, validate
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_TEXTS = [
@@ -138,6 +140,8 @@ def import_module(path: Path) -> Any:
 
 def check_derivatives(module: Any, spec_path: Path, seed: int) -> None:
     spec = read_spec(spec_path)
+    text = spec_path.read_bytes()
+    integers = build(validate(load_yaml_text(text, "s"), "s", spec_path.stem)).integers
     sizes = dict(DIM_SIZES)
     spare = iter(range(2, 100))
     values: dict[str, Any] = {}
@@ -150,6 +154,9 @@ def check_derivatives(module: Any, spec_path: Path, seed: int) -> None:
             shape.append(sizes[d] if isinstance(d, str) else d)
         if math.prod(shape) > 10_000:
             return  # a dim written as a huge integer: nothing sensible to check
+        if decl.name in integers:  # ids: below every dim's size (at least 2)
+            values[decl.name] = rng.integers(0, 2, size=shape)
+            continue
         signs = rng.choice([-1.0, 1.0], size=shape)
         value = signs * rng.uniform(0.3, 1.3, size=shape)
         values[decl.name] = float(value) if not shape else value
