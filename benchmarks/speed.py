@@ -97,7 +97,8 @@ class Model:
     """A benchmark model: its generated module, data and sizes."""
 
     name: str  # generated/<name>.py
-    label: str
+    label: str  # short, for the table
+    description: str  # for the plot
     table_sizes: tuple[int, ...]  # N in the table
     plot_sizes: tuple[int, ...]  # N in the plot (includes the table's)
     quick_sizes: tuple[int, ...]
@@ -130,7 +131,8 @@ MODELS: dict[str, Model] = {
     for model in (
         Model(
             "elementwise",
-            "element-wise: sum(log(1 + exp(sin(x)**2)) * cos(x)**3)",
+            "element-wise",
+            "sum(log(1 + exp(sin(x)**2)) * cos(x)**3)",
             table_sizes=(10**5, 10**6, 10**7),
             plot_sizes=(10**3, 10**4, 10**5, 10**6, 10**7),
             quick_sizes=(10**3, 10**4),
@@ -138,18 +140,26 @@ MODELS: dict[str, Model] = {
         ),
         Model(
             "linear_regression",
-            "linear regression, n=32",
+            "linear regression",
+            "mean((X @ w + b - y)**2), n=32",
             (10**5,),
             (10**5,),
             (1000,),
             {"n": 32},
         ),
         Model(
-            "relu_neuron", "ReLU neuron, n=32", (10**5,), (10**5,), (1000,), {"n": 32}
+            "relu_neuron",
+            "ReLU neuron",
+            "mean((relu(X @ w + b) - y)**2), n=32",
+            (10**5,),
+            (10**5,),
+            (1000,),
+            {"n": 32},
         ),
         Model(
             "logistic_regression",
-            "logistic regression, n=32",
+            "logistic regression",
+            "mean((sigmoid(X @ w + b) - y)**2), n=32",
             (10**5,),
             (10**5,),
             (1000,),
@@ -157,7 +167,8 @@ MODELS: dict[str, Model] = {
         ),
         Model(
             "mlp",
-            "two-layer tanh MLP, n=64 h=128 k=8",
+            "MLP",
+            "two-layer tanh MLP, n=64, h=128, k=8",
             table_sizes=(10**5,),
             plot_sizes=(10**2, 10**3, 10**4, 10**5),
             quick_sizes=(100, 1000),
@@ -522,7 +533,7 @@ def machine_lines(threads: int) -> list[str]:
     lines = [
         f"machine: {cpu}, {os.cpu_count()} cores; {platform.system()} "
         f"{platform.release()}; python {platform.python_version()}",
-        f"threads: {threads} for every implementation (BLAS via threadpoolctl, "
+        f"threads: {threads} per implementation (numpy's BLAS via threadpoolctl, "
         "torch.set_num_threads, CPU affinity for JAX); numpy's ufuncs use one",
     ]
     shown = [
@@ -629,38 +640,58 @@ def skipped_lines(results: Mapping[str, Any]) -> list[str]:
 
 
 def plot(results: Mapping[str, Any], path: Path, title: str) -> None:
-    """Time per call against N, log-log, for the element-wise model and the MLP."""
+    """For the element-wise model and the MLP: time per call against N (log-log),
+    and below it each implementation's time over numpy by hand's."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = [m for m in ("elementwise", "mlp") if m in results]
-    figure, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.6))
-    axes = np.atleast_1d(axes)
+    figure, axes = plt.subplots(
+        2,
+        len(names),
+        figsize=(6.2 * len(names), 7.4),
+        squeeze=False,
+        gridspec_kw={"height_ratios": [3, 2]},
+    )
     markers = "osD^v<>"
-    for ax, name in zip(axes, names, strict=True):
+    for column, name in enumerate(names):
+        top, bottom = axes[0][column], axes[1][column]
+        base = {
+            row["N"]: row["median"]
+            for row in results[name].get("numpy", {}).get("rows", [])
+        }
         for index, impl in enumerate(IMPLEMENTATIONS.values()):
             result = results[name].get(impl.key, {})
             if result.get("status") != "ok":
                 continue
             Ns = [row["N"] for row in result["rows"]]
-            ms = [row["median"] * 1e3 for row in result["rows"]]
-            ax.loglog(
-                Ns,
-                ms,
-                marker=markers[index % len(markers)],
-                linewidth=2.2 if impl.subject else 1.4,
-                label=impl.label,
-            )
-        ax.set_title(MODELS[name].label, fontsize=10)
-        ax.set_xlabel("N (rows / elements)")
-        ax.set_ylabel("loss_and_gradients, ms per call (median)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-    figure.suptitle(title, fontsize=9)
+            style = {
+                "marker": markers[index % len(markers)],
+                "linewidth": 2.4 if impl.subject else 1.4,
+                "label": impl.label,
+                "color": f"C{index}",
+            }
+            top.loglog(Ns, [row["median"] * 1e3 for row in result["rows"]], **style)
+            ratios = [
+                (row["N"], row["median"] / base[row["N"]])
+                for row in result["rows"]
+                if row["N"] in base
+            ]
+            if ratios:
+                bottom.semilogx(*zip(*ratios, strict=True), **style)
+        top.set_title(MODELS[name].description, fontsize=10)
+        top.set_ylabel("ms per call (median)")
+        top.grid(True, which="both", alpha=0.3)
+        top.legend(fontsize=8)
+        bottom.axhline(1.0, color="grey", linewidth=0.8)
+        bottom.set_xlabel("N (elements / rows)")
+        bottom.set_ylabel("time / numpy by hand")
+        bottom.grid(True, which="both", alpha=0.3)
+    figure.suptitle(title, fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
@@ -787,7 +818,7 @@ def main(argv: list[str] | None = None) -> int:
     if options.json and not options.replot:
         options.json.write_text(json.dumps({"header": header, "results": results}))
     if options.plot:
-        plot(results, options.plot, " | ".join(header[:2]))
+        plot(results, options.plot, "\n".join(header[:2]))
         print(f"plot: {options.plot}")
     failed = any(
         r.get("status") == "failed"
