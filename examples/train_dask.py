@@ -18,7 +18,7 @@ About step 3: the generated ``step(params, state, X, y)`` is
 (sgd, momentum or adam, with the spec's hyperparameters as keyword defaults). Here the
 very same code runs, rebuilt from ``module.step.__code__`` over a *copy* of the module's
 globals in which ``loss_and_gradients`` is the distributed one above; ``X`` and ``y``
-are then lists of futures, one per chunk. So the update is the generated one, not a
+are then `ChunkedArray`s, a future per chunk. So the update is the generated one, not a
 re-implementation, and the module itself is left untouched (``distributed_step``
 refuses a ``step`` that does not call ``loss_and_gradients``). The test
 ``tests/test_dask.py`` checks the result against the generated ``step`` on the whole
@@ -29,8 +29,8 @@ by a worker plugin, so it holds for workers that were started any way, not only 
 Dask's nanny, which sets OPENBLAS_NUM_THREADS=1 and friends by default). A worker
 already gets one core's worth of work per thread from Dask; a BLAS that starts its own
 threads inside every worker oversubscribes the cores: on this project's 2-core machine,
-2 workers with 2 BLAS threads each took 2.5-5x longer per step than with 1 (see
-README, "Past one machine").
+2 workers with 2 BLAS threads each took 3-14x longer per step than with 1 (logistic
+regression 3.1-4.4x, the MLP 6.5-14x; README, "Past one machine").
 
 Usage, from the repository root, after ``pip install -e '.[dask]'``:
 
