@@ -60,7 +60,6 @@ import cloudpickle
 import dask.array as da
 import numpy as np
 from distributed import Client, Future, LocalCluster, WorkerPlugin, wait
-from distributed.diagnostics.plugin import UploadFile
 
 GENERATED = Path(__file__).resolve().parent.parent / "generated"
 MODELS = ("logistic_regression", "mlp")
@@ -120,9 +119,9 @@ def blas_threads(dask_worker: Any = None) -> list[int]:
 
 
 def prepare_workers(client: Client, module: types.ModuleType, threads: int) -> None:
-    """Upload the generated module to every worker, present and future, and cap BLAS."""
-    path = str(module.__file__)
-    client.register_plugin(UploadFile(path), name=f"gradgen-upload-{module.__name__}")
+    """Upload the generated module to the scheduler (which unpickles the tasks that
+    name its function) and to every worker, present and future; cap BLAS."""
+    client.upload_file(str(module.__file__))
     client.register_plugin(LimitBlasThreads(threads), name="gradgen-blas-threads")
 
 
