@@ -15,7 +15,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from generated import logistic_l2 as model  # noqa: E402
+from generated import logistic_l2 as model
 
 
 def main() -> None:

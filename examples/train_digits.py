@@ -19,7 +19,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from generated import mlp_classifier as model  # noqa: E402
+from generated import mlp_classifier as model
 
 HIDDEN, EPOCHS, BATCH = 64, 30, 64
 
@@ -54,7 +54,9 @@ def train(epochs: int = EPOCHS, seed: int = 0, quiet: bool = False) -> float:
         losses = []
         for b in range(batches):
             rows = order[b * BATCH : (b + 1) * BATCH]
-            params, state, loss = model.step(params, state, X_train[rows], y_train[rows])
+            params, state, loss = model.step(
+                params, state, X_train[rows], y_train[rows]
+            )
             losses.append(loss)
             if not quiet:
                 print(f"\repoch {epoch:2d} {bar(b + 1, batches)}", end="", flush=True)
