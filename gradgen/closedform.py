@@ -1211,17 +1211,21 @@ class Concat(Joined):
 
 def broadcast_except(items: Any, axis: int) -> list[Any]:
     """The arrays broadcast against each other along every axis but `axis`, where
-    each keeps its own length (a lazily broadcast scalar becomes a block)."""
+    each array of full rank keeps its own length (`[X, ones((N, 1))]`); an item of
+    lower rank stands for a lazily broadcast block, as long as the others."""
     np = _np()
     arrays = [np.asarray(v) for v in items]
     rank = max(a.ndim for a in arrays)
-    arrays = [a.reshape((1,) * (rank - a.ndim) + a.shape) for a in arrays]
     k = axis % rank
+    full = [a.shape[k] for a in arrays if a.ndim == rank]
+    lengths = [a.shape[k] if a.ndim == rank else max(full) for a in arrays]
+    arrays = [a.reshape((1,) * (rank - a.ndim) + a.shape) for a in arrays]
     common = np.broadcast_shapes(
         *((*a.shape[:k], 1, *a.shape[k + 1 :]) for a in arrays)
     )
     return [
-        np.broadcast_to(a, (*common[:k], a.shape[k], *common[k + 1 :])) for a in arrays
+        np.broadcast_to(a, (*common[:k], n, *common[k + 1 :]))
+        for a, n in zip(arrays, lengths, strict=True)
     ]
 
 
