@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/logistic_l2.yaml
 spec-sha256: 0583a1a9539c9e708178793f985e079a60737992316eec3f59630f18559347be
-body-sha256: bde6f55ed0124d4371710a6069150ff3172decaa40f3bb18b6855752ae21daf3
+body-sha256: 0d3161e80328ab78cd7f3b7d77b5c2d9ce77d2f58dd727fe5941cd4b4d0f586b
 
 L2-regularised logistic regression, written as binary cross-entropy with logits (softplus(z) - y z, finite for any z). Small models like this one are fitted with scipy's L-BFGS through the generated loss_and_gradient_flat (examples/fit_lbfgs.py).
 
@@ -23,12 +23,6 @@ from typing import NamedTuple
 import numpy as np
 
 
-def _sigmoid(z):
-    """The logistic function 1 / (1 + e^-z), finite for every z: neither exp
-    overflows (e^min(z, 0) / (1 + e^-|z|) is the same function, for z of each sign)."""
-    return np.exp(np.minimum(z, 0)) / (1 + np.exp(-np.abs(z)))
-
-
 class Params(NamedTuple):
     """The trainable parameters, in spec order."""
 
@@ -46,7 +40,8 @@ class Gradients(NamedTuple):
 def loss(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> float:
     """The loss."""
     z = X @ w + b
-    return float(np.mean(np.logaddexp(0, z) - y * z) + 0.05 * (w @ w) / 2)
+    t0 = np.mean(np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z))) - y * z)
+    return float(t0 + 0.025 * (w @ w))
 
 
 def loss_and_gradients(
@@ -59,12 +54,12 @@ def loss_and_gradients(
     """
     N = np.shape(X)[0]
     z = X @ w + b
-    dL_dz = _sigmoid(z) / N - y / N
+    t0 = np.exp(-np.abs(z))
+    t1 = np.mean(np.maximum(z, 0) + np.log1p(t0) - y * z) + 0.025 * (w @ w)
+    dL_dz = (np.where(z >= 0, 1, t0) / (1 + t0) - y) / N
     dL_db = np.sum(dL_dz, axis=0)
     dL_dw = 0.05 * w + X.T @ dL_dz
-    return float(np.mean(np.logaddexp(0, z) - y * z) + 0.05 * (w @ w) / 2), Gradients(
-        w=dL_dw, b=dL_db
-    )
+    return float(t1), Gradients(w=dL_dw, b=dL_db)
 
 
 def gradients(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> Gradients:
@@ -137,7 +132,8 @@ class ProbabilityJacobian(NamedTuple):
 def probability(X: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
     """The output `probability`, shape [N]."""
     z = X @ w + b
-    return _sigmoid(z)
+    t0 = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1, t0) / (1 + t0)
 
 
 def jacobian_probability(X: np.ndarray, w: np.ndarray, b: float) -> ProbabilityJacobian:
@@ -147,6 +143,7 @@ def jacobian_probability(X: np.ndarray, w: np.ndarray, b: float) -> ProbabilityJ
     dprobability/db = (1 - sigmoid(z)) * sigmoid(z)
     """
     z = X @ w + b
-    t0 = _sigmoid(z)
-    t1 = t0 * (1 - t0)
-    return ProbabilityJacobian(w=X * t1[..., None], b=t1)
+    t0 = np.exp(-np.abs(z))
+    t1 = np.where(z >= 0, 1, t0) / (1 + t0)
+    t2 = t1 * (1 - t1)
+    return ProbabilityJacobian(w=X * t2[..., None], b=t2)

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/logistic_regression.yaml
 spec-sha256: 131ed626b1e351121ae4ef3fcced199ab60165515c750f3c87c98d6e2d6122a7
-body-sha256: 51f88b72d9a942808e9f1a810f8172dc89e31a6001dfc0f40db346f4e02a86d1
+body-sha256: f6afccd351de0a72795067f16007d81cb886a35aaf76f4369b6be986ecd59d93
 
 A sigmoid unit, sigmoid(X w + b), fitted by mean squared error. Trained with adam with every hyperparameter given explicitly (non-default beta1, beta2 and eps).
 
@@ -23,12 +23,6 @@ from typing import NamedTuple
 import numpy as np
 
 
-def _sigmoid(z):
-    """The logistic function 1 / (1 + e^-z), finite for every z: neither exp
-    overflows (e^min(z, 0) / (1 + e^-|z|) is the same function, for z of each sign)."""
-    return np.exp(np.minimum(z, 0)) / (1 + np.exp(-np.abs(z)))
-
-
 class Params(NamedTuple):
     """The trainable parameters, in spec order."""
 
@@ -46,9 +40,11 @@ class Gradients(NamedTuple):
 def loss(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> float:
     """The loss."""
     N = np.shape(X)[0]
-    p = _sigmoid(X @ w + b)
-    t0 = p - y
-    return float(t0 @ t0 / N)
+    t0 = X @ w + b
+    t1 = np.exp(-np.abs(t0))
+    p = np.where(t0 >= 0, 1, t1) / (1 + t1)
+    t2 = p - y
+    return float(t2 @ t2 / N)
 
 
 def loss_and_gradients(
@@ -60,13 +56,15 @@ def loss_and_gradients(
     dL/db = 2/N * sum(p * (1 - p) * (p - y))
     """
     N = np.shape(X)[0]
-    p = _sigmoid(X @ w + b)
-    t0 = p - y
-    dL_dp = 2 / N * t0
-    t1 = dL_dp * (p * (1 - p))
-    dL_db = np.sum(t1, axis=0)
-    dL_dw = X.T @ t1
-    return float(t0 @ t0 / N), Gradients(w=dL_dw, b=dL_db)
+    t0 = X @ w + b
+    t1 = np.exp(-np.abs(t0))
+    p = np.where(t0 >= 0, 1, t1) / (1 + t1)
+    t2 = p - y
+    dL_dp = 2 / N * t2
+    t3 = dL_dp * (p * (1 - p))
+    dL_db = np.sum(t3, axis=0)
+    dL_dw = X.T @ t3
+    return float(t2 @ t2 / N), Gradients(w=dL_dw, b=dL_db)
 
 
 def gradients(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> Gradients:
@@ -166,7 +164,9 @@ class ProbabilityJacobian(NamedTuple):
 
 def probability(X: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
     """The output `probability`, shape [N]."""
-    p = _sigmoid(X @ w + b)
+    t0 = X @ w + b
+    t1 = np.exp(-np.abs(t0))
+    p = np.where(t0 >= 0, 1, t1) / (1 + t1)
     return p
 
 
@@ -176,6 +176,8 @@ def jacobian_probability(X: np.ndarray, w: np.ndarray, b: float) -> ProbabilityJ
     dprobability/dw = X * (p * (1 - p))[..., None]
     dprobability/db = p * (1 - p)
     """
-    p = _sigmoid(X @ w + b)
-    t0 = p * (1 - p)
-    return ProbabilityJacobian(w=X * t0[..., None], b=t0)
+    t0 = X @ w + b
+    t1 = np.exp(-np.abs(t0))
+    p = np.where(t0 >= 0, 1, t1) / (1 + t1)
+    t2 = p * (1 - p)
+    return ProbabilityJacobian(w=X * t2[..., None], b=t2)
