@@ -233,7 +233,12 @@ def _lower(ops: Ops, node: Node, args: tuple[Node, ...]) -> Node | None:
             a.op == "square" or (a.op == "powc" and a.attrs == Exponent(2.0))
         ):
             pair = (a.args[0], a.args[0])
-        elif a.op == "mul" and a.rank == 1 and all(f.shape == a.shape for f in a.args):
+        elif (
+            a.op == "mul"
+            and a.rank == 1
+            and all(f.shape == a.shape for f in a.args)
+            and not all(regions.boolean(f) for f in a.args)  # bool @ bool is a bool
+        ):
             pair = (a.args[0], a.args[1])  # sum(u * v) = u @ v, no temporary
         if pair is not None:
             dot = ops.matmul(*pair)

@@ -328,7 +328,7 @@ class _Builder:
         """`expr` as numbers, never booleans: numpy adds two masks as a logical
         or, and refuses to subtract or negate them."""
         node = self.build(expr)
-        if _boolean(node):
+        if boolean(node):
             return self.ops.make("as_float", node, shape=node.shape)
         return node
 
@@ -399,7 +399,7 @@ def simplify(ops: Ops, results: list[Node], keep: Iterable[Node]) -> dict[Node, 
                 new = builder.build(candidate)
             except NotImplementedError:
                 continue
-            if new is root or new.shape != root.shape or _boolean(new):
+            if new is root or new.shape != root.shape or boolean(new):
                 continue
             trial = {**chosen, root: new}
             mapped = substitute(ops, results, trial)
@@ -409,11 +409,11 @@ def simplify(ops: Ops, results: list[Node], keep: Iterable[Node]) -> dict[Node, 
     return substitute(ops, results, chosen)
 
 
-def _boolean(node: Node) -> bool:
+def boolean(node: Node) -> bool:
     """A mask, or a product of masks (numpy would compute it as booleans)."""
     if node.op in MASKS:
         return True
-    return node.op == "mul" and all(_boolean(a) for a in node.args)
+    return node.op == "mul" and all(boolean(a) for a in node.args)
 
 
 # --- softplus, sigmoid and log-sigmoid sharing one exp -----------------------------------
