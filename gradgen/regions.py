@@ -396,6 +396,8 @@ def simplify(ops: Ops, results: list[Node], keep: Iterable[Node]) -> dict[Node, 
         if expr is None:
             continue
         for candidate in _candidates(expr):
+            if candidate.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
+                continue  # sympy's x/0: the graph's division stays
             try:
                 new = builder.build(candidate)
             except NotImplementedError:

@@ -249,3 +249,14 @@ def test_a_stable_loss_stays_finite_at_800(tmp_path: Path) -> None:
     assert np.all(np.isfinite(p)) and np.all(np.isfinite(jacobian.w))
     assert value == pytest.approx(np.mean(per_row), rel=1e-12)
     np.testing.assert_allclose(p, sig - np.logaddexp(0, z), rtol=1e-15)
+
+
+def test_a_division_by_what_sympy_calls_zero_is_left_alone(ops: Ops) -> None:
+    """x / (x - x) is zoo * x for sympy: the graph's division stays (nan, as numpy
+    computes it), nothing is rebuilt from an infinity."""
+    x = ops.leaf("param", "x", ("n",))
+    d = ops.add(ops.div(x, ops.sub(x, x)), ops.mul(ops.const(2), ops.mul(x, x)))
+    (new,) = simplified(ops, [d])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        (value,) = evaluate([new], {x: np.array([1.0, 0.0])})
+    assert np.isinf(value[0]) and np.isnan(value[1])
