@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/grammar_tour.yaml
 spec-sha256: 95f44d4952aa211a009dfb95fdb564acca1cf7c24e5b204ec2e86c68921c616f
-body-sha256: 43e233ba335e0bef3297a065d2089aa7a1b5e19c413da4478fd7d4a3fe35d3f8
+body-sha256: 0e4d6013084f5547dff6a6d0d9dd7e1508ea5d9c49a231f5eba62daa08270e27
 
 Exercises the rest of the expression grammar in one smooth-enough loss: a bias row, a leaky ReLU built from max(0, z) and min(z, 0), abs, square, sqrt, exp, log, cos, tanh, sigmoid, unary minus, division, .T, dot, sum(..., axis=0), mean(..., axis=1), a dim used as a number, a scalar input and a scalar param broadcast over arrays. Every argument stays inside its domain (sqrt(square(.) + 1), log(1 + exp(.))). Trained with momentum with a non-default beta. The outputs depend on only some of the params and inputs.
 
@@ -81,7 +81,7 @@ def loss(
     t2 = (
         t1
         + np.exp(-np.square(u)) @ np.cos(u) / n * tau
-        + np.maximum(np.sign(s), t0) / (1 + t0)
+        + np.maximum(s >= 0, t0) / (1 + t0)
     )
     return float(t2 - np.tanh(np.sum(W.T @ u)) / (1 + np.square(s)) + 2 * k)
 
@@ -126,10 +126,10 @@ def loss_and_gradients(
     dL_dg = tau / n
     t11 = np.exp(-np.abs(q))
     t12 = np.exp(-np.abs(s))
-    t13 = np.maximum(np.sign(s), t12) / (1 + t12)
+    t13 = np.maximum(s >= 0, t12) / (1 + t12)
     t14 = np.sum(col) + (np.maximum(q, 0) + np.log1p(t11)) + t5 @ t6 / n * tau
     dL_dA = t2 / (N * R)
-    dL_dq = np.maximum(np.sign(q), t11) / (1 + t11)
+    dL_dq = np.maximum(q >= 0, t11) / (1 + t11)
     t15 = dL_dq / n
     dL_dback = t15 * u
     dL_drow = X @ dL_dback

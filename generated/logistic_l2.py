@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/logistic_l2.yaml
 spec-sha256: 0583a1a9539c9e708178793f985e079a60737992316eec3f59630f18559347be
-body-sha256: 24590bbafb4b4153bb0751751c1d7a7cc3cf10ab238679c86aab582f387836ad
+body-sha256: 54a443a3a0abbb185a484443d323fa01712af7366a8a0d81c54b919fba71a171
 
 L2-regularised logistic regression, written as binary cross-entropy with logits (softplus(z) - y z, finite for any z). Small models like this one are fitted with scipy's L-BFGS through the generated loss_and_gradient_flat (examples/fit_lbfgs.py).
 
@@ -56,7 +56,7 @@ def loss_and_gradients(
     z = X @ w + b
     t0 = np.exp(-np.abs(z))
     t1 = np.mean(np.maximum(z, 0) + np.log1p(t0) - y * z) + 0.025 * (w @ w)
-    dL_dz = (np.maximum(np.sign(z), t0) / (1 + t0) - y) / N
+    dL_dz = (np.maximum(z >= 0, t0) / (1 + t0) - y) / N
     dL_db = np.sum(dL_dz, axis=0)
     dL_dw = 0.05 * w + X.T @ dL_dz
     return float(t1), Gradients(w=dL_dw, b=dL_db)
@@ -133,7 +133,7 @@ def probability(X: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
     """The output `probability`, shape [N]."""
     z = X @ w + b
     t0 = np.exp(-np.abs(z))
-    return np.maximum(np.sign(z), t0) / (1 + t0)
+    return np.maximum(z >= 0, t0) / (1 + t0)
 
 
 def jacobian_probability(X: np.ndarray, w: np.ndarray, b: float) -> ProbabilityJacobian:
@@ -144,6 +144,6 @@ def jacobian_probability(X: np.ndarray, w: np.ndarray, b: float) -> ProbabilityJ
     """
     z = X @ w + b
     t0 = np.exp(-np.abs(z))
-    t1 = np.maximum(np.sign(z), t0) / (1 + t0)
+    t1 = np.maximum(z >= 0, t0) / (1 + t0)
     t2 = t1 * (1 - t1)
     return ProbabilityJacobian(w=X * t2[..., None], b=t2)

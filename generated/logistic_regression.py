@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/logistic_regression.yaml
 spec-sha256: 131ed626b1e351121ae4ef3fcced199ab60165515c750f3c87c98d6e2d6122a7
-body-sha256: 1128dd17e370891abf87d78bf17e20fb8f41cee0601223e7792ac19ba956841b
+body-sha256: e99f2fe048e65a3177d8b5d863735e8cc2ad5ef8310038a5db63184815d90306
 
 A sigmoid unit, sigmoid(X w + b), fitted by mean squared error. Trained with adam with every hyperparameter given explicitly (non-default beta1, beta2 and eps).
 
@@ -42,7 +42,7 @@ def loss(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> float:
     N = np.shape(X)[0]
     t0 = X @ w + b
     t1 = np.exp(-np.abs(t0))
-    p = np.maximum(np.sign(t0), t1) / (1 + t1)
+    p = np.maximum(t0 >= 0, t1) / (1 + t1)
     t2 = p - y
     return float(t2 @ t2 / N)
 
@@ -58,7 +58,7 @@ def loss_and_gradients(
     N = np.shape(X)[0]
     t0 = X @ w + b
     t1 = np.exp(-np.abs(t0))
-    p = np.maximum(np.sign(t0), t1) / (1 + t1)
+    p = np.maximum(t0 >= 0, t1) / (1 + t1)
     t2 = p - y
     dL_dp = 2 / N * t2
     t3 = dL_dp * (p * (1 - p))
@@ -166,7 +166,7 @@ def probability(X: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
     """The output `probability`, shape [N]."""
     t0 = X @ w + b
     t1 = np.exp(-np.abs(t0))
-    p = np.maximum(np.sign(t0), t1) / (1 + t1)
+    p = np.maximum(t0 >= 0, t1) / (1 + t1)
     return p
 
 
@@ -178,6 +178,6 @@ def jacobian_probability(X: np.ndarray, w: np.ndarray, b: float) -> ProbabilityJ
     """
     t0 = X @ w + b
     t1 = np.exp(-np.abs(t0))
-    p = np.maximum(np.sign(t0), t1) / (1 + t1)
+    p = np.maximum(t0 >= 0, t1) / (1 + t1)
     t2 = p * (1 - p)
     return ProbabilityJacobian(w=X * t2[..., None], b=t2)

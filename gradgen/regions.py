@@ -17,7 +17,7 @@ shared with the forward `c2 * t3`). Two rewrites:
   ten times (so a rewrite never buys a multiplication with an `exp`).
 * `stabilise`: softplus, sigmoid and log-sigmoid of one argument `t` (and of `-t`)
   share one exponential, in the stable forms that cost one transcendental:
-  `e = exp(-|t|)`, `softplus(t) = max(t, 0) + log1p(e)`, `sigmoid(t) = max(sign(t),
+  `e = exp(-|t|)`, `softplus(t) = max(t, 0) + log1p(e)`, `sigmoid(t) = max(t >= 0,
   e) / (1 + e)` (`where(t >= 0, 1, e) / (1 + e)` without numpy's slow `where`),
   `log_sigmoid(t) = min(t, 0) - log1p(e)`; no exp overflows,
   and `np.logaddexp` (a scalar loop in some numpy builds) is never called. Where
@@ -484,7 +484,7 @@ def stabilise(ops: Ops, results: list[Node]) -> dict[Node, Node]:
         else:
             e = raw("exp", raw("neg", raw("abs", t)))
         if node.op == "sigmoid":
-            replace[node] = _sigmoid(raw, t, s, e, one, flip)
+            replace[node] = _sigmoid(raw, t, s, e, one, zero, flip)
             continue
         log1p = raw("log1p", e)
         softplus = _softplus_neg if flip == (node.op == "softplus") else _softplus
@@ -514,13 +514,15 @@ def _softplus_neg(raw: Raw, t: Node, s: int, log1p: Node, zero: Node) -> Node:
     return raw("sub", log1p, raw("minimum", t, zero))
 
 
-def _sigmoid(raw: Raw, t: Node, s: int, e: Node, one: Node, flip: bool) -> Node:
-    """sigmoid(t) = max(sign(t), e) / (1 + e) with e = e^-|t| (the numerator is 1
-    where t >= 0, e where t < 0); sigmoid(-t) = max(sign(-t), e) / (1 + e). Not
-    `np.where(t >= 0, 1, e)`: with a mask that is not all one way, numpy's `where`
-    is a branchy loop, several times slower than a pass of arithmetic."""
+def _sigmoid(
+    raw: Raw, t: Node, s: int, e: Node, one: Node, zero: Node, flip: bool
+) -> Node:
+    """sigmoid(t) = max(t >= 0, e) / (1 + e) with e = e^-|t| (the numerator is 1
+    where t >= 0, e where t < 0; nan with t); sigmoid(-t) = max(t <= 0, e) / (1 +
+    e). Not `np.where(t >= 0, 1, e)`: with a mask that is not all one way, numpy's
+    `where` is a branchy loop, several times slower than a pass of arithmetic."""
     if s == 0:
-        top = raw("maximum", raw("sign", raw("neg", t) if flip else t), e)
+        top = raw("maximum", raw("le" if flip else "ge", t, zero), e)
     else:
         top = one if (s == 1) != flip else e
     return raw("div", top, raw("add", one, e))
