@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/logistic_l2.yaml
 spec-sha256: 0583a1a9539c9e708178793f985e079a60737992316eec3f59630f18559347be
-body-sha256: 54a443a3a0abbb185a484443d323fa01712af7366a8a0d81c54b919fba71a171
+body-sha256: 379d5097c79f53160ecbb2cb80f9f57299843bf2fdc123a86e0d2eacb968c9d9
 
 L2-regularised logistic regression, written as binary cross-entropy with logits (softplus(z) - y z, finite for any z). Small models like this one are fitted with scipy's L-BFGS through the generated loss_and_gradient_flat (examples/fit_lbfgs.py).
 
@@ -23,6 +23,19 @@ from typing import NamedTuple
 import numpy as np
 
 
+def _sigmoid(z):
+    """The logistic function 1 / (1 + e^-z), finite for every z, with one exp that
+    never overflows: e = e^-|z|, and 1 / (1 + e) where z >= 0, e / (1 + e) below."""
+    e = np.exp(-np.abs(z))
+    return np.maximum(z >= 0, e) / (1 + e)
+
+
+def _softplus(z):
+    """log(1 + e^z) = max(z, 0) + log(1 + e^-|z|), finite for every z, with one exp
+    and one log1p."""
+    return np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))
+
+
 class Params(NamedTuple):
     """The trainable parameters, in spec order."""
 
@@ -40,8 +53,7 @@ class Gradients(NamedTuple):
 def loss(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> float:
     """The loss."""
     z = X @ w + b
-    t0 = np.mean(np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z))) - y * z)
-    return float(t0 + 0.025 * (w @ w))
+    return float(np.mean(_softplus(z) - y * z) + 0.025 * (w @ w))
 
 
 def loss_and_gradients(
@@ -132,8 +144,7 @@ class ProbabilityJacobian(NamedTuple):
 def probability(X: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
     """The output `probability`, shape [N]."""
     z = X @ w + b
-    t0 = np.exp(-np.abs(z))
-    return np.maximum(z >= 0, t0) / (1 + t0)
+    return _sigmoid(z)
 
 
 def jacobian_probability(X: np.ndarray, w: np.ndarray, b: float) -> ProbabilityJacobian:
@@ -143,7 +154,6 @@ def jacobian_probability(X: np.ndarray, w: np.ndarray, b: float) -> ProbabilityJ
     dprobability/db = (1 - sigmoid(z)) * sigmoid(z)
     """
     z = X @ w + b
-    t0 = np.exp(-np.abs(z))
-    t1 = np.maximum(z >= 0, t0) / (1 + t0)
-    t2 = t1 * (1 - t1)
-    return ProbabilityJacobian(w=X * t2[..., None], b=t2)
+    t0 = _sigmoid(z)
+    t1 = t0 * (1 - t0)
+    return ProbabilityJacobian(w=X * t1[..., None], b=t1)

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/logistic_regression.yaml
 spec-sha256: 131ed626b1e351121ae4ef3fcced199ab60165515c750f3c87c98d6e2d6122a7
-body-sha256: e99f2fe048e65a3177d8b5d863735e8cc2ad5ef8310038a5db63184815d90306
+body-sha256: 940b3316abed742954f39e03a5c204c7791389d6df801a3f30bdde28fa6a975e
 
 A sigmoid unit, sigmoid(X w + b), fitted by mean squared error. Trained with adam with every hyperparameter given explicitly (non-default beta1, beta2 and eps).
 
@@ -23,6 +23,13 @@ from typing import NamedTuple
 import numpy as np
 
 
+def _sigmoid(z):
+    """The logistic function 1 / (1 + e^-z), finite for every z, with one exp that
+    never overflows: e = e^-|z|, and 1 / (1 + e) where z >= 0, e / (1 + e) below."""
+    e = np.exp(-np.abs(z))
+    return np.maximum(z >= 0, e) / (1 + e)
+
+
 class Params(NamedTuple):
     """The trainable parameters, in spec order."""
 
@@ -40,11 +47,9 @@ class Gradients(NamedTuple):
 def loss(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> float:
     """The loss."""
     N = np.shape(X)[0]
-    t0 = X @ w + b
-    t1 = np.exp(-np.abs(t0))
-    p = np.maximum(t0 >= 0, t1) / (1 + t1)
-    t2 = p - y
-    return float(t2 @ t2 / N)
+    p = _sigmoid(X @ w + b)
+    t0 = p - y
+    return float(t0 @ t0 / N)
 
 
 def loss_and_gradients(
@@ -56,15 +61,13 @@ def loss_and_gradients(
     dL/db = 2/N * sum(p * (1 - p) * (p - y))
     """
     N = np.shape(X)[0]
-    t0 = X @ w + b
-    t1 = np.exp(-np.abs(t0))
-    p = np.maximum(t0 >= 0, t1) / (1 + t1)
-    t2 = p - y
-    dL_dp = 2 / N * t2
-    t3 = dL_dp * (p * (1 - p))
-    dL_db = np.sum(t3, axis=0)
-    dL_dw = X.T @ t3
-    return float(t2 @ t2 / N), Gradients(w=dL_dw, b=dL_db)
+    p = _sigmoid(X @ w + b)
+    t0 = p - y
+    dL_dp = 2 / N * t0
+    t1 = dL_dp * (p * (1 - p))
+    dL_db = np.sum(t1, axis=0)
+    dL_dw = X.T @ t1
+    return float(t0 @ t0 / N), Gradients(w=dL_dw, b=dL_db)
 
 
 def gradients(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> Gradients:
@@ -164,9 +167,7 @@ class ProbabilityJacobian(NamedTuple):
 
 def probability(X: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
     """The output `probability`, shape [N]."""
-    t0 = X @ w + b
-    t1 = np.exp(-np.abs(t0))
-    p = np.maximum(t0 >= 0, t1) / (1 + t1)
+    p = _sigmoid(X @ w + b)
     return p
 
 
@@ -176,8 +177,6 @@ def jacobian_probability(X: np.ndarray, w: np.ndarray, b: float) -> ProbabilityJ
     dprobability/dw = X * (p * (1 - p))[..., None]
     dprobability/db = p * (1 - p)
     """
-    t0 = X @ w + b
-    t1 = np.exp(-np.abs(t0))
-    p = np.maximum(t0 >= 0, t1) / (1 + t1)
-    t2 = p * (1 - p)
-    return ProbabilityJacobian(w=X * t2[..., None], b=t2)
+    p = _sigmoid(X @ w + b)
+    t0 = p * (1 - p)
+    return ProbabilityJacobian(w=X * t0[..., None], b=t0)

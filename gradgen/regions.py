@@ -16,7 +16,9 @@ shared with the forward `c2 * t3`). Two rewrites:
   array operations counted, each weighted by its size, transcendental functions
   ten times (so a rewrite never buys a multiplication with an `exp`).
 * `stabilise`: softplus, sigmoid and log-sigmoid of one argument `t` (and of `-t`)
-  share one exponential, in the stable forms that cost one transcendental:
+  share one exponential, written out in the stable forms that cost one
+  transcendental (alone, each is its helper, of the same form: the helper's
+  temporaries are freed when it returns):
   `e = exp(-|t|)`, `softplus(t) = max(t, 0) + log1p(e)`, `sigmoid(t) = max(t >= 0,
   e) / (1 + e)` (`where(t >= 0, 1, e) / (1 + e)` without numpy's slow `where`),
   `log_sigmoid(t) = min(t, 0) - log1p(e)`; no exp overflows,
@@ -31,6 +33,7 @@ in the kernel's graph (hash-consed, so equal subexpressions are one node).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from typing import Any
@@ -470,13 +473,14 @@ def stabilise(ops: Ops, results: list[Node]) -> dict[Node, Node]:
         return graph.node(op, args, shape)
 
     one, zero = ops.const(1.0), ops.const(0.0)
+    bases = [n.args[0].args[0] if n.args[0].op == "neg" else n.args[0] for n in nodes]
+    functions = Counter(bases)
     replace: dict[Node, Node] = {}
-    for node in nodes:
-        t = node.args[0]
-        flip = t.op == "neg"
-        if flip:
-            t = t.args[0]
+    for node, t in zip(nodes, bases, strict=True):
+        flip = t is not node.args[0]
         s = signs.get(t, 0)
+        if s == 0 and functions[t] == 1:
+            continue  # nothing to share: its helper keeps the temporaries local
         if s == 1:
             e = raw("exp", raw("neg", t))
         elif s == -1:

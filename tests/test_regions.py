@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import GENERATED_DIR, generate_and_import
-from test_printer import evaluate
+from test_printer import TEMPLATES, evaluate
 
 from gradgen import lower, regions
 from gradgen.graph import Node, ancestors
@@ -230,12 +230,15 @@ def test_a_stable_loss_stays_finite_at_800(tmp_path: Path) -> None:
         "outputs: {p: sigmoid(z) + log_sigmoid(-z)}\n"
     )
     module, text = generate_and_import(spec, tmp_path)
-    called = {
-        ast.unparse(n.func)
-        for n in ast.walk(ast.parse(text))
-        if isinstance(n, ast.Call)
-    }
-    assert not {"np.logaddexp", "_sigmoid", "_log_sigmoid"} & called
+    assert "np.logaddexp(" not in text
+    (fn,) = [
+        n
+        for n in ast.parse(text).body
+        if isinstance(n, ast.FunctionDef) and n.name == "loss_and_gradients"
+    ]
+    called = [ast.unparse(n.func) for n in ast.walk(fn) if isinstance(n, ast.Call)]
+    assert called.count("np.exp") == 1  # every function of z shares it, inline
+    assert not {"_sigmoid", "_softplus", "_log_sigmoid"} & set(called)
     X = np.array([[800.0], [-800.0], [1e300], [-1e300], [3.0], [-3.0]])
     y = np.array([1.0, 0.5, 0.25, 2.0, 1.0, 0.0])
     w = np.array([1.0])
@@ -262,3 +265,24 @@ def test_a_division_by_what_sympy_calls_zero_is_left_alone(ops: Ops) -> None:
     with np.errstate(divide="ignore", invalid="ignore"):
         (value,) = evaluate([new], {x: np.array([1.0, 0.0])})
     assert np.isinf(value[0]) and np.isnan(value[1])
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "softplus", "log_sigmoid"])
+def test_the_helpers_have_one_exp_and_are_finite(name: str) -> None:
+    """A function with nothing to share its exp with is its helper, of the same
+    one-exp form (its temporaries are freed when it returns)."""
+    source = (TEMPLATES / f"helper_{name}.py.jinja").read_text(encoding="utf-8")
+    assert source.count("np.exp(") == 1 and "logaddexp" not in source
+    namespace: dict[str, object] = {"np": np}
+    exec(source, namespace)
+    helper = namespace[f"_{name}"]
+    assert callable(helper)
+    with np.errstate(over="raise", divide="raise", invalid="raise"):
+        got = helper(EXTREMES)
+    with np.errstate(invalid="ignore"):
+        want = {
+            "sigmoid": _sigmoid(EXTREMES),
+            "softplus": np.logaddexp(0, EXTREMES),
+            "log_sigmoid": -np.logaddexp(0, -EXTREMES),
+        }[name]
+    np.testing.assert_allclose(got, want, rtol=1e-15, atol=0)
