@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import importlib.util
 import math
 import os
@@ -66,8 +67,10 @@ class Config:
     h_jac_mlp: int
     k_jac_mlp: int
     n_pow: int  # length of the array in the power micro-benchmark
+    n_elementwise: int  # length of x for the element-wise model
     repeats: int  # timing repeats; the median and the min are reported
     min_time: float  # seconds per repeat (the call count is calibrated to it)
+    only: str = ""  # time only the cases whose "section case" contains this
 
 
 FULL = Config(
@@ -83,6 +86,7 @@ FULL = Config(
     h_jac_mlp=16,
     k_jac_mlp=3,
     n_pow=1_000_000,
+    n_elementwise=1_000_000,
     repeats=25,
     min_time=0.025,
 )
@@ -99,6 +103,7 @@ QUICK = Config(
     h_jac_mlp=5,
     k_jac_mlp=2,
     n_pow=100_000,
+    n_elementwise=100_000,
     repeats=3,
     min_time=0.005,
 )
@@ -167,7 +172,8 @@ def machine_info() -> list[str]:
         for pool in threadpool_info():
             lines.append(
                 f"threadpoolctl: {pool.get('internal_api')} {pool.get('version')} "
-                f"({pool.get('user_api')}), {pool.get('num_threads')} threads"
+                f"({pool.get('user_api')}), {pool.get('num_threads')} threads, "
+                f"kernel {pool.get('architecture')}"
             )
     except ImportError:
         lines.append("threadpoolctl: not installed")
@@ -299,6 +305,8 @@ def compare(
     config: Config,
 ) -> None:
     """Check that the two agree, time both, and append a table row."""
+    if config.only not in f"{section} {case}":
+        return
     check_agree(f"{section} {case}", generated(), hand())
     gen_t, hand_t = time_pair(generated, hand, config)
     rows.append(Row(section, case, gen_t, hand_t))
@@ -381,6 +389,22 @@ def hand_mlp(
     dH = G @ W2.T
     dH *= 1.0 - H * H
     return loss, (X.T @ dH, dH.sum(axis=0), H.T @ G, G.sum(axis=0))
+
+
+def hand_elementwise(x: Array) -> tuple[float, tuple[Array]]:
+    """sum(softplus(sin(x)**2) * cos(x)**3) and its gradient, as an expert writes it:
+    softplus and its derivative, the sigmoid, in their stable forms sharing one exp
+    (finite for every argument, as gradgen's must be), the gradient factored,
+    cos(x)**2 computed once."""
+    s = np.sin(x)
+    c = np.cos(x)
+    t = s * s
+    e = np.exp(-np.abs(t))
+    softplus = np.maximum(t, 0.0) + np.log1p(e)
+    sigmoid = np.where(t >= 0, 1.0, e) / (1.0 + e)
+    c2 = c * c
+    loss = float(softplus @ (c2 * c))
+    return loss, (s * c2 * (2.0 * c2 * sigmoid - 3.0 * softplus),)
 
 
 def hand_grammar_tour(
@@ -541,6 +565,17 @@ def bench_gradients(rows: list[Row], config: Config, rng: np.random.Generator) -
             partial(hand_mlp, *mlp_args),
             config,
         )
+
+    elementwise = load_generated("elementwise")
+    x = rng.standard_normal(config.n_elementwise)
+    compare(
+        rows,
+        section,
+        f"elementwise N={config.n_elementwise}",
+        partial(elementwise.loss_and_gradients, x),
+        partial(hand_elementwise, x),
+        config,
+    )
 
     tour = load_generated("grammar_tour")
     N, n, k = config.n_lin, config.d_lin, config.k_tour
@@ -805,8 +840,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="small sizes and few repeats (smoke run)"
     )
+    parser.add_argument(
+        "--only",
+        default="",
+        metavar="TEXT",
+        help='time only the cases whose "section case" contains TEXT',
+    )
     args = parser.parse_args(argv)
-    config = QUICK if args.quick else FULL
+    config = dataclasses.replace(QUICK if args.quick else FULL, only=args.only)
     sys.dont_write_bytecode = True  # importing generated/*.py must not write .pyc
     warm_allocator()
 
@@ -825,11 +866,12 @@ def main(argv: list[str] | None = None) -> int:
     bench_gradients(rows, config, rng)
     bench_steps(rows, config, rng)
     bench_jacobians(rows, config, rng)
-    powers = bench_powers(config, rng)
+    powers = bench_powers(config, rng) if config.only in "powers" else []
 
     print_table(rows)
-    print()
-    print_powers(powers, config.n_pow)
+    if powers:
+        print()
+        print_powers(powers, config.n_pow)
     return 0
 
 

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/layernorm_mlp.yaml
 spec-sha256: 9c744947f8ac7893ccc06dbace7ff6650fb3223e25e2c515673af049e5977736
-body-sha256: f7b847942aa54979f93d470cf43cbb4deac58ee4ac9f540796bf07afff1aecc8
+body-sha256: d2f0577648df1d1f6c08e7a86c49ca3e8a77b20d3bec22419ecddb0d59762400
 
 An MLP with layer normalisation of the hidden layer: each row centred and scaled by its own mean and standard deviation (keepdims, as in numpy), then a learned gain and shift (beta: a param name adam's beta1/beta2 do not clash with).
 
@@ -256,12 +256,18 @@ def jacobian_prediction(
     t2 = 1 - H**2
     t3 = np.eye(h)
     t4 = np.einsum("ip,jq->ijpq", X, t3)
-    t5 = (t4 - np.sum(t4, axis=1, keepdims=True) / h) * (1 / t0)[..., None, None]
-    t6 = np.einsum("jl,ijk->ijkl", t3, np.einsum("ik,ij->ijk", X, 2 / h * centred))
-    t7 = np.sum(t6, axis=1, keepdims=True) * (0.5 / t0)[..., None, None]
-    t8 = (t5 + t7 * (-(t1 / t0))[..., None, None]) * gain[..., None, None]
+    t5 = np.einsum("jl,ijk->ijkl", t3, np.einsum("ik,ij->ijk", X, 2 / h * centred))
+    t6 = (1 / t0)[..., None, None] * (t4 - np.sum(t4, axis=1, keepdims=True) / h)
+    t7 = (
+        (0.5 / t0)[..., None, None]
+        * (-(t1 / t0))[..., None, None]
+        * np.sum(t5, axis=1, keepdims=True)
+    )
+    t8 = np.einsum(
+        "ik...,kj->ij...", gain[..., None, None] * t2[..., None, None] * (t6 + t7), W2
+    )
     return PredictionJacobian(
-        W1=np.einsum("ik...,kj->ij...", t8 * t2[..., None, None], W2),
+        W1=t8,
         gain=np.einsum("kj,ik->ijk", W2, np.einsum("ij,ij->ij", t1, t2)),
         beta=np.einsum("ik,kj->ijk", t2, W2),
         W2=np.einsum("ip,jq->ijpq", H, np.eye(k)),

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/logistic_l2.yaml
 spec-sha256: 0583a1a9539c9e708178793f985e079a60737992316eec3f59630f18559347be
-body-sha256: bde6f55ed0124d4371710a6069150ff3172decaa40f3bb18b6855752ae21daf3
+body-sha256: 379d5097c79f53160ecbb2cb80f9f57299843bf2fdc123a86e0d2eacb968c9d9
 
 L2-regularised logistic regression, written as binary cross-entropy with logits (softplus(z) - y z, finite for any z). Small models like this one are fitted with scipy's L-BFGS through the generated loss_and_gradient_flat (examples/fit_lbfgs.py).
 
@@ -24,9 +24,16 @@ import numpy as np
 
 
 def _sigmoid(z):
-    """The logistic function 1 / (1 + e^-z), finite for every z: neither exp
-    overflows (e^min(z, 0) / (1 + e^-|z|) is the same function, for z of each sign)."""
-    return np.exp(np.minimum(z, 0)) / (1 + np.exp(-np.abs(z)))
+    """The logistic function 1 / (1 + e^-z), finite for every z, with one exp that
+    never overflows: e = e^-|z|, and 1 / (1 + e) where z >= 0, e / (1 + e) below."""
+    e = np.exp(-np.abs(z))
+    return np.maximum(z >= 0, e) / (1 + e)
+
+
+def _softplus(z):
+    """log(1 + e^z) = max(z, 0) + log(1 + e^-|z|), finite for every z, with one exp
+    and one log1p."""
+    return np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))
 
 
 class Params(NamedTuple):
@@ -46,7 +53,7 @@ class Gradients(NamedTuple):
 def loss(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> float:
     """The loss."""
     z = X @ w + b
-    return float(np.mean(np.logaddexp(0, z) - y * z) + 0.05 * (w @ w) / 2)
+    return float(np.mean(_softplus(z) - y * z) + 0.025 * (w @ w))
 
 
 def loss_and_gradients(
@@ -59,12 +66,12 @@ def loss_and_gradients(
     """
     N = np.shape(X)[0]
     z = X @ w + b
-    dL_dz = _sigmoid(z) / N - y / N
+    t0 = np.exp(-np.abs(z))
+    t1 = np.mean(np.maximum(z, 0) + np.log1p(t0) - y * z) + 0.025 * (w @ w)
+    dL_dz = (np.maximum(z >= 0, t0) / (1 + t0) - y) / N
     dL_db = np.sum(dL_dz, axis=0)
     dL_dw = 0.05 * w + X.T @ dL_dz
-    return float(np.mean(np.logaddexp(0, z) - y * z) + 0.05 * (w @ w) / 2), Gradients(
-        w=dL_dw, b=dL_db
-    )
+    return float(t1), Gradients(w=dL_dw, b=dL_db)
 
 
 def gradients(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> Gradients:

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/logistic_regression.yaml
 spec-sha256: 131ed626b1e351121ae4ef3fcced199ab60165515c750f3c87c98d6e2d6122a7
-body-sha256: 51f88b72d9a942808e9f1a810f8172dc89e31a6001dfc0f40db346f4e02a86d1
+body-sha256: 940b3316abed742954f39e03a5c204c7791389d6df801a3f30bdde28fa6a975e
 
 A sigmoid unit, sigmoid(X w + b), fitted by mean squared error. Trained with adam with every hyperparameter given explicitly (non-default beta1, beta2 and eps).
 
@@ -24,9 +24,10 @@ import numpy as np
 
 
 def _sigmoid(z):
-    """The logistic function 1 / (1 + e^-z), finite for every z: neither exp
-    overflows (e^min(z, 0) / (1 + e^-|z|) is the same function, for z of each sign)."""
-    return np.exp(np.minimum(z, 0)) / (1 + np.exp(-np.abs(z)))
+    """The logistic function 1 / (1 + e^-z), finite for every z, with one exp that
+    never overflows: e = e^-|z|, and 1 / (1 + e) where z >= 0, e / (1 + e) below."""
+    e = np.exp(-np.abs(z))
+    return np.maximum(z >= 0, e) / (1 + e)
 
 
 class Params(NamedTuple):

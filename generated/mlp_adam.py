@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/mlp_adam.yaml
 spec-sha256: b8c468cd185a4514dac58a7649f78466eeed29407a9891506b3b2ce96785a5f8
-body-sha256: 15a3200c59af252076a0a3035043098c31d0ef411659ef8bee57ccd8485c4525
+body-sha256: 0122018461641b5fd27d0ab4d74283b901a2b71c2c528d97fb97dd965ab1406a
 
 The two-layer perceptron trained with adam (default beta1, beta2 and eps). The loss is the same mean squared error, written as a mean over rows of per-row means of squares.
 
@@ -75,7 +75,7 @@ def loss_and_gradients(
     H = np.tanh(X @ W1 + b1)
     out = H @ W2 + b2
     t0 = out - Y
-    dL_dout = 2 * (1 / N / k) * t0
+    dL_dout = 2 / (N * k) * t0
     dL_db2 = np.sum(dL_dout, axis=0)
     dL_dH = dL_dout @ W2.T
     dL_dW2 = H.T @ dL_dout

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/nested_chain.yaml
 spec-sha256: 45f00e6ec60ca56b31993199d00db734ecd4a4280b3d138ef6ba04d98dcd1ea0
-body-sha256: ad0f2cb666fccec9d0e9ae0dcacd1c60cc4abf19bd7d6b6d1e7c04bd29f15780
+body-sha256: ba8b5fd3bc89930176e26b088575618cf61ae604507b0d6457dfe950c474cb50
 
 The article's deeply nested single-variable chain, y = ln(sin(x^3)^2), whose derivative is 6 x^2 cos(x^3) / sin(x^3) (6 cot 1 at x = 1). Also the warm-up sin(x^2) as a second output (3 cos(2.25) at x = 1.5). No optimizer is given, so the default (sgd, lr 0.01) applies.
 
@@ -44,11 +44,11 @@ def loss_and_gradients(x: float) -> tuple[float, Gradients]:
 
     dL/dx = 6*x**2*cot(x**3)
     """
-    t0 = x * x * x
-    t1 = np.sin(t0)
-    t2 = t1**2
-    dL_dx = 2 * t1 / t2 * np.cos(t0) * (3 * x**2)
-    return float(np.log(t2)), Gradients(x=dL_dx)
+    t0 = x * x
+    t1 = t0 * x
+    t2 = np.sin(t1)
+    dL_dx = 6 * t0 * np.cos(t1) / t2
+    return float(np.log(t2**2)), Gradients(x=dL_dx)
 
 
 def gradients(x: float) -> Gradients:
@@ -121,9 +121,9 @@ def jacobian_y(x: float) -> YJacobian:
 
     dy/dx = 6*x**2*cot(x**3)
     """
-    t0 = x * x * x
-    t1 = np.sin(t0)
-    return YJacobian(x=3 * x**2 * np.cos(t0) * (2 * t1) / t1**2)
+    t0 = x * x
+    t1 = t0 * x
+    return YJacobian(x=6 * t0 * np.cos(t1) / np.sin(t1))
 
 
 class SJacobian(NamedTuple):

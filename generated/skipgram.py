@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/skipgram.yaml
 spec-sha256: 740d11e3a4269c9ba45360d3deb8c571d302d1948f34b10bdda0745ecabd20f6
-body-sha256: c6d295bd52a70433600fa4f89e24c4802d0e42d51a4815b96b1fce9675a5d822
+body-sha256: 73a70c1ee8adc40176a269926ec5ea1602892b8ec5f1f4e9103b954b03b55f1e
 
 Skip-gram with negative sampling (word2vec): each center word's embedding is pulled towards its context word's output embedding and pushed away from K sampled negatives. Embedding lookups are E[ids]; their gradients are scatter-adds (repeated ids add up), never one-hot matrices.
 
@@ -52,12 +52,6 @@ def _scatter_add(g, index, size, dtype):
     return out.astype(dtype, copy=False).reshape(
         (size,) + np.shape(g)[np.ndim(index) :]
     )
-
-
-def _sigmoid(z):
-    """The logistic function 1 / (1 + e^-z), finite for every z: neither exp
-    overflows (e^min(z, 0) / (1 + e^-|z|) is the same function, for z of each sign)."""
-    return np.exp(np.minimum(z, 0)) / (1 + np.exp(-np.abs(z)))
 
 
 class Params(NamedTuple):
@@ -112,21 +106,22 @@ def loss_and_gradients(
     t1 = u[:, None, :]
     t2 = F[negatives]
     negative = np.sum(t1 * t2, axis=2)
-    t3 = -np.mean(_log_sigmoid(positive)) - np.mean(
-        np.sum(_log_sigmoid(-negative), axis=1)
-    )
-    t4 = -1 / B
-    dL_dnegative = -(t4 * _sigmoid(negative))
-    dL_dpositive = t4 * _sigmoid(-positive)
-    t5 = dL_dnegative[:, :, None]
-    t6 = _put(np.sum(t5 * t2, axis=1, keepdims=True), np.s_[:, None, :], (B, d), float)
-    t7 = dL_dpositive[:, None]
-    dL_du = t6 + t7 * t0
+    t3 = np.exp(-np.abs(positive))
+    t4 = np.exp(-np.abs(negative))
+    t5 = np.mean(np.sum(-(np.maximum(negative, 0) + np.log1p(t4)), axis=1))
+    dL_dpositive = -1 / B * (np.maximum(positive <= 0, t3) / (1 + t3))
+    t6 = dL_dpositive[:, None]
+    dL_dnegative = np.maximum(negative >= 0, t4) / (1 + t4) / B
+    t7 = dL_dnegative[:, :, None]
+    t8 = _put(np.sum(t7 * t2, axis=1, keepdims=True), np.s_[:, None, :], (B, d), float)
+    dL_du = t8 + t6 * t0
     dL_dE = _scatter_add(dL_du, center, V, float)
-    dL_dF = _scatter_add(t5 * t1, negatives, V, float) + _scatter_add(
-        t7 * u, context, V, float
+    dL_dF = _scatter_add(t7 * t1, negatives, V, float) + _scatter_add(
+        t6 * u, context, V, float
     )
-    return float(t3), Gradients(E=dL_dE, F=dL_dF)
+    return float(-np.mean(np.minimum(positive, 0) - np.log1p(t3)) - t5), Gradients(
+        E=dL_dE, F=dL_dF
+    )
 
 
 def gradients(

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/softmax_regression.yaml
 spec-sha256: 3932443e86754dedc4f5d5e1a24f85ce7c0157185913d7fae88b3a74cda25f77
-body-sha256: f06aaa31cabf64d9f9c84d01d2ba3023a643d576281f64c71d5e07aae890a6cd
+body-sha256: 65dd4e4db47be36ee592e009b2b63fe2c3088e5064c64988bd941c4bac6f8911
 
 Multinomial logistic regression: softmax cross-entropy over k classes, written the textbook way as log(sum(exp(Z))) - sum(Y * Z). gradgen recognises the log-sum-exp and emits a stable form, so logits in the thousands stay finite, and the gradient comes out as (softmax(Z) - Y) / N.
 
@@ -62,7 +62,7 @@ def loss_and_gradients(
     N = np.shape(X)[0]
     Z = X @ W + b
     t0 = _logsumexp(Z, axis=1)
-    dL_dZ = np.exp(Z - t0[:, None]) / N - Y / N
+    dL_dZ = (np.exp(Z - t0[:, None]) - Y) / N
     dL_db = np.sum(dL_dZ, axis=0)
     dL_dW = X.T @ dL_dZ
     return float(np.mean(t0 - np.sum(Y * Z, axis=1))), Gradients(W=dL_dW, b=dL_db)

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/total_derivative.yaml
 spec-sha256: d9ff94b1c5fd68bc506996323a4e7cf40771ba6e316554db449f28a6094cf559
-body-sha256: 29a34aa673fc8668c508a096e8985564f47468dbef6014b9eec4236e1af080c9
+body-sha256: e433f2941e060586fd427a189ec2b62f4ee0cac973e6aac9cc09bdbf709109a1
 
 Total-derivative chain rule: x reaches the result along two paths, so the contributions of both paths must be summed (d/dx (x + x^2) = 1 + 2x, not the naive 2x). The outputs add the product rule x * x^2 (3x^2), a composition sin(x + x^2) and a scaled sum 9 (x + x^2).
 
@@ -139,7 +139,7 @@ def jacobian_product(x: float) -> ProductJacobian:
 
     dproduct/dx = 3*x**2
     """
-    return ProductJacobian(x=x**2 + 2 * x * x)
+    return ProductJacobian(x=3 * x**2)
 
 
 class ComposedJacobian(NamedTuple):
@@ -177,4 +177,4 @@ def jacobian_scaled(x: float) -> ScaledJacobian:
 
     dscaled/dx = 18*x + 9
     """
-    return ScaledJacobian(x=9 * (1 + 2 * x))
+    return ScaledJacobian(x=9 + 18 * x)

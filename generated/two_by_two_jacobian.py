@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/two_by_two_jacobian.yaml
 spec-sha256: fc7c2ca2d3390abc052d5ec9ffd9c318db153e12ea9b40e06d2fa463897da2fc
-body-sha256: c6b111137740572c81141f6ad475f27854c6d8827548b9a00cce7d3f675e5219
+body-sha256: 1d96b17ac182e09efbc0c6b60ea13fa3c783bb2cf3cb1f1754a429ca3e9a4120
 
 A 2x2 Jacobian from two scalar parameters: f = [3 x^2 y, 2x + y^8], written as a quoted expression-level list literal. At (x, y) = (2, 1) the Jacobian is [[12, 12], [2, 8]]. Outputs only, no loss.
 
@@ -42,6 +42,5 @@ def jacobian_f(x: float, y: float) -> FJacobian:
     """
     t0 = y * y
     return FJacobian(
-        x=np.array([3 * (2 * x) * y, 2]),
-        y=np.array([3 * x**2, 8 * (t0 * t0 * (t0 * y))]),
+        x=np.array([6 * x * y, 2]), y=np.array([3 * x**2, 8 * (t0 * t0 * (t0 * y))])
     )

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/vector_chain.yaml
 spec-sha256: d968982a2a2a9f15c29a16b117fd018ec3cc8554a56be6e4a4eba7ed382fd596
-body-sha256: 610b814e24594448bcc1140db43a2c4a757ff1df56050f7aa00b9ebd0cccfdd2
+body-sha256: b81499014f7e3d4fee86dfc2b0da5df707553a6b1c704cd4929bed4bd3d174a9
 
 Vector chain rule for a vector of functions of one scalar, y = [ln(x^2), sin(3x)], written as a YAML flow sequence (a vector literal). Jacobian [2/x, 3 cos(3x)], [1.0, 2.880510859951098] at x = 2. Outputs only, no loss.
 
@@ -36,4 +36,4 @@ def jacobian_y(x: float) -> YJacobian:
 
     dy/dx = [2/x, 3*cos(3*x)]
     """
-    return YJacobian(x=np.array([2 * x / x**2, 3 * np.cos(3 * x)]))
+    return YJacobian(x=np.array([2 / x, 3 * np.cos(3 * x)]))

@@ -6,8 +6,12 @@ arguments, the nodes it returns, and the names its values take. Lowering decides
 
 * fast spellings: a**k for integer 3 <= k <= 16 as products (numpy's `x**3` goes
   through pow() and is 50-140x slower than `x*x*x`); the sum (or mean) of the
-  squares of a vector as a dot product `x @ x`, with no temporary array; a product
-  of three or more einsum factors as nested pairs (`factor.pairwise`);
+  squares of a vector, or of a product of two vectors, as a dot product `x @ x`,
+  `u @ v`, with no temporary array; a product of three or more einsum factors as
+  nested pairs (`factor.pairwise`);
+* element-wise regions as an expert writes them (`regions.py`): factored by sympy
+  where that saves array operations, softplus, sigmoid and log-sigmoid in stable
+  forms sharing one exp;
 * ownership: every returned array is fresh, a copy only where a result would
   otherwise be the caller's array, a Python number, or another result's memory;
 * names: the spec's names for its variables, `dL_dw` for gradients (`naming.py`);
@@ -19,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from . import factor, naming
+from . import factor, naming, regions
 from .derive import Derivatives
 from .graph import Exponent, Node, Position, ancestors, attr
 from .model import Model
@@ -70,7 +74,7 @@ def lower(model: Model, derivatives: Derivatives) -> Program:
     loss = loss_and_gradients = None
     derivation = derivatives.gradients
     if derivation is not None:
-        loss = _kernel(model, "loss", [derivation.loss], every, {})
+        loss = _kernel(model, "loss", [derivation.loss], every, {}, fresh_from=1)
         # dL_dw for each param's gradient, then dL_dz for the spec's other named
         # variables; a node keeps the first name it gets (the spec's own first).
         names: dict[Node, str] = {}
@@ -82,7 +86,12 @@ def lower(model: Model, derivatives: Derivatives) -> Program:
         # two params with the same gradient still get two arrays
         gradients = fresh(ops, list(derivation.gradients.values()))
         loss_and_gradients = _kernel(
-            model, "loss_and_gradients", [derivation.loss, *gradients], every, names
+            model,
+            "loss_and_gradients",
+            [derivation.loss, *gradients],
+            every,
+            names,
+            fresh_from=1,
         )
     outputs: list[OutputKernels] = []
     for name, node in model.outputs.items():
@@ -106,16 +115,31 @@ def _kernel(
     results: list[Node],
     args: tuple[str, ...],
     names: Mapping[Node, str],
+    fresh_from: int = 0,
 ) -> Kernel:
+    """The kernel computing `results`; those from `fresh_from` on are arrays the
+    caller may keep (see `fresh`), the ones before are returned as numbers."""
+    ops = model.ops
     preferred = {n: v for n, v in model.names.items() if v not in args}
     for n, v in names.items():
         preferred.setdefault(n, v)  # never rename a variable the spec named
-    lowered = lower_powers(model.ops, results)
-    renamed = {lowered[n]: v for n, v in preferred.items() if n in lowered}
+    lowered = lower_powers(ops, results)
+    current = [lowered[r] for r in results]
+    # named variables are computed as they are: they bound the regions around them
+    kept = [lowered[n] for n in preferred if n in lowered]
+    factored = regions.simplify(ops, current, kept)
+    current = [factored[r] for r in current]
+    stable = regions.stabilise(ops, current)
+    current = [stable[r] for r in current]
+    current[fresh_from:] = fresh(ops, current[fresh_from:])
+    renamed: dict[Node, str] = {}
+    for n, v in preferred.items():
+        if n in lowered and lowered[n] in factored and factored[lowered[n]] in stable:
+            renamed.setdefault(stable[factored[lowered[n]]], v)
     return Kernel(
         name,
         args,
-        tuple(lowered[r] for r in results),
+        tuple(current),
         renamed,
         model.dim_sources(list(args)),
         model.spec.dtype,
@@ -218,12 +242,21 @@ def _lower(ops: Ops, node: Node, args: tuple[Node, ...]) -> Node | None:
         )
     if node.op in ("sum", "mean") and node.rank == 0:  # all of a vector's elements
         (a,) = args
+        pair: tuple[Node, Node] | None = None
         if a.rank == 1 and (
             a.op == "square" or (a.op == "powc" and a.attrs == Exponent(2.0))
         ):
-            x = a.args[0]
-            dot = ops.matmul(x, x)
-            return dot if node.op == "sum" else ops.div(dot, ops.count(x, None))
+            pair = (a.args[0], a.args[0])
+        elif (
+            a.op == "mul"
+            and a.rank == 1
+            and all(f.shape == a.shape for f in a.args)
+            and not all(regions.boolean(f) for f in a.args)  # bool @ bool is a bool
+        ):
+            pair = (a.args[0], a.args[1])  # sum(u * v) = u @ v, no temporary
+        if pair is not None:
+            dot = ops.matmul(*pair)
+            return dot if node.op == "sum" else ops.div(dot, ops.count(a, None))
     return None
 
 

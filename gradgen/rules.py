@@ -987,9 +987,10 @@ RULES: dict[str, Rule] = {
     "sqrt": elementwise(sp.sqrt(X), "np.sqrt({0})", inverse=Y**2),  # sqrt' = 1/(2y)
     "abs": elementwise(sp.Abs(X), "np.abs({0})"),  # abs' = sign x
     "square": elementwise(X**2, "np.square({0})"),  # square' = 2x
-    # softplus(x) = log(1 + e^x), stable as logaddexp; softplus' = sigmoid(x)
+    # softplus(x) = log(1 + e^x), through a helper with one exp and one log1p (not
+    # np.logaddexp, a scalar loop in some numpy builds); softplus' = sigmoid(x)
     "softplus": elementwise(
-        sp.log(1 + sp.exp(X)), "np.logaddexp(0, {0})", stable=SIGMOID(X)
+        sp.log(1 + sp.exp(X)), "_softplus({0})", stable=SIGMOID(X), helper="softplus"
     ),
     "log1p": elementwise(sp.log(1 + X), "np.log1p({0})"),  # log1p' = 1/(1 + x)
     # expm1' = e^x = y + 1

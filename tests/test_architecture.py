@@ -33,7 +33,7 @@ LAYERS: list[set[str]] = [
     {"model"},  # Spec -> graph
     {"derive"},
     {"closedform"},  # graph <-> sympy: closed forms, printed as math
-    {"lower"},
+    {"lower", "regions"},
     {"printer"},
     {"explain", "explanation"},  # dumps of the stages above; the explain stage
     {"render"},

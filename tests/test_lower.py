@@ -78,6 +78,23 @@ def test_a_sum_of_squares_of_a_vector_is_a_dot_product(ops: Ops) -> None:
     assert np.allclose(got, [14.0, 14.0 / 3])
 
 
+def test_a_sum_of_a_product_of_two_vectors_is_a_dot_product(ops: Ops) -> None:
+    u = ops.leaf("param", "u", ("n",))
+    v = ops.leaf("param", "v", ("n",))
+    total = ops.reduce("sum", ops.mul(u, v), None)
+    mean = ops.reduce("mean", ops.mul(u, ops.gt(v, ops.const(0))), None)
+    masks = ops.reduce("sum", ops.mul(ops.gt(u, v), ops.gt(v, u)), None)
+    broadcast = ops.reduce("sum", ops.mul(u, ops.leaf("param", "s", ())), None)
+    new = lower.lower_powers(ops, [total, mean, masks, broadcast])
+    assert new[total] is ops.matmul(u, v)
+    assert new[mean].op == "div" and new[mean].args[0].op == "matmul"
+    assert new[masks] is masks  # bool @ bool is a logical and, not a count
+    assert new[broadcast] is broadcast  # a scalar factor: no dot product
+    uv, vv = np.array([1.0, -2.0, 3.0]), np.array([0.5, 1.0, -1.0])
+    got = evaluate([new[total], new[mean], new[masks]], {u: uv, v: vv})
+    assert np.allclose(got, [uv @ vv, np.mean(uv * (vv > 0)), 0.0])
+
+
 def test_a_sum_of_squares_of_a_matrix_stays(ops: Ops) -> None:
     A = ops.leaf("param", "A", ("m", "n"))
     total = ops.reduce("sum", ops.powc(A, 2), None)

@@ -223,7 +223,7 @@ def test_total_derivative_sums_both_paths(tmp_path: Path) -> None:
         ("(a + b) * c", "(a + b) * c"),
         ("a / (b * c)", "a / (b * c)"),
         ("-a**2", "-(a**2)"),
-        ("(-a)**2", "(-a) ** 2"),
+        ("(-a)**b", "(-a) ** b"),  # (-a)**2 is a**2: sympy simplifies it (regions.py)
         ("a ** (b ** c)", "a**b**c"),
         ("(a ** b) ** c", "(a**b) ** c"),
     ],
