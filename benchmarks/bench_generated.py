@@ -391,6 +391,73 @@ def hand_mlp(
     return loss, (X.T @ dH, dH.sum(axis=0), H.T @ G, G.sum(axis=0))
 
 
+def hand_attention(
+    X: Array, Y: Array, Wq: Array, Wk: Array, Wv: Array
+) -> tuple[float, tuple[Array, Array, Array]]:
+    """One head of batched self-attention fitted by mean squared error, by hand."""
+    e = Wq.shape[1]
+    Q, K, V = X @ Wq, X @ Wk, X @ Wv
+    S = Q @ np.swapaxes(K, -1, -2) / math.sqrt(e)
+    S -= S.max(axis=-1, keepdims=True)
+    A = np.exp(S)
+    A /= A.sum(axis=-1, keepdims=True)
+    E = A @ V - Y
+    loss = float(np.vdot(E, E)) / E.size
+    G = E * (2.0 / E.size)
+    dA = G @ np.swapaxes(V, -1, -2)
+    dS = A * (dA - (dA * A).sum(axis=-1, keepdims=True)) / math.sqrt(e)
+    dV = np.swapaxes(A, -1, -2) @ G
+    dQ, dK = dS @ K, np.swapaxes(dS, -1, -2) @ Q
+    axes = ([0, 1], [0, 1])
+    return loss, (
+        np.tensordot(X, dQ, axes=axes),
+        np.tensordot(X, dK, axes=axes),
+        np.tensordot(X, dV, axes=axes),
+    )
+
+
+def hand_skipgram(
+    center: Array, context: Array, negatives: Array, E: Array, F: Array
+) -> tuple[float, tuple[Array, Array]]:
+    """Skip-gram with negative sampling, by hand: np.add.at for the lookups' adjoints."""
+    B = center.size
+    u, Fc, Fn = E[center], F[context], F[negatives]
+    positive = np.einsum("bd,bd->b", u, Fc)
+    negative = np.einsum("bd,bkd->bk", u, Fn)
+    loss = float(np.logaddexp(0, -positive).sum() + np.logaddexp(0, negative).sum()) / B
+    dpos = -1 / (1 + np.exp(positive)) / B  # -sigmoid(-positive) / B
+    dneg = 1 / (1 + np.exp(-negative)) / B  # sigmoid(negative) / B
+    du = dpos[:, None] * Fc + np.einsum("bk,bkd->bd", dneg, Fn)
+    dE = np.zeros_like(E)
+    np.add.at(dE, center, du)
+    dF = np.zeros_like(F)
+    np.add.at(dF, context, dpos[:, None] * u)
+    np.add.at(dF, negatives, dneg[:, :, None] * u[:, None, :])
+    return loss, (dE, dF)
+
+
+def hand_layernorm_mlp(
+    X: Array, Y: Array, W1: Array, gain: Array, beta: Array, W2: Array
+) -> tuple[float, tuple[Array, Array, Array, Array]]:
+    """An MLP with layer normalisation of its hidden layer, by hand."""
+    A = X @ W1
+    C = A - A.mean(axis=1, keepdims=True)
+    s = np.sqrt((C * C).mean(axis=1, keepdims=True) + 1e-5)
+    normed = C / s
+    H = np.tanh(normed * gain + beta)
+    E = H @ W2 - Y
+    loss = float(np.vdot(E, E)) / E.size
+    G = E * (2.0 / E.size)
+    dZ = (G @ W2.T) * (1 - H * H)
+    dN = dZ * gain
+    dA = (
+        dN
+        - dN.mean(axis=1, keepdims=True)
+        - normed * (dN * normed).mean(axis=1, keepdims=True)
+    ) / s
+    return loss, (X.T @ dA, (dZ * normed).sum(axis=0), dZ.sum(axis=0), H.T @ G)
+
+
 def hand_elementwise(x: Array) -> tuple[float, tuple[Array]]:
     """sum(softplus(sin(x)**2) * cos(x)**3) and its gradient, as an expert writes it:
     softplus and its derivative, the sigmoid, in their stable forms sharing one exp
@@ -574,6 +641,55 @@ def bench_gradients(rows: list[Row], config: Config, rng: np.random.Generator) -
         f"elementwise N={config.n_elementwise}",
         partial(elementwise.loss_and_gradients, x),
         partial(hand_elementwise, x),
+        config,
+    )
+
+    # issue 9's models: batched attention, embedding lookups, layer normalisation
+    B, T, d, e = 64, 32, 32, 32
+    att_args = (
+        rng.standard_normal((B, T, d)),
+        rng.standard_normal((B, T, e)),
+        *(rng.standard_normal((d, e)) / math.sqrt(d) for _ in range(3)),
+    )
+    compare(
+        rows,
+        section,
+        f"attention B={B} T={T} d={d} e={e}",
+        partial(load_generated("attention").loss_and_gradients, *att_args),
+        partial(hand_attention, *att_args),
+        config,
+    )
+    V, dim, Bs, K = 5000, 64, 20000, 5
+    sg_args = (
+        rng.integers(0, V, Bs),
+        rng.integers(0, V, Bs),
+        rng.integers(0, V, (Bs, K)),
+        0.1 * rng.standard_normal((V, dim)),
+        0.1 * rng.standard_normal((V, dim)),
+    )
+    compare(
+        rows,
+        section,
+        f"skipgram V={V} d={dim} B={Bs} K={K}",
+        partial(load_generated("skipgram").loss_and_gradients, *sg_args),
+        partial(hand_skipgram, *sg_args),
+        config,
+    )
+    N_ln, n_ln, h_ln, k_ln = config.n_mlp, config.d_mlp, config.h_mlp, config.k_mlp
+    ln_args = (
+        rng.standard_normal((N_ln, n_ln)),
+        rng.standard_normal((N_ln, k_ln)),
+        rng.standard_normal((n_ln, h_ln)) / math.sqrt(n_ln),
+        1 + 0.1 * rng.standard_normal(h_ln),
+        0.1 * rng.standard_normal(h_ln),
+        rng.standard_normal((h_ln, k_ln)) / math.sqrt(h_ln),
+    )
+    compare(
+        rows,
+        section,
+        f"layernorm_mlp N={N_ln} n={n_ln} h={h_ln} k={k_ln}",
+        partial(load_generated("layernorm_mlp").loss_and_gradients, *ln_args),
+        partial(hand_layernorm_mlp, *ln_args),
         config,
     )
 
