@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .graph import LEAVES, Axes, Node, Shape, ancestors, leaves_of
+from .graph import LEAVES, Node, ancestors, leaves_of
 from .model import Model
 from .ops import Ops
 from .rules import RULES, STEPWISE, Rule, total
@@ -118,18 +118,13 @@ def unbroadcast(ops: Ops, g: Node, arg: Node, out: Node) -> Node:
     keep = tuple(a for a in summed if a - g_lead >= lead)  # arg's own size-1 axes
     drop = tuple(a for a in summed if a - g_lead < lead)
     if keep:
-        g = ops.make("sum_keep", g, attrs=Axes(keep), shape=_kept(g.shape, keep))
+        g = ops.keep_sum(g, keep)
     if drop:
         g = ops.sum_axes(g, drop)
     g = ops.mul(factor, g)
     while g.rank > arg.rank and g.shape[0] == 1:  # leftover size-1 leading axes
         g = ops.index(g, 0)
     return g
-
-
-def _kept(shape: Shape, axes: tuple[int, ...]) -> Shape:
-    """The shape after summing `axes` with keepdims."""
-    return tuple(1 if i in axes else d for i, d in enumerate(shape))
 
 
 def gradients(ops: Ops, loss: Node, params: list[Node]) -> Derivation:

@@ -332,8 +332,7 @@ def summed(ops: Ops, out: Node, t: Node, p: Node) -> Node:
     if not axes:
         return full
     if attr(out, Axis).keepdims:
-        shape = tuple(1 if i in axes else d for i, d in enumerate(full.shape))
-        return ops.make("sum_keep", full, attrs=Axes(axes), shape=shape)
+        return ops.keep_sum(full, axes)
     return ops.sum_axes(full, axes)
 
 
@@ -388,12 +387,7 @@ def extreme_vjp(ops: Ops, out: Node, g: Node, i: int) -> Node:
     # equally among ties (numpy's max has no preferred one)
     x = out.args[0]
     hit = ops.make("as_float", ops.eq(x, restore(ops, out, out)), shape=x.shape)
-    ties = ops.make(
-        "sum_keep",
-        hit,
-        attrs=Axes(reduced(out)),
-        shape=tuple(1 if i in reduced(out) else d for i, d in enumerate(x.shape)),
-    )
+    ties = ops.keep_sum(hit, reduced(out))
     return ops.mul(restore(ops, out, g), ops.div(hit, ties))
 
 
