@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/attention.yaml
 spec-sha256: ef0893b4b79e8baab0afd088cfe8106b94d54974471fbd0cd27adf243a4650e3
-body-sha256: 04ee3a4bd50e72e0b6492d33c97dfe03556e1a4eb094dc7eed59e1bb51e34d3e
+body-sha256: f03adb96edaa16c7a059936f52de5c28b062970c14cec208bd82e5c10f5f60d8
 
 One head of batched self-attention over sequences X [B, T, d]: queries, keys and values are batched matrix products with shared weights, the scores are scaled dot products softmaxed along the last axis, fitted by mean squared error. The weight gradients come out as one tensordot each over the batch and time axes.
 
@@ -55,12 +55,15 @@ def loss(
     X: np.ndarray, Y: np.ndarray, Wq: np.ndarray, Wk: np.ndarray, Wv: np.ndarray
 ) -> float:
     """The loss."""
+    B = np.shape(X)[0]
+    T = np.shape(X)[1]
     e = np.shape(Y)[2]
     Q = X @ Wq
     K = X @ Wk
     V = X @ Wv
     A = _softmax(Q @ np.transpose(K, (0, 2, 1)) / np.sqrt(np.float64(e)), axis=2)
-    return float(np.mean(np.square(A @ V - Y)))
+    t0 = A @ V - Y
+    return float(np.vdot(t0, t0) / (B * T * e))
 
 
 def loss_and_gradients(
@@ -91,7 +94,9 @@ def loss_and_gradients(
     dL_dWv = np.tensordot(X, dL_dV, axes=([0, 1], [0, 1]))
     dL_dWk = np.tensordot(X, dL_dK, axes=([0, 1], [0, 1]))
     dL_dWq = np.tensordot(X, dL_dQ, axes=([0, 1], [0, 1]))
-    return float(np.mean(np.square(t2))), Gradients(Wq=dL_dWq, Wk=dL_dWk, Wv=dL_dWv)
+    return float(np.vdot(t2, t2) / (B * T * e)), Gradients(
+        Wq=dL_dWq, Wk=dL_dWk, Wv=dL_dWv
+    )
 
 
 def gradients(

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/layernorm_mlp.yaml
 spec-sha256: 9c744947f8ac7893ccc06dbace7ff6650fb3223e25e2c515673af049e5977736
-body-sha256: d2f0577648df1d1f6c08e7a86c49ca3e8a77b20d3bec22419ecddb0d59762400
+body-sha256: b60cb82ecd4ab73c3d355340fdd30fa07e7ed72739aa2244d94b99fdb9df481b
 
 An MLP with layer normalisation of the hidden layer: each row centred and scaled by its own mean and standard deviation (keepdims, as in numpy), then a learned gain and shift (beta: a param name adam's beta1/beta2 do not clash with).
 
@@ -55,11 +55,14 @@ def loss(
     W2: np.ndarray,
 ) -> float:
     """The loss."""
+    N = np.shape(X)[0]
+    k = np.shape(Y)[1]
     A = X @ W1
     centred = A - np.mean(A, axis=1, keepdims=True)
     t0 = centred / np.sqrt(np.var(A, axis=1, keepdims=True) + 1e-05) * gain
     H = np.tanh(t0 + beta)
-    return float(np.mean(np.square(H @ W2 - Y)))
+    t1 = H @ W2 - Y
+    return float(np.vdot(t1, t1) / (N * k))
 
 
 def loss_and_gradients(
@@ -97,7 +100,7 @@ def loss_and_gradients(
     t6 = 2 / h * (np.sum(-(t5 * t1 / t0), axis=1, keepdims=True) * (0.5 / t0))
     dL_dA = t6 * centred + dL_dcentred + np.sum(-dL_dcentred, axis=1, keepdims=True) / h
     dL_dW1 = X.T @ dL_dA
-    return float(np.mean(np.square(t2))), Gradients(
+    return float(np.vdot(t2, t2) / (N * k)), Gradients(
         W1=dL_dW1, gain=dL_dgain, beta=dL_dbeta, W2=dL_dW2
     )
 

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/mlp.yaml
 spec-sha256: f19e146670e5d447051eeba444e07245803d9b14e1b414c7ebd7e6c049a0839f
-body-sha256: 35758ec1969d319172fd81394c60f0f2c278b97d92608734c14c463165632e6b
+body-sha256: f65a330a9461c2be9fc1000449966da19f78b85e23091e1838e2fecfe7ee8f79
 
 A two-layer perceptron: a tanh hidden layer and a linear output layer, with bias rows broadcast over the batch, fitted by mean squared error. Matrix-matrix products give the adjoints X^T G and G W^T. The prediction output has a rank-4 Jacobian with respect to the weight matrices.
 
@@ -51,9 +51,12 @@ def loss(
     b2: np.ndarray,
 ) -> float:
     """The loss."""
+    N = np.shape(X)[0]
+    k = np.shape(Y)[1]
     H = np.tanh(X @ W1 + b1)
     out = H @ W2 + b2
-    return float(np.mean((out - Y) ** 2))
+    t0 = out - Y
+    return float(np.vdot(t0, t0) / (N * k))
 
 
 def loss_and_gradients(
@@ -83,7 +86,9 @@ def loss_and_gradients(
     t1 = dL_dH * (1 - H**2)
     dL_db1 = np.sum(t1, axis=0)
     dL_dW1 = X.T @ t1
-    return float(np.mean(t0**2)), Gradients(W1=dL_dW1, b1=dL_db1, W2=dL_dW2, b2=dL_db2)
+    return float(np.vdot(t0, t0) / (N * k)), Gradients(
+        W1=dL_dW1, b1=dL_db1, W2=dL_dW2, b2=dL_db2
+    )
 
 
 def gradients(

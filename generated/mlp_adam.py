@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/mlp_adam.yaml
 spec-sha256: b8c468cd185a4514dac58a7649f78466eeed29407a9891506b3b2ce96785a5f8
-body-sha256: 0122018461641b5fd27d0ab4d74283b901a2b71c2c528d97fb97dd965ab1406a
+body-sha256: 756c239c48c1270e0adefc54b7ce4ca77da87ec167bfef3dfb330efd2645fe45
 
 The two-layer perceptron trained with adam (default beta1, beta2 and eps). The loss is the same mean squared error, written as a mean over rows of per-row means of squares.
 
@@ -50,9 +50,12 @@ def loss(
     b2: np.ndarray,
 ) -> float:
     """The loss."""
+    N = np.shape(X)[0]
+    k = np.shape(Y)[1]
     H = np.tanh(X @ W1 + b1)
     out = H @ W2 + b2
-    return float(np.mean(np.mean(np.square(out - Y), axis=1)))
+    t0 = out - Y
+    return float(np.vdot(t0, t0) / (N * k))
 
 
 def loss_and_gradients(
@@ -82,7 +85,7 @@ def loss_and_gradients(
     t1 = dL_dH * (1 - H**2)
     dL_db1 = np.sum(t1, axis=0)
     dL_dW1 = X.T @ t1
-    return float(np.mean(np.mean(np.square(t0), axis=1))), Gradients(
+    return float(np.vdot(t0, t0) / (N * k)), Gradients(
         W1=dL_dW1, b1=dL_db1, W2=dL_dW2, b2=dL_db2
     )
 

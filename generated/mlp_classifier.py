@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/mlp_classifier.yaml
 spec-sha256: 6711f4cdf222625de8a383ed1c4a72250485a6455d298ddd17a2863a721ba644
-body-sha256: 8224e805eb58914422b46d8fd6dea94e87cfec354c6c01795369812d46f5a9ce
+body-sha256: 3da336645c2fc2fc1a4e5fef6ffc08f3a76994fdeae0eadc9d16429c2081696e
 
 A two-layer classifier: a ReLU hidden layer, softmax cross-entropy on integer labels, and L2 weight decay on both weight matrices. examples/train_digits.py trains it on scikit-learn's 8x8 digits with the generated step.
 
@@ -89,7 +89,7 @@ def loss(
     """The loss."""
     H = np.maximum(X @ W1 + b1, 0)
     Z = H @ W2 + b2
-    t0 = 0.0001 * (np.sum(np.square(W1)) + np.sum(np.square(W2))) / 2 - np.mean(
+    t0 = 0.0001 * (np.vdot(W1, W1) + np.vdot(W2, W2)) / 2 - np.mean(
         _take_along(_log_softmax(Z, axis=1), y, 1)
     )
     return float(t0)
@@ -116,18 +116,18 @@ def loss_and_gradients(
     H = np.maximum(t0, 0)
     Z = H @ W2 + b2
     t1 = _log_softmax(Z, axis=1)
-    t2 = 0.0001 * (np.sum(np.square(W1)) + np.sum(np.square(W2))) / 2 - np.mean(
-        _take_along(t1, y, 1)
-    )
-    t3 = _put_along(np.full((N,), -1 / N, dtype=float), y, k, 1, float)
-    dL_dZ = t3 - np.exp(t1) * np.sum(t3, axis=1, keepdims=True)
+    t2 = _put_along(np.full((N,), -1 / N, dtype=float), y, k, 1, float)
+    dL_dZ = t2 - np.exp(t1) * np.sum(t2, axis=1, keepdims=True)
     dL_db2 = np.sum(dL_dZ, axis=0)
     dL_dH = dL_dZ @ W2.T
-    t4 = dL_dH * (t0 > 0)
-    dL_db1 = np.sum(t4, axis=0)
+    t3 = dL_dH * (t0 > 0)
+    dL_db1 = np.sum(t3, axis=0)
     dL_dW2 = 0.0001 * W2 + H.T @ dL_dZ
-    dL_dW1 = 0.0001 * W1 + X.T @ t4
-    return float(t2), Gradients(W1=dL_dW1, b1=dL_db1, W2=dL_dW2, b2=dL_db2)
+    dL_dW1 = 0.0001 * W1 + X.T @ t3
+    t4 = 0.0001 * (np.vdot(W1, W1) + np.vdot(W2, W2)) / 2 - np.mean(
+        _take_along(t1, y, 1)
+    )
+    return float(t4), Gradients(W1=dL_dW1, b1=dL_db1, W2=dL_dW2, b2=dL_db2)
 
 
 def gradients(

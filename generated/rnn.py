@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/rnn.yaml
 spec-sha256: f07bf382d70823bb15318a0659a43b2afca0cecb65a8fdfec8cf08c130dd6f50
-body-sha256: 0d6755a905c3badfc3799d0096fe516438cfd681173b9ec2ae99a109748e2bf0
+body-sha256: 7fc8c29532ea40d6c077eb9659e26abf28511655022dbae7eeff6520df69a9a4
 
 A recurrent network unrolled over three time steps X[0], X[1], X[2] of a batch X [3, N, d]: the hidden state carries through tanh cells sharing Wx, Wh and b, and the last state predicts y. Backpropagation through time is the chain rule along the unrolled graph.
 
@@ -51,10 +51,13 @@ def loss(
     Wo: np.ndarray,
 ) -> float:
     """The loss."""
+    N = np.shape(X)[1]
+    k = np.shape(y)[1]
     h1 = np.tanh(X[0] @ Wx + b)
     h2 = np.tanh(X[1] @ Wx + h1 @ Wh + b)
     h3 = np.tanh(X[2] @ Wx + h2 @ Wh + b)
-    return float(np.mean(np.square(h3 @ Wo - y)))
+    t0 = h3 @ Wo - y
+    return float(np.vdot(t0, t0) / (N * k))
 
 
 def loss_and_gradients(
@@ -93,7 +96,7 @@ def loss_and_gradients(
     dL_db = np.sum(t5, axis=0) + np.sum(t7, axis=0) + np.sum(t8, axis=0)
     dL_dWh = h2.T @ t5 + h1.T @ t7
     dL_dWx = t2.T @ t5 + t1.T @ t7 + t0.T @ t8
-    return float(np.mean(np.square(t3))), Gradients(
+    return float(np.vdot(t3, t3) / (N * k)), Gradients(
         Wx=dL_dWx, Wh=dL_dWh, b=dL_db, Wo=dL_dWo
     )
 

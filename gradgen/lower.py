@@ -6,8 +6,8 @@ arguments, the nodes it returns, and the names its values take. Lowering decides
 
 * fast spellings: a**k for integer 3 <= k <= 16 as products (numpy's `x**3` goes
   through pow() and is 50-140x slower than `x*x*x`); the sum (or mean) of the
-  squares of a vector, or of a product of two vectors, as a dot product `x @ x`,
-  `u @ v`, with no temporary array; a product of three or more einsum factors as
+  squares of an array, or of a product of two arrays, as a dot product `x @ x`,
+  `u @ v` (`np.vdot` above rank 1), with no temporary array; a product of three or more einsum factors as
   nested pairs (`factor.pairwise`);
 * element-wise regions as an expert writes them (`regions.py`): factored by sympy
   where that saves array operations, softplus, sigmoid and log-sigmoid in stable
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from . import factor, naming, regions
 from .derive import Derivatives
-from .graph import Exponent, Node, Position, ancestors, attr
+from .graph import Axis, Exponent, Node, Position, ancestors, attr
 from .model import Model
 from .ops import Ops
 from .simplify import MASKS, base, owned
@@ -240,24 +240,41 @@ def _lower(ops: Ops, node: Node, args: tuple[Node, ...]) -> Node | None:
         return factor.pairwise(
             ops, ops.make("einsum", *args, attrs=node.attrs, shape=node.shape)
         )
-    if node.op in ("sum", "mean") and node.rank == 0:  # all of a vector's elements
-        (a,) = args
-        pair: tuple[Node, Node] | None = None
-        if a.rank == 1 and (
-            a.op == "square" or (a.op == "powc" and a.attrs == Exponent(2.0))
-        ):
-            pair = (a.args[0], a.args[0])
-        elif (
-            a.op == "mul"
-            and a.rank == 1
-            and all(f.shape == a.shape for f in a.args)
-            and not all(regions.boolean(f) for f in a.args)  # bool @ bool is a bool
-        ):
-            pair = (a.args[0], a.args[1])  # sum(u * v) = u @ v, no temporary
-        if pair is not None:
-            dot = ops.matmul(*pair)
-            return dot if node.op == "sum" else ops.div(dot, ops.count(a, None))
+    if node.op in ("sum", "mean") and node.rank == 0:  # all of an array's elements
+        return _dot_of_all(ops, node, args[0])
     return None
+
+
+def _dot_of_all(ops: Ops, node: Node, a: Node) -> Node | None:
+    """sum(x**2) or sum(u * v) over every element as one dot product, no temporary:
+    `u @ v` for vectors, `np.vdot(u, v)` (BLAS, flat) for higher ranks. A mean
+    divides by the count; nested reductions that end in all elements, such as
+    mean(mean(x, axis=1)), are the one reduction they amount to."""
+    divisor: Node | None = ops.count(a, None) if node.op == "mean" else None
+    while a.op in ("sum", "mean") and not attr(a, Axis).keepdims:
+        (inner,) = a.args
+        if a.op == "mean":
+            count = ops.count(inner, attr(a, Axis).axes)
+            divisor = count if divisor is None else ops.mul(divisor, count)
+        a = inner
+    pair: tuple[Node, Node] | None = None
+    if a.rank == 0:
+        return None
+    if a.op == "square" or (a.op == "powc" and a.attrs == Exponent(2.0)):
+        pair = (a.args[0], a.args[0])
+    elif (
+        a.op == "mul"
+        and all(f.shape == a.shape for f in a.args)
+        and not all(regions.boolean(f) for f in a.args)  # bool @ bool is a bool
+    ):
+        pair = (a.args[0], a.args[1])  # sum(u * v) = u @ v, no temporary
+    if pair is None:
+        return None
+    if a.rank == 1:
+        dot = ops.matmul(*pair)
+    else:
+        dot = ops.make("vdot", *pair, shape=())
+    return dot if divisor is None else ops.div(dot, divisor)
 
 
 def _power_by_squaring(ops: Ops, a: Node, k: int) -> Node:

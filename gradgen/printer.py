@@ -97,7 +97,8 @@ def print_body(
         preferred = names.get(n)
         if preferred is not None and preferred in named:
             preferred = None  # one node, two spec names: the first one wins
-        if preferred is not None or uses[n] > 1 or len(code) > INLINE_LIMIT:
+        shared = uses[n] > 1 and not _size_arithmetic(n)
+        if preferred is not None or shared or len(code) > INLINE_LIMIT:
             name = preferred if preferred is not None else temps.fresh()
             named.add(name)
             lined.append((n, name))
@@ -110,6 +111,16 @@ def print_body(
         tuple(text[r][0] for r in results),
         frozenset(helpers),
         tuple(lined),
+    )
+
+
+def _size_arithmetic(node: Node) -> bool:
+    """True for a number made of dims and literals alone, like `N * k`: written out
+    wherever it is used (`2 / (N * k)`) rather than named, as numpy users write it."""
+    if node.op in ("dim", "const"):
+        return True
+    return node.op in ("mul", "add", "sub") and all(
+        _size_arithmetic(a) for a in node.args
     )
 
 

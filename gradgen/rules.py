@@ -1158,6 +1158,8 @@ PLUMBING: dict[str, Spelling] = {
     "xlogy": Spelling("_xlogy({0}, {1})", helper="xlogy"),
     "as_float": Spelling("np.asarray({0}, dtype={float})"),
     "select": Spelling("np.where({0}, {1}, {2})"),  # where, in derivatives
+    # the sum of u * v over every element of two same-shape arrays (BLAS, flat)
+    "vdot": Spelling("np.vdot({0}, {1})"),
     "iinput": Spelling("{name}", fields=lambda a: {"name": a.name}),  # integer ids
     # adjoints of indexing: zeros with the adjoint put (or added up) at the index
     "put": Spelling("_put({0}, np.s_[{index}], {last}, {float})", helper="put"),

@@ -9,7 +9,7 @@ import pytest
 from test_printer import evaluate
 
 from gradgen import derive, lower
-from gradgen.graph import Node, ancestors
+from gradgen.graph import Axis, Node, ancestors
 from gradgen.ops import Ops
 from gradgen.printer import print_body
 
@@ -95,10 +95,24 @@ def test_a_sum_of_a_product_of_two_vectors_is_a_dot_product(ops: Ops) -> None:
     assert np.allclose(got, [uv @ vv, np.mean(uv * (vv > 0)), 0.0])
 
 
-def test_a_sum_of_squares_of_a_matrix_stays(ops: Ops) -> None:
+def test_a_sum_of_squares_of_a_matrix_is_a_flat_dot_product(ops: Ops) -> None:
     A = ops.leaf("param", "A", ("m", "n"))
+    B = ops.leaf("param", "B", ("m", "n"))
     total = ops.reduce("sum", ops.powc(A, 2), None)
-    assert lower.lower_powers(ops, [total])[total] is total
+    mean = ops.reduce("mean", ops.reduce("mean", ops.mul(A, B), 1), None)
+    rows = ops.reduce("sum", ops.powc(A, 2), Axis((1,), keepdims=True))
+    kept = ops.reduce("sum", rows, None)
+    new = lower.lower_powers(ops, [total, mean, kept])
+    assert new[total] is ops.make("vdot", A, A, shape=())
+    assert new[mean].op == "div" and new[mean].args[0].op == "vdot"
+    assert new[kept] is kept  # a keepdims reduction inside: left as it is
+    dims = {"m": ("A", 0), "n": ("A", 1)}
+    assert print_body([new[mean]], {}, ["A", "B"], dims).results == (
+        "np.vdot(A, B) / (m * n)",
+    )
+    Av, Bv = np.arange(6.0).reshape(2, 3), np.linspace(-1, 1, 6).reshape(2, 3)
+    got = evaluate([new[total], new[mean], new[kept]], {A: Av, B: Bv})
+    assert np.allclose(got, [np.sum(Av**2), np.mean(Av * Bv), np.sum(Av**2)])
 
 
 def test_fresh_copies_the_callers_arrays_and_views_of_them(ops: Ops) -> None:

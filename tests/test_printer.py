@@ -198,6 +198,7 @@ PLUMBING_CASES: dict[str, tuple[tuple[Node, ...], Attrs | None, str]] = {
     "not_": ((a_,), None, "~a"),
     "nonzero": ((a_,), None, "np.where(a == 0, 1, a)"),
     "select": ((a_, b_, a_), None, "np.where(a, b, a)"),
+    "vdot": ((a_, b_), None, "np.vdot(a, b)"),
     "iinput": ((), Name("y"), "y"),
     "put": ((a_, b_, a_), Index(("{1}", ":")), "_put(a, np.s_[b, :], a, float)"),
     "scatter_add": ((a_, b_, a_), None, "_scatter_add(a, b, a, float)"),
