@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/grammar_tour.yaml
 spec-sha256: 95f44d4952aa211a009dfb95fdb564acca1cf7c24e5b204ec2e86c68921c616f
-body-sha256: c68faa08366e271a06a02e86b7885da0871a9a8990ad645a24bdff58d2629188
+body-sha256: c2dbff89eeb1864e04dc4819ccc459c9b2717b15cafc100e558fe62deb8a2737
 
 Exercises the rest of the expression grammar in one smooth-enough loss: a bias row, a leaky ReLU built from max(0, z) and min(z, 0), abs, square, sqrt, exp, log, cos, tanh, sigmoid, unary minus, division, .T, dot, sum(..., axis=0), mean(..., axis=1), a dim used as a number, a scalar input and a scalar param broadcast over arrays. Every argument stays inside its domain (sqrt(square(.) + 1), log(1 + exp(.))). Trained with momentum with a non-default beta. The outputs depend on only some of the params and inputs.
 
@@ -82,9 +82,11 @@ def loss(
     N = np.shape(X)[0]
     n = np.shape(X)[1]
     k = np.shape(Y)[1]
-    Z = X @ W + c
+    Z = X @ W
+    Z += c
     A = np.maximum(0, Z) + 0.1 * np.minimum(Z, 0)
-    R = np.sqrt(np.square(A - Y) + 1)
+    R = np.square(A - Y) + 1
+    np.sqrt(R, out=R)
     col = np.sum(R, axis=0) / N
     row = np.mean(np.abs(Z) * s, axis=1)
     back = X.T @ row
@@ -113,12 +115,14 @@ def loss_and_gradients(
     N = np.shape(X)[0]
     n = np.shape(X)[1]
     k = np.shape(Y)[1]
-    Z = X @ W + c
+    Z = X @ W
+    Z += c
     t0 = np.maximum(0, Z)
     t1 = np.minimum(Z, 0)
     A = t0 + 0.1 * t1
     t2 = A - Y
-    R = np.sqrt(np.square(t2) + 1)
+    R = np.square(t2) + 1
+    np.sqrt(R, out=R)
     col = np.sum(R, axis=0) / N
     t3 = np.abs(Z)
     row = np.mean(t3 * s, axis=1)
@@ -249,7 +253,8 @@ class ActivationJacobian(NamedTuple):
 
 def activation(X: np.ndarray, W: np.ndarray, c: np.ndarray) -> np.ndarray:
     """The output `activation`, shape [N, k]."""
-    Z = X @ W + c
+    Z = X @ W
+    Z += c
     A = np.maximum(0, Z) + 0.1 * np.minimum(Z, 0)
     return A
 
@@ -263,7 +268,8 @@ def jacobian_activation(
     dactivation/dc = einsum('jk,ij->ijk', eye(k), (max(0, Z) != 0)) + 1/10 * einsum('jk,ij->ijk', eye(k), (min(Z, 0) != 0))
     """
     k = np.shape(W)[1]
-    Z = X @ W + c
+    Z = X @ W
+    Z += c
     t0 = np.eye(k)
     t1 = np.einsum("jk,ij->ijk", t0, np.asarray(np.maximum(0, Z) != 0, dtype=float))
     t2 = np.einsum("jk,ij->ijk", t0, np.asarray(np.minimum(Z, 0) != 0, dtype=float))
@@ -281,7 +287,8 @@ class RowMeanJacobian(NamedTuple):
 
 def row_mean(X: np.ndarray, W: np.ndarray, c: np.ndarray, s: float) -> np.ndarray:
     """The output `row_mean`, shape [N]."""
-    Z = X @ W + c
+    Z = X @ W
+    Z += c
     row = np.mean(np.abs(Z) * s, axis=1)
     return row
 
@@ -296,7 +303,8 @@ def jacobian_row_mean(
     drow_mean/ds = 1/k * sum(abs(Z), axis=1)
     """
     k = np.shape(W)[1]
-    Z = X @ W + c
+    Z = X @ W
+    Z += c
     t0 = np.sign(Z)
     t1 = s / k
     return RowMeanJacobian(
@@ -320,7 +328,8 @@ def score(
 ) -> np.ndarray:
     """The output `score`, shape [2]."""
     n = np.shape(X)[1]
-    Z = X @ W + c
+    Z = X @ W
+    Z += c
     row = np.mean(np.abs(Z) * s, axis=1)
     back = X.T @ row
     q = u @ back / n
@@ -339,7 +348,8 @@ def jacobian_score(
     """
     n = np.shape(X)[1]
     k = np.shape(W)[1]
-    Z = X @ W + c
+    Z = X @ W
+    Z += c
     t0 = np.abs(Z)
     row = np.mean(t0 * s, axis=1)
     t1 = X.T

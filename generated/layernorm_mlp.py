@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/layernorm_mlp.yaml
 spec-sha256: 9c744947f8ac7893ccc06dbace7ff6650fb3223e25e2c515673af049e5977736
-body-sha256: b60cb82ecd4ab73c3d355340fdd30fa07e7ed72739aa2244d94b99fdb9df481b
+body-sha256: 492a968b4ddd2c320e8e5b2862187db1aab82536af646d9ac8c944460876baf8
 
 An MLP with layer normalisation of the hidden layer: each row centred and scaled by its own mean and standard deviation (keepdims, as in numpy), then a learned gain and shift (beta: a param name adam's beta1/beta2 do not clash with).
 
@@ -59,8 +59,10 @@ def loss(
     k = np.shape(Y)[1]
     A = X @ W1
     centred = A - np.mean(A, axis=1, keepdims=True)
-    t0 = centred / np.sqrt(np.var(A, axis=1, keepdims=True) + 1e-05) * gain
-    H = np.tanh(t0 + beta)
+    t0 = centred / np.sqrt(np.var(A, axis=1, keepdims=True) + 1e-05)
+    t0 *= gain
+    H = t0 + beta
+    np.tanh(H, out=H)
     t1 = H @ W2 - Y
     return float(np.vdot(t1, t1) / (N * k))
 
@@ -85,9 +87,12 @@ def loss_and_gradients(
     h = np.shape(W1)[1]
     A = X @ W1
     centred = A - np.mean(A, axis=1, keepdims=True)
-    t0 = np.sqrt(np.var(A, axis=1, keepdims=True) + 1e-05)
+    t0 = np.var(A, axis=1, keepdims=True) + 1e-05
+    np.sqrt(t0, out=t0)
     t1 = centred / t0
-    H = np.tanh(t1 * gain + beta)
+    H = t1 * gain
+    H += beta
+    np.tanh(H, out=H)
     t2 = H @ W2 - Y
     t3 = 2 / (N * k) * t2
     dL_dH = t3 @ W2.T
@@ -98,7 +103,8 @@ def loss_and_gradients(
     dL_dgain = np.sum(t4 * t1, axis=0)
     dL_dcentred = t5 / t0
     t6 = 2 / h * (np.sum(-(t5 * t1 / t0), axis=1, keepdims=True) * (0.5 / t0))
-    dL_dA = t6 * centred + dL_dcentred + np.sum(-dL_dcentred, axis=1, keepdims=True) / h
+    dL_dA = t6 * centred + dL_dcentred
+    dL_dA += np.sum(-dL_dcentred, axis=1, keepdims=True) / h
     dL_dW1 = X.T @ dL_dA
     return float(np.vdot(t2, t2) / (N * k)), Gradients(
         W1=dL_dW1, gain=dL_dgain, beta=dL_dbeta, W2=dL_dW2
@@ -234,8 +240,10 @@ def prediction(
     """The output `prediction`, shape [N, k]."""
     A = X @ W1
     centred = A - np.mean(A, axis=1, keepdims=True)
-    t0 = centred / np.sqrt(np.var(A, axis=1, keepdims=True) + 1e-05) * gain
-    H = np.tanh(t0 + beta)
+    t0 = centred / np.sqrt(np.var(A, axis=1, keepdims=True) + 1e-05)
+    t0 *= gain
+    H = t0 + beta
+    np.tanh(H, out=H)
     return H @ W2
 
 
@@ -253,14 +261,18 @@ def jacobian_prediction(
     k = np.shape(W2)[1]
     A = X @ W1
     centred = A - np.mean(A, axis=1, keepdims=True)
-    t0 = np.sqrt(np.var(A, axis=1, keepdims=True) + 1e-05)
+    t0 = np.var(A, axis=1, keepdims=True) + 1e-05
+    np.sqrt(t0, out=t0)
     t1 = centred / t0
-    H = np.tanh(t1 * gain + beta)
+    H = t1 * gain
+    H += beta
+    np.tanh(H, out=H)
     t2 = 1 - H**2
     t3 = np.eye(h)
     t4 = np.einsum("ip,jq->ijpq", X, t3)
     t5 = np.einsum("jl,ijk->ijkl", t3, np.einsum("ik,ij->ijk", X, 2 / h * centred))
-    t6 = (1 / t0)[..., None, None] * (t4 - np.sum(t4, axis=1, keepdims=True) / h)
+    t6 = t4 - np.sum(t4, axis=1, keepdims=True) / h
+    t6 *= (1 / t0)[..., None, None]
     t7 = (
         (0.5 / t0)[..., None, None]
         * (-(t1 / t0))[..., None, None]

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/mlp.yaml
 spec-sha256: f19e146670e5d447051eeba444e07245803d9b14e1b414c7ebd7e6c049a0839f
-body-sha256: f65a330a9461c2be9fc1000449966da19f78b85e23091e1838e2fecfe7ee8f79
+body-sha256: 39bf32ae6ec42d3edefa3f80a5f793a761c776ae6591872e32b372bd5cc5b689
 
 A two-layer perceptron: a tanh hidden layer and a linear output layer, with bias rows broadcast over the batch, fitted by mean squared error. Matrix-matrix products give the adjoints X^T G and G W^T. The prediction output has a rank-4 Jacobian with respect to the weight matrices.
 
@@ -53,8 +53,11 @@ def loss(
     """The loss."""
     N = np.shape(X)[0]
     k = np.shape(Y)[1]
-    H = np.tanh(X @ W1 + b1)
-    out = H @ W2 + b2
+    H = X @ W1
+    H += b1
+    np.tanh(H, out=H)
+    out = H @ W2
+    out += b2
     t0 = out - Y
     return float(np.vdot(t0, t0) / (N * k))
 
@@ -76,8 +79,11 @@ def loss_and_gradients(
     """
     N = np.shape(X)[0]
     k = np.shape(Y)[1]
-    H = np.tanh(X @ W1 + b1)
-    out = H @ W2 + b2
+    H = X @ W1
+    H += b1
+    np.tanh(H, out=H)
+    out = H @ W2
+    out += b2
     t0 = out - Y
     dL_dout = 2 / (N * k) * t0
     dL_db2 = np.sum(dL_dout, axis=0)
@@ -180,8 +186,11 @@ def prediction(
     X: np.ndarray, W1: np.ndarray, b1: np.ndarray, W2: np.ndarray, b2: np.ndarray
 ) -> np.ndarray:
     """The output `prediction`, shape [N, k]."""
-    H = np.tanh(X @ W1 + b1)
-    out = H @ W2 + b2
+    H = X @ W1
+    H += b1
+    np.tanh(H, out=H)
+    out = H @ W2
+    out += b2
     return out
 
 
@@ -197,7 +206,9 @@ def jacobian_prediction(
     """
     N = np.shape(X)[0]
     k = np.shape(W2)[1]
-    H = np.tanh(X @ W1 + b1)
+    H = X @ W1
+    H += b1
+    np.tanh(H, out=H)
     t0 = np.einsum("ik,kj->ijk", 1 - H**2, W2)
     t1 = np.eye(k)
     return PredictionJacobian(

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/mlp_adam.yaml
 spec-sha256: b8c468cd185a4514dac58a7649f78466eeed29407a9891506b3b2ce96785a5f8
-body-sha256: 756c239c48c1270e0adefc54b7ce4ca77da87ec167bfef3dfb330efd2645fe45
+body-sha256: e4597186c9232b728b35e03b70af62ed3aac9f46b80a5578a4feff558d0646cd
 
 The two-layer perceptron trained with adam (default beta1, beta2 and eps). The loss is the same mean squared error, written as a mean over rows of per-row means of squares.
 
@@ -52,8 +52,11 @@ def loss(
     """The loss."""
     N = np.shape(X)[0]
     k = np.shape(Y)[1]
-    H = np.tanh(X @ W1 + b1)
-    out = H @ W2 + b2
+    H = X @ W1
+    H += b1
+    np.tanh(H, out=H)
+    out = H @ W2
+    out += b2
     t0 = out - Y
     return float(np.vdot(t0, t0) / (N * k))
 
@@ -75,8 +78,11 @@ def loss_and_gradients(
     """
     N = np.shape(X)[0]
     k = np.shape(Y)[1]
-    H = np.tanh(X @ W1 + b1)
-    out = H @ W2 + b2
+    H = X @ W1
+    H += b1
+    np.tanh(H, out=H)
+    out = H @ W2
+    out += b2
     t0 = out - Y
     dL_dout = 2 / (N * k) * t0
     dL_db2 = np.sum(dL_dout, axis=0)

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/mlp_classifier.yaml
 spec-sha256: 6711f4cdf222625de8a383ed1c4a72250485a6455d298ddd17a2863a721ba644
-body-sha256: 3da336645c2fc2fc1a4e5fef6ffc08f3a76994fdeae0eadc9d16429c2081696e
+body-sha256: 61928829687ca82ce0a4e62e695e3847db62bc6e631ea0b54d52ccd1bfb9239a
 
 A two-layer classifier: a ReLU hidden layer, softmax cross-entropy on integer labels, and L2 weight decay on both weight matrices. examples/train_digits.py trains it on scikit-learn's 8x8 digits with the generated step.
 
@@ -87,8 +87,11 @@ def loss(
     b2: np.ndarray,
 ) -> float:
     """The loss."""
-    H = np.maximum(X @ W1 + b1, 0)
-    Z = H @ W2 + b2
+    H = X @ W1
+    H += b1
+    np.maximum(H, 0, out=H)
+    Z = H @ W2
+    Z += b2
     t0 = 0.0001 * (np.vdot(W1, W1) + np.vdot(W2, W2)) / 2 - np.mean(
         _take_along(_log_softmax(Z, axis=1), y, 1)
     )
@@ -112,9 +115,11 @@ def loss_and_gradients(
     """
     N = np.shape(X)[0]
     k = np.shape(W2)[1]
-    t0 = X @ W1 + b1
+    t0 = X @ W1
+    t0 += b1
     H = np.maximum(t0, 0)
-    Z = H @ W2 + b2
+    Z = H @ W2
+    Z += b2
     t1 = _log_softmax(Z, axis=1)
     t2 = _put_along(np.full((N,), -1 / N, dtype=float), y, k, 1, float)
     dL_dZ = t2 - np.exp(t1) * np.sum(t2, axis=1, keepdims=True)
@@ -252,8 +257,11 @@ def probabilities(
     X: np.ndarray, W1: np.ndarray, b1: np.ndarray, W2: np.ndarray, b2: np.ndarray
 ) -> np.ndarray:
     """The output `probabilities`, shape [N, k]."""
-    H = np.maximum(X @ W1 + b1, 0)
-    Z = H @ W2 + b2
+    H = X @ W1
+    H += b1
+    np.maximum(H, 0, out=H)
+    Z = H @ W2
+    Z += b2
     return _softmax(Z, axis=1)
 
 
@@ -269,9 +277,11 @@ def jacobian_probabilities(
     """
     N = np.shape(X)[0]
     k = np.shape(W2)[1]
-    t0 = X @ W1 + b1
+    t0 = X @ W1
+    t0 += b1
     H = np.maximum(t0, 0)
-    Z = H @ W2 + b2
+    Z = H @ W2
+    Z += b2
     t1 = _softmax(Z, axis=1)
     t2 = t1[..., None, None]
     t3 = np.einsum("ik,kj->ijk", np.asarray(t0 > 0, dtype=float), W2)

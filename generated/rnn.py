@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/rnn.yaml
 spec-sha256: f07bf382d70823bb15318a0659a43b2afca0cecb65a8fdfec8cf08c130dd6f50
-body-sha256: 7fc8c29532ea40d6c077eb9659e26abf28511655022dbae7eeff6520df69a9a4
+body-sha256: bfa276b93b3c5e0594f13fa3827fa8822591e104734ae0172e2ea399e771eacd
 
 A recurrent network unrolled over three time steps X[0], X[1], X[2] of a batch X [3, N, d]: the hidden state carries through tanh cells sharing Wx, Wh and b, and the last state predicts y. Backpropagation through time is the chain rule along the unrolled graph.
 
@@ -53,9 +53,15 @@ def loss(
     """The loss."""
     N = np.shape(X)[1]
     k = np.shape(y)[1]
-    h1 = np.tanh(X[0] @ Wx + b)
-    h2 = np.tanh(X[1] @ Wx + h1 @ Wh + b)
-    h3 = np.tanh(X[2] @ Wx + h2 @ Wh + b)
+    h1 = X[0] @ Wx
+    h1 += b
+    np.tanh(h1, out=h1)
+    h2 = X[1] @ Wx + h1 @ Wh
+    h2 += b
+    np.tanh(h2, out=h2)
+    h3 = X[2] @ Wx + h2 @ Wh
+    h3 += b
+    np.tanh(h3, out=h3)
     t0 = h3 @ Wo - y
     return float(np.vdot(t0, t0) / (N * k))
 
@@ -78,11 +84,17 @@ def loss_and_gradients(
     N = np.shape(X)[1]
     k = np.shape(y)[1]
     t0 = X[0]
-    h1 = np.tanh(t0 @ Wx + b)
+    h1 = t0 @ Wx
+    h1 += b
+    np.tanh(h1, out=h1)
     t1 = X[1]
-    h2 = np.tanh(t1 @ Wx + h1 @ Wh + b)
+    h2 = t1 @ Wx + h1 @ Wh
+    h2 += b
+    np.tanh(h2, out=h2)
     t2 = X[2]
-    h3 = np.tanh(t2 @ Wx + h2 @ Wh + b)
+    h3 = t2 @ Wx + h2 @ Wh
+    h3 += b
+    np.tanh(h3, out=h3)
     t3 = h3 @ Wo - y
     t4 = 2 / (N * k) * t3
     dL_dh3 = t4 @ Wo.T

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/softmax_labels.yaml
 spec-sha256: 3625f09f48edb59c7ebf8fb27560e7c3ea792724eabad5c1a5d79256febc7ce6
-body-sha256: 00dc28c7109af1aa3ee8ec580f0190ee47ea602a70d1e3468e5c4c46deb61b6f
+body-sha256: aa0e3cb71153259c5d0c12d93e297973a917cb81fb05390e29351590eea128de
 
 Softmax regression with integer class labels, written as a numpy user writes it: cross_entropy(logits, y) with y the class ids. The gradient is (softmax(Z) - onehot(y)) / N, the one-hot written by index (no N x k one-hot matrix is passed in or built as an input).
 
@@ -72,7 +72,8 @@ class Gradients(NamedTuple):
 
 def loss(X: np.ndarray, y: np.ndarray, W: np.ndarray, b: np.ndarray) -> float:
     """The loss."""
-    Z = X @ W + b
+    Z = X @ W
+    Z += b
     return float(-np.mean(_take_along(_log_softmax(Z, axis=1), y, 1)))
 
 
@@ -86,7 +87,8 @@ def loss_and_gradients(
     """
     N = np.shape(X)[0]
     k = np.shape(W)[1]
-    Z = X @ W + b
+    Z = X @ W
+    Z += b
     t0 = _log_softmax(Z, axis=1)
     t1 = _put_along(np.full((N,), -1 / N, dtype=float), y, k, 1, float)
     dL_dZ = t1 - np.exp(t0) * np.sum(t1, axis=1, keepdims=True)
@@ -164,7 +166,8 @@ class ProbabilitiesJacobian(NamedTuple):
 
 def probabilities(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The output `probabilities`, shape [N, k]."""
-    Z = X @ W + b
+    Z = X @ W
+    Z += b
     return _softmax(Z, axis=1)
 
 
@@ -178,7 +181,8 @@ def jacobian_probabilities(
     """
     N = np.shape(X)[0]
     k = np.shape(W)[1]
-    Z = X @ W + b
+    Z = X @ W
+    Z += b
     t0 = _softmax(Z, axis=1)
     t1 = np.eye(k)
     t2 = np.broadcast_to(t1[None], (N, k, k))

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/softmax_regression.yaml
 spec-sha256: 3932443e86754dedc4f5d5e1a24f85ce7c0157185913d7fae88b3a74cda25f77
-body-sha256: 65dd4e4db47be36ee592e009b2b63fe2c3088e5064c64988bd941c4bac6f8911
+body-sha256: b1312b461a26b057b03c704eca34cb0c5be97399515d5c04829bf8a6519ecafb
 
 Multinomial logistic regression: softmax cross-entropy over k classes, written the textbook way as log(sum(exp(Z))) - sum(Y * Z). gradgen recognises the log-sum-exp and emits a stable form, so logits in the thousands stay finite, and the gradient comes out as (softmax(Z) - Y) / N.
 
@@ -47,7 +47,8 @@ class Gradients(NamedTuple):
 
 def loss(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray) -> float:
     """The loss."""
-    Z = X @ W + b
+    Z = X @ W
+    Z += b
     return float(np.mean(_logsumexp(Z, axis=1) - np.sum(Y * Z, axis=1)))
 
 
@@ -60,7 +61,8 @@ def loss_and_gradients(
     dL/db = 1/N * sum(exp(Z - logsumexp(Z, axis=1)[:, None]) - Y, axis=0)
     """
     N = np.shape(X)[0]
-    Z = X @ W + b
+    Z = X @ W
+    Z += b
     t0 = _logsumexp(Z, axis=1)
     dL_dZ = (np.exp(Z - t0[:, None]) - Y) / N
     dL_db = np.sum(dL_dZ, axis=0)
@@ -166,7 +168,8 @@ class LogNormaliserJacobian(NamedTuple):
 
 def log_normaliser(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The output `log_normaliser`, shape [N]."""
-    Z = X @ W + b
+    Z = X @ W
+    Z += b
     return _logsumexp(Z, axis=1)
 
 
@@ -178,6 +181,8 @@ def jacobian_log_normaliser(
     dlog_normaliser/dW = einsum('ij,ik->ijk', X, exp(Z - logsumexp(Z, axis=1)[:, None]))
     dlog_normaliser/db = exp(Z - logsumexp(Z, axis=1)[:, None])
     """
-    Z = X @ W + b
-    t0 = np.exp(Z - _logsumexp(Z, axis=1)[:, None])
+    Z = X @ W
+    Z += b
+    t0 = Z - _logsumexp(Z, axis=1)[:, None]
+    np.exp(t0, out=t0)
     return LogNormaliserJacobian(W=np.einsum("ij,ik->ijk", X, t0), b=t0)

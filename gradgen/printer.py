@@ -10,13 +10,16 @@ spelling is refused loudly; there is no silent fallback.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
+
 from . import naming
 from .graph import LEAVES, Index, Node, ancestors
-from .lower import Program
+from .lower import Program, integral
 from .rules import ATOM, HELPERS_NEED, UNARY, number
 from .rules import spelling as spelling_of
 
@@ -102,7 +105,8 @@ def print_body(
             name = preferred if preferred is not None else temps.fresh()
             named.add(name)
             lined.append((n, name))
-            lines.append(f"{name} = {code}")
+            in_place = _in_place(n, name, text, uses, lined, dtype)
+            lines += in_place if in_place is not None else [f"{name} = {code}"]
             text[n] = (name, ATOM)
         else:
             text[n] = (code, prec)
@@ -112,6 +116,72 @@ def print_body(
         frozenset(helpers),
         tuple(lined),
     )
+
+
+#: Binary operators an expert applies in place: `H = X @ W; H += b`.
+AUGMENTED = {"add": "+=", "sub": "-=", "mul": "*=", "div": "/="}
+COMMUTATIVE = frozenset({"add", "mul"})
+_UFUNC_CALL = re.compile(r"np\.(\w+)\((\w+)(, -?[\d.]+)?\)")
+
+
+def _in_place(
+    node: Node,
+    name: str,
+    text: Mapping[Node, tuple[str, int]],
+    uses: Counter[Node],
+    lined: list[tuple[Node, str]],
+    dtype: str,
+) -> list[str] | None:
+    """Statements computing `node` into one new array `name`, updated in place, as
+    an expert writes a layer: `H = X @ W1`, `H += b1`, `np.tanh(H, out=H)`; or None
+    where plain `name = ...` is as good. numpy reuses a temporary for `+ - * /` by
+    itself only when the other operand has its shape (or is a number), and never
+    for a function call; each array of the batch's size saved is an allocation and
+    its page faults. In place only over a temporary nothing else reads: an inline value of
+    the same shape, made by arithmetic or a numpy function (never a view or an
+    argument), holding floats."""
+
+    def temporary(operand: Node) -> bool:
+        return (
+            operand.shape == node.shape
+            and operand.rank > 0
+            and uses[operand] == 1
+            and not any(n is operand for n, _ in lined)
+            and not integral(operand)
+            and (operand.op in AUGMENTED or operand.op == "matmul" or ufunc(operand))
+        )
+
+    def ufunc(n: Node) -> bool:
+        match = _UFUNC_CALL.fullmatch(text[n][0])
+        return match is not None and isinstance(
+            getattr(np, match.group(1), None), np.ufunc
+        )
+
+    def into(operand: Node) -> list[str]:
+        steps = _in_place(operand, name, text, uses, lined, dtype)
+        return steps if steps is not None else [f"{name} = {text[operand][0]}"]
+
+    if node.rank == 0:
+        return None
+    if node.op in AUGMENTED:
+        left, right = node.args
+        if node.op in COMMUTATIVE and temporary(right) and not temporary(left):
+            left, right = right, left  # b + X @ W: the same sum, exactly
+        if temporary(left) and right.rank > 0 and right.shape != node.shape:
+            # a broadcast row or column: where numpy's own reuse of `left` fails
+            return [*into(left), f"{name} {AUGMENTED[node.op]} {text[right][0]}"]
+        return None
+    if node.args and temporary(node.args[0]) and all(a.is_const for a in node.args[1:]):
+        operand = node.args[0]
+        code = spell(node, {**text, operand: (name, ATOM)}, dtype)[0]
+        match = _UFUNC_CALL.fullmatch(code)
+        if match is not None and match.group(2) == name and ufunc_name(match.group(1)):
+            return [*into(operand), f"{code[:-1]}, out={name})"]
+    return None
+
+
+def ufunc_name(name: str) -> bool:
+    return isinstance(getattr(np, name, None), np.ufunc)
 
 
 def _size_arithmetic(node: Node) -> bool:

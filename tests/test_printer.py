@@ -157,6 +157,64 @@ def test_dims_are_bound_from_their_sources_in_argument_order(ops: Ops) -> None:
     assert body.results == ("np.mean(X @ w)", "N * n")
 
 
+def test_a_layer_activation_writes_over_its_pre_activation(ops: Ops) -> None:
+    """act(X @ W + b) as an expert writes it: one array of the batch's size, not two
+    (numpy reuses temporaries for operators, never for a function call)."""
+    X = ops.leaf("input", "X", ("N", "n"))
+    W = ops.leaf("param", "W", ("n", "h"))
+    b = ops.leaf("param", "b", ("h",))
+    H = ops.call("tanh", ops.add(ops.matmul(X, W), b))
+    V = ops.leaf("param", "V", ("n", "h"))
+    R = ops.call("relu", ops.sub(ops.matmul(X, V), b))
+    body = text(ops.add(H, R), {H: "H", R: "R"})
+    assert body.lines == (
+        "H = X @ W",
+        "H += b",
+        "np.tanh(H, out=H)",
+        "R = X @ V",
+        "R -= b",
+        "np.maximum(R, 0, out=R)",
+    )
+    # numpy reuses the temporary by itself where the other operand is a number or
+    # has the result's shape: one line, as before
+    S = ops.call("exp", ops.add(ops.matmul(X, W), ops.const(1.0)))
+    T = ops.add(ops.matmul(X, V), ops.leaf("input", "U", ("N", "h")))
+    assert printer.print_body([S, T], {S: "S", T: "T"}, [], {}).lines == (
+        "S = X @ W + 1",
+        "np.exp(S, out=S)",
+        "T = X @ V + U",
+    )
+    rng = np.random.default_rng(1)
+    Xv, Wv, Vv = (
+        rng.normal(size=(4, 3)),
+        rng.normal(size=(3, 2)),
+        rng.normal(size=(3, 2)),
+    )
+    bv = rng.normal(size=2)
+    (value,) = evaluate([ops.add(H, R)], {X: Xv, W: Wv, V: Vv, b: bv})
+    expected = np.tanh(Xv @ Wv + bv) + np.maximum(Xv @ Vv - bv, 0)
+    assert np.allclose(value, expected)
+
+
+def test_no_in_place_write_over_what_else_is_read(ops: Ops) -> None:
+    X = ops.leaf("input", "X", ("N", "n"))
+    w = ops.leaf("param", "w", ("n",))
+    z = ops.matmul(X, w)
+    shared = ops.add(z, ops.const(1.0))
+    cases = {
+        "an argument": ops.call("tanh", w),
+        "a view": ops.call("tanh", ops.transpose(X)),
+        "a value used twice": ops.call("tanh", shared),
+        "a spec variable": ops.call("exp", z),
+        "a helper, not a ufunc": ops.call("sigmoid", ops.add(z, z)),
+        "a mask": ops.call("exp", ops.add(ops.gt(z, z), ops.gt(z, z))),
+        "a number": ops.call("tanh", ops.reduce("sum", z, None)),
+    }
+    for why, node in cases.items():
+        body = printer.print_body([node, shared], {node: "out", z: "z"}, [], {})
+        assert not any("out=" in line for line in body.lines), why
+
+
 def test_helpers_are_collected(ops: Ops) -> None:
     x = ops.leaf("param", "x", ("n",))
     y = ops.leaf("param", "y", ("n",))
