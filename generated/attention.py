@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/attention.yaml
 spec-sha256: ef0893b4b79e8baab0afd088cfe8106b94d54974471fbd0cd27adf243a4650e3
-body-sha256: f03adb96edaa16c7a059936f52de5c28b062970c14cec208bd82e5c10f5f60d8
+body-sha256: b463fd0d08ad6ef6002fcb3de3ed9006050a0a0aeb234d4a6039363698faa9af
 
 One head of batched self-attention over sequences X [B, T, d]: queries, keys and values are batched matrix products with shared weights, the scores are scaled dot products softmaxed along the last axis, fitted by mean squared error. The weight gradients come out as one tensordot each over the batch and time axes.
 
@@ -85,15 +85,16 @@ def loss_and_gradients(
     t1 = np.sqrt(np.float64(e))
     A = _softmax(Q @ t0 / t1, axis=2)
     t2 = A @ V - Y
-    t3 = 2 / (B * T * e) * t2
-    dL_dA = t3 @ np.swapaxes(V, -1, -2)
-    dL_dV = np.swapaxes(A, -1, -2) @ t3
-    t4 = A * (dL_dA - np.sum(dL_dA * A, axis=2, keepdims=True)) / t1
-    dL_dQ = t4 @ np.swapaxes(t0, -1, -2)
-    dL_dK = np.transpose(np.swapaxes(Q, -1, -2) @ t4, (0, 2, 1))
-    dL_dWv = np.tensordot(X, dL_dV, axes=([0, 1], [0, 1]))
-    dL_dWk = np.tensordot(X, dL_dK, axes=([0, 1], [0, 1]))
-    dL_dWq = np.tensordot(X, dL_dQ, axes=([0, 1], [0, 1]))
+    t3 = t2 @ np.swapaxes(V, -1, -2)
+    t4 = A * (t3 - np.sum(t3 * A, axis=2, keepdims=True)) / t1
+    t5 = np.tensordot(X, np.swapaxes(A, -1, -2) @ t2, axes=([0, 1], [0, 1]))
+    t6 = np.tensordot(
+        X, np.transpose(np.swapaxes(Q, -1, -2) @ t4, (0, 2, 1)), axes=([0, 1], [0, 1])
+    )
+    t7 = np.tensordot(X, t4 @ np.swapaxes(t0, -1, -2), axes=([0, 1], [0, 1]))
+    dL_dWv = 2 / (B * T * e) * t5
+    dL_dWk = 2 / (B * T * e) * t6
+    dL_dWq = 2 / (B * T * e) * t7
     return float(np.vdot(t2, t2) / (B * T * e)), Gradients(
         Wq=dL_dWq, Wk=dL_dWk, Wv=dL_dWv
     )

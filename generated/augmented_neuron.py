@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/augmented_neuron.yaml
 spec-sha256: 0e379ccb87f1f99833906bccaa11fd2789dfbcd6218191fa5e34896efe0a67d0
-body-sha256: 3adc934b5bc39832fddfbb5fb031b548534ce38d392264dbbfffffe900437610
+body-sha256: 64db4031bd9635f8474df5bad10d99ab2883b7a7cff77709f5bd803c64b80dcd
 
 The article's augmented form of the ReLU neuron: a column of ones tacked onto X so that the weights and the bias are one vector w_hat = [w, b], and w . x + b = w_hat . x_hat. Its gradient is [dC/dw, dC/db] of the plain neuron.
 
@@ -56,8 +56,7 @@ def loss_and_gradients(
     t0 = np.concatenate([X, np.ones((N, 1))], axis=1)
     z = t0 @ w_hat
     t1 = np.maximum(z, 0) - y
-    dL_dz = 2 / N * t1 * (z > 0)
-    dL_dw_hat = t0.T @ dL_dz
+    dL_dw_hat = 2 / N * (t0.T @ (t1 * (z > 0)))
     return float(t1 @ t1 / N), Gradients(w_hat=dL_dw_hat)
 
 

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/huber_regression.yaml
 spec-sha256: b7c59028ab8e9d6ae769967998aeff0db10482d1e56505e9631f658d51af11f0
-body-sha256: e749bea868de4994ad747ce78d10aad6a890179ad9eb0c56033c610edf306fba
+body-sha256: e053da4fd1e05e5b2f25c6bc566c31764157ea5f59c2a1703edcbc5b4fbfa99b
 
 Linear regression with the Huber loss, written with where: quadratic for small residuals, linear for large ones (robust to outliers). The condition gets no gradient, and the branch not taken passes none.
 
@@ -60,9 +60,8 @@ def loss_and_gradients(
     t0 = np.abs(r)
     t1 = t0 <= 1
     t2 = r * np.asarray(t1, dtype=float) + np.asarray(~t1, dtype=float) * np.sign(r)
-    dL_dr = t2 / N
-    dL_db = np.sum(dL_dr, axis=0)
-    dL_dw = X.T @ dL_dr
+    dL_db = np.sum(t2, axis=0) / N
+    dL_dw = X.T @ t2 / N
     return float(np.mean(np.where(t1, np.square(r) / 2, t0 - 0.5))), Gradients(
         w=dL_dw, b=dL_db
     )

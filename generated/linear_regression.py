@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/linear_regression.yaml
 spec-sha256: 0b9f98848b0e6a65e6fe02efccb50d3d3478647f9f958fc1287e6259e92d70c2
-body-sha256: c7a7b2cfbb5556aac70c04053856a7a9ca3d7b4268795c6638703b0ac35e73ea
+body-sha256: ecbdbebabd9c2a26e0757a37fa43478a7b80599d269cc35aa6d6aef3b3fd1f95
 
 Linear regression by mean squared error: a matrix-vector product, a scalar bias broadcast over the batch, and a mean reduction. Plain gradient descent.
 
@@ -53,9 +53,8 @@ def loss_and_gradients(
     """
     N = np.shape(X)[0]
     t0 = X @ w + b - y
-    t1 = 2 / N * t0
-    dL_db = np.sum(t1, axis=0)
-    dL_dw = X.T @ t1
+    dL_db = 2 / N * np.sum(t0, axis=0)
+    dL_dw = 2 / N * (X.T @ t0)
     return float(t0 @ t0 / N), Gradients(w=dL_dw, b=dL_db)
 
 

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/linear_regression_momentum.yaml
 spec-sha256: 77080f92c832f3ed925aa548550ae0a9bfd74d05572147a079e777f4747ddc1a
-body-sha256: 10294c845822108540d527a9b58f154d03b625e57d33b637e37955afd4c50007
+body-sha256: 02cc584b8fbc762a0a4fb29f6eca5a828f4599c1e11d9925f8e11c6d5b347315
 
 The linear regression model trained with heavy-ball momentum (v = beta v + g; p = p - lr v). The loss is written with the batch size used as a number, sum(e**2) / N, which equals the mean.
 
@@ -53,9 +53,8 @@ def loss_and_gradients(
     """
     N = np.shape(X)[0]
     e = X @ w + b - y
-    dL_de = 2 / N * e
-    dL_db = np.sum(dL_de, axis=0)
-    dL_dw = X.T @ dL_de
+    dL_db = 2 / N * np.sum(e, axis=0)
+    dL_dw = 2 / N * (X.T @ e)
     return float(e @ e / N), Gradients(w=dL_dw, b=dL_db)
 
 

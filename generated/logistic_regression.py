@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/logistic_regression.yaml
 spec-sha256: 131ed626b1e351121ae4ef3fcced199ab60165515c750f3c87c98d6e2d6122a7
-body-sha256: 940b3316abed742954f39e03a5c204c7791389d6df801a3f30bdde28fa6a975e
+body-sha256: ed5e15e1c67515a3e7dcee8841ffb93f55c8db60070a69bbde5341d880573cbc
 
 A sigmoid unit, sigmoid(X w + b), fitted by mean squared error. Trained with adam with every hyperparameter given explicitly (non-default beta1, beta2 and eps).
 
@@ -63,10 +63,9 @@ def loss_and_gradients(
     N = np.shape(X)[0]
     p = _sigmoid(X @ w + b)
     t0 = p - y
-    dL_dp = 2 / N * t0
-    t1 = dL_dp * (p * (1 - p))
-    dL_db = np.sum(t1, axis=0)
-    dL_dw = X.T @ t1
+    t1 = t0 * (p * (1 - p))
+    dL_db = 2 / N * np.sum(t1, axis=0)
+    dL_dw = 2 / N * (X.T @ t1)
     return float(t0 @ t0 / N), Gradients(w=dL_dw, b=dL_db)
 
 

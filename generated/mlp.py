@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/mlp.yaml
 spec-sha256: f19e146670e5d447051eeba444e07245803d9b14e1b414c7ebd7e6c049a0839f
-body-sha256: 39bf32ae6ec42d3edefa3f80a5f793a761c776ae6591872e32b372bd5cc5b689
+body-sha256: 6af35f0b9d9f01ca23c3d177cc5e7292b84820ff5ae21ef33a6fde1385c25877
 
 A two-layer perceptron: a tanh hidden layer and a linear output layer, with bias rows broadcast over the batch, fitted by mean squared error. Matrix-matrix products give the adjoints X^T G and G W^T. The prediction output has a rank-4 Jacobian with respect to the weight matrices.
 
@@ -85,13 +85,11 @@ def loss_and_gradients(
     out = H @ W2
     out += b2
     t0 = out - Y
-    dL_dout = 2 / (N * k) * t0
-    dL_db2 = np.sum(dL_dout, axis=0)
-    dL_dH = dL_dout @ W2.T
-    dL_dW2 = H.T @ dL_dout
-    t1 = dL_dH * (1 - H**2)
-    dL_db1 = np.sum(t1, axis=0)
-    dL_dW1 = X.T @ t1
+    t1 = t0 @ W2.T * (1 - H**2)
+    dL_db2 = 2 / (N * k) * np.sum(t0, axis=0)
+    dL_dW2 = 2 / (N * k) * (H.T @ t0)
+    dL_db1 = 2 / (N * k) * np.sum(t1, axis=0)
+    dL_dW1 = 2 / (N * k) * (X.T @ t1)
     return float(np.vdot(t0, t0) / (N * k)), Gradients(
         W1=dL_dW1, b1=dL_db1, W2=dL_dW2, b2=dL_db2
     )

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/mlp_adam.yaml
 spec-sha256: b8c468cd185a4514dac58a7649f78466eeed29407a9891506b3b2ce96785a5f8
-body-sha256: e4597186c9232b728b35e03b70af62ed3aac9f46b80a5578a4feff558d0646cd
+body-sha256: ccbd85e32bd0c89ad7a3d1a198676b4275e09e41737bf7000c97d270707aecb2
 
 The two-layer perceptron trained with adam (default beta1, beta2 and eps). The loss is the same mean squared error, written as a mean over rows of per-row means of squares.
 
@@ -84,13 +84,11 @@ def loss_and_gradients(
     out = H @ W2
     out += b2
     t0 = out - Y
-    dL_dout = 2 / (N * k) * t0
-    dL_db2 = np.sum(dL_dout, axis=0)
-    dL_dH = dL_dout @ W2.T
-    dL_dW2 = H.T @ dL_dout
-    t1 = dL_dH * (1 - H**2)
-    dL_db1 = np.sum(t1, axis=0)
-    dL_dW1 = X.T @ t1
+    t1 = t0 @ W2.T * (1 - H**2)
+    dL_db2 = 2 / (N * k) * np.sum(t0, axis=0)
+    dL_dW2 = 2 / (N * k) * (H.T @ t0)
+    dL_db1 = 2 / (N * k) * np.sum(t1, axis=0)
+    dL_dW1 = 2 / (N * k) * (X.T @ t1)
     return float(np.vdot(t0, t0) / (N * k)), Gradients(
         W1=dL_dW1, b1=dL_db1, W2=dL_dW2, b2=dL_db2
     )

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/relu_neuron.yaml
 spec-sha256: 13c44e6eeee1a69a117039719489234068023a3f6febd8c2162e272814fa5c5c
-body-sha256: 63a72fd874dff0aa1f83f63f85f971202853c834a5108447cfb38d2aa5bf76be
+body-sha256: cf674b360e75e7486fe5a2cd9cc6dfc82fe2657247f96063e61ac594d2c5e337
 
 One ReLU neuron fitted by mean squared error.
 
@@ -62,10 +62,9 @@ def loss_and_gradients(
     z = X @ w + b
     a = np.maximum(z, 0)
     t0 = a - y
-    dL_da = 2 / N * t0
-    dL_dz = dL_da * (z > 0)
-    dL_db = np.sum(dL_dz, axis=0)
-    dL_dw = X.T @ dL_dz
+    t1 = t0 * (z > 0)
+    dL_db = 2 / N * np.sum(t1, axis=0)
+    dL_dw = 2 / N * (X.T @ t1)
     return float(t0 @ t0 / N), Gradients(w=dL_dw, b=dL_db)
 
 

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/rnn.yaml
 spec-sha256: f07bf382d70823bb15318a0659a43b2afca0cecb65a8fdfec8cf08c130dd6f50
-body-sha256: bfa276b93b3c5e0594f13fa3827fa8822591e104734ae0172e2ea399e771eacd
+body-sha256: 7208091d276ad4080d0c19309a5e3c2839b850c1ad29a0d05c53fbbb6287bc3a
 
 A recurrent network unrolled over three time steps X[0], X[1], X[2] of a batch X [3, N, d]: the hidden state carries through tanh cells sharing Wx, Wh and b, and the last state predicts y. Backpropagation through time is the chain rule along the unrolled graph.
 
@@ -96,18 +96,14 @@ def loss_and_gradients(
     h3 += b
     np.tanh(h3, out=h3)
     t3 = h3 @ Wo - y
-    t4 = 2 / (N * k) * t3
-    dL_dh3 = t4 @ Wo.T
-    dL_dWo = h3.T @ t4
-    t5 = dL_dh3 * (1 - h3**2)
-    t6 = Wh.T
-    dL_dh2 = t5 @ t6
-    t7 = dL_dh2 * (1 - h2**2)
-    dL_dh1 = t7 @ t6
-    t8 = dL_dh1 * (1 - h1**2)
-    dL_db = np.sum(t5, axis=0) + np.sum(t7, axis=0) + np.sum(t8, axis=0)
-    dL_dWh = h2.T @ t5 + h1.T @ t7
-    dL_dWx = t2.T @ t5 + t1.T @ t7 + t0.T @ t8
+    t4 = Wh.T
+    t5 = t3 @ Wo.T * (1 - h3**2)
+    t6 = t5 @ t4 * (1 - h2**2)
+    t7 = t6 @ t4 * (1 - h1**2)
+    dL_dWo = 2 / (N * k) * (h3.T @ t3)
+    dL_db = 2 / (N * k) * (np.sum(t5, axis=0) + np.sum(t6, axis=0) + np.sum(t7, axis=0))
+    dL_dWh = 2 / (N * k) * (h2.T @ t5 + h1.T @ t6)
+    dL_dWx = 2 / (N * k) * (t2.T @ t5 + t1.T @ t6 + t0.T @ t7)
     return float(np.vdot(t3, t3) / (N * k)), Gradients(
         Wx=dL_dWx, Wh=dL_dWh, b=dL_db, Wo=dL_dWo
     )

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/softmax_regression.yaml
 spec-sha256: 3932443e86754dedc4f5d5e1a24f85ce7c0157185913d7fae88b3a74cda25f77
-body-sha256: b1312b461a26b057b03c704eca34cb0c5be97399515d5c04829bf8a6519ecafb
+body-sha256: c7940b2e4c5a5ae34bac1fea772d15ecaa61e253645103ba377d8f344e2a2091
 
 Multinomial logistic regression: softmax cross-entropy over k classes, written the textbook way as log(sum(exp(Z))) - sum(Y * Z). gradgen recognises the log-sum-exp and emits a stable form, so logits in the thousands stay finite, and the gradient comes out as (softmax(Z) - Y) / N.
 
@@ -64,9 +64,9 @@ def loss_and_gradients(
     Z = X @ W
     Z += b
     t0 = _logsumexp(Z, axis=1)
-    dL_dZ = (np.exp(Z - t0[:, None]) - Y) / N
-    dL_db = np.sum(dL_dZ, axis=0)
-    dL_dW = X.T @ dL_dZ
+    t1 = np.exp(Z - t0[:, None]) - Y
+    dL_db = np.sum(t1, axis=0) / N
+    dL_dW = X.T @ t1 / N
     return float(np.mean(t0 - np.sum(Y * Z, axis=1))), Gradients(W=dL_dW, b=dL_db)
 
 

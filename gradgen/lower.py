@@ -21,11 +21,12 @@ arguments, the nodes it returns, and the names its values take. Lowering decides
 from __future__ import annotations
 
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from . import factor, naming, regions
 from .derive import Derivatives
-from .graph import Axis, Exponent, Node, Position, ancestors, attr
+from .graph import LEAVES, Axis, Exponent, Node, Position, ancestors, attr
 from .model import Model
 from .ops import Ops
 from .simplify import MASKS, base, owned
@@ -92,6 +93,7 @@ def lower(model: Model, derivatives: Derivatives) -> Program:
             every,
             names,
             fresh_from=1,
+            scales_late=True,
         )
     outputs: list[OutputKernels] = []
     for name, node in model.outputs.items():
@@ -116,9 +118,12 @@ def _kernel(
     args: tuple[str, ...],
     names: Mapping[Node, str],
     fresh_from: int = 0,
+    scales_late: bool = False,
 ) -> Kernel:
     """The kernel computing `results`; those from `fresh_from` on are arrays the
-    caller may keep (see `fresh`), the ones before are returned as numbers."""
+    caller may keep (see `fresh`), the ones before are returned as numbers.
+    `scales_late`: numbers such as 2 / N multiply the results (gradients, the size
+    of a param) instead of the batch-sized arrays they are derived from."""
     ops = model.ops
     preferred = {n: v for n, v in model.names.items() if v not in args}
     for n, v in names.items():
@@ -131,11 +136,21 @@ def _kernel(
     current = [factored[r] for r in current]
     stable = regions.stabilise(ops, current)
     current = [stable[r] for r in current]
+    late = {n: n for n in ancestors(current)}
+    if scales_late:
+        params = {d for p in model.params.values() for d in p.shape}
+        batch = {d for i in model.inputs.values() for d in i.shape} - params
+        moved = scale_late(ops, current)
+        if _cost([moved[r] for r in current], batch) < _cost(current, batch):
+            late = moved
+    current = [late[r] for r in current]
     current[fresh_from:] = fresh(ops, current[fresh_from:])
     renamed: dict[Node, str] = {}
     for n, v in preferred.items():
         if n in lowered and lowered[n] in factored and factored[lowered[n]] in stable:
-            renamed.setdefault(stable[factored[lowered[n]]], v)
+            now = late.get(stable[factored[lowered[n]]])
+            if now is not None:
+                renamed.setdefault(now, v)
     return Kernel(
         name,
         args,
@@ -143,6 +158,124 @@ def _kernel(
         renamed,
         model.dim_sources(list(args)),
         model.spec.dtype,
+    )
+
+
+#: Ops linear in their first operand (the rest are indices, shapes and masks).
+_LINEAR = frozenset(
+    {
+        "neg",
+        "sum",
+        "mean",
+        "sum_axes",
+        "sum_keep",
+        "transpose",
+        "swap01",
+        "swapaxes",
+        "permute",
+        "reshape",
+        "reshaped",
+        "index",
+        "getitem",
+        "take_along",
+        "gather",
+        "expand_dims",
+        "lift",
+        "trail",
+    }
+)
+#: Ops linear in each of their two operands.
+_BILINEAR = frozenset({"mul", "matmul", "einsum", "tensordot", "outer", "vdot"})
+#: Linear ops whose result is (usually) smaller than their operands.
+_REDUCING = frozenset(
+    {"sum", "mean", "sum_axes", "sum_keep", "matmul", "einsum", "tensordot", "vdot"}
+)
+
+
+def scale_late(ops: Ops, results: list[Node]) -> dict[Node, Node]:
+    """Numbers made of literals and sizes (the 2 / N of a mean's gradient) applied
+    where they cost least: carried through the linear steps of the backward pass
+    (products, matrix products, sums, views) and multiplied into what comes out,
+    the param-sized gradients, or into the operand of the first step that is not
+    linear. As an expert writes it: `g = e * (z > 0)`, `dL_dw = 2 / N * (X.T @ g)`
+    rather than one more pass over the batch for `2 / N * e`. A number that meets
+    no sum or matrix product on its way stays where it was.
+
+    Returns old node -> new node for every node the results need."""
+    core: dict[Node, Node] = {}  # n == scale[n] * core[n]
+    scale: dict[Node, Node | None] = {}
+    reduced: dict[Node, bool] = {}  # a sum or a matrix product since the number
+
+    def whole(n: Node) -> Node:
+        s = scale[n]
+        if s is None:
+            return core[n]
+        return ops.mul(s, core[n]) if reduced[n] else n
+
+    def times(a: Node | None, b: Node | None) -> Node | None:
+        return b if a is None else a if b is None else ops.mul(a, b)
+
+    def rebuilt(n: Node, args: list[Node]) -> Node:
+        # as it is, never folded: a fold could undo the stable forms
+        return ops.graph.node(n.op, args, n.shape, n.attrs)
+
+    for n in ancestors(results):
+        args = n.args
+        scale[n], reduced[n] = None, False
+        if n.op in LEAVES or (n.rank == 0 and _number(n)):
+            core[n] = n
+        elif n.op == "mul" and any(a.rank == 0 and _number(a) for a in args):
+            number, array = (
+                args if args[0].rank == 0 and _number(args[0]) else args[::-1]
+            )
+            core[n], scale[n] = core[array], times(number, scale[array])
+            reduced[n] = reduced[array] and scale[array] is not None
+        elif n.op == "div" and args[1].rank == 0 and _number(args[1]):
+            top = scale[args[0]]
+            top = top if top is not None else ops.const(1.0)
+            core[n], scale[n] = core[args[0]], ops.div(top, args[1])
+            reduced[n] = reduced[args[0]] and scale[args[0]] is not None
+        elif n.op == "div" and scale[args[1]] is None:  # linear in the numerator
+            core[n] = rebuilt(n, [core[args[0]], args[1]])
+            scale[n], reduced[n] = scale[args[0]], reduced[args[0]]
+        elif n.op in _BILINEAR and len(args) == 2:
+            core[n] = rebuilt(n, [core[a] for a in args])
+            scale[n] = times(scale[args[0]], scale[args[1]])
+            reduced[n] = n.op in _REDUCING or any(reduced[a] for a in args)
+        elif n.op in _LINEAR and all(scale[a] is None for a in args[1:]):
+            core[n] = rebuilt(n, [core[args[0]], *args[1:]])
+            scale[n] = scale[args[0]]
+            reduced[n] = n.op in _REDUCING or reduced[args[0]]
+        elif n.op in ("add", "sub") and scale[args[0]] is scale[args[1]]:
+            core[n] = rebuilt(n, [core[a] for a in args])
+            scale[n] = scale[args[0]]
+            reduced[n] = any(reduced[a] for a in args)
+        else:
+            core[n] = rebuilt(n, [whole(a) for a in args])
+        if scale[n] is None:
+            reduced[n] = False
+    return {n: whole(n) for n in core}
+
+
+def _cost(roots: list[Node], batch: AbstractSet[object]) -> float:
+    """regions.cost, with the dims only inputs have (the batch: N, B, T) counted a
+    hundred times larger than the dims of params (n, h, k): 2 / N on the [n, h]
+    gradient beats 2 / N on the [N, k] residual."""
+
+    def size(node: Node) -> float:
+        total = 1.0
+        for d in node.shape:
+            total *= d if isinstance(d, int) else 10_000.0 if d in batch else 100.0
+        return total
+
+    return sum(regions.weight(n) * size(n) for n in ancestors(roots))
+
+
+def _number(node: Node) -> bool:
+    """A number made of literals and sizes alone (`2 / (N * k)`)."""
+    return all(
+        a.op in ("const", "dim", "float", "mul", "div", "add", "sub", "neg")
+        for a in ancestors([node])
     )
 
 

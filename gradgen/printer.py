@@ -189,7 +189,7 @@ def _size_arithmetic(node: Node) -> bool:
     wherever it is used (`2 / (N * k)`) rather than named, as numpy users write it."""
     if node.op in ("dim", "const"):
         return True
-    return node.op in ("mul", "add", "sub") and all(
+    return node.op in ("mul", "div", "add", "sub", "float") and all(
         _size_arithmetic(a) for a in node.args
     )
 
@@ -208,6 +208,8 @@ def spell(
         code, prec = text[arg]
         need = spelling.operand_prec[i] if i < len(spelling.operand_prec) else 0
         operands.append(f"({code})" if prec < need else code)
+    if node.op == "add" and operands[1].startswith("-"):  # x - 1 / B * y, not x + -1...
+        return f"{operands[0]} - {operands[1][1:]}", spelling.prec
     if "{args}" in spelling.template:
         fields["args"] = ", ".join(operands)
     if operands and "{last}" in spelling.template:

@@ -182,3 +182,40 @@ def test_a_filled_scalar_gradient_is_not_copied_again(ops: Ops) -> None:
     assert d.gradients["s"].op == "fill"
     _, gs = lower.fresh(ops, [d.gradients["x"], d.gradients["s"]])
     assert gs is d.gradients["s"]
+
+
+def test_a_mean_s_constant_multiplies_the_gradients_not_the_batch(ops: Ops) -> None:
+    """dL/dw = 2/N X.T (e * mask): the 2/N goes through the mask and the matrix
+    product to the [n] result; a number that meets no sum stays where it was."""
+    X = ops.leaf("input", "X", ("N", "n"))
+    w = ops.leaf("param", "w", ("n",))
+    y = ops.leaf("input", "y", ("N",))
+    z = ops.matmul(X, w)
+    e = ops.sub(z, y)
+    scale = ops.div(ops.const(2.0), ops.dimension("N"))
+    g = ops.mul(ops.mul(scale, e), ops.gt(z, ops.const(0.0)))
+    dw = ops.matmul(ops.transpose(X), g)
+    db = ops.reduce("sum", g, None)
+    local = ops.mul(ops.const(3.0), ops.call("sin", e))  # no sum: stays
+    new = lower.scale_late(ops, [dw, db, local])
+    core = ops.mul(e, ops.gt(z, ops.const(0.0)))
+    assert new[dw] is ops.mul(scale, ops.matmul(ops.transpose(X), core))
+    assert new[db] is ops.mul(scale, ops.reduce("sum", core, None))
+    assert new[local] is local
+    rng = np.random.default_rng(2)
+    values = {X: rng.normal(size=(5, 3)), w: rng.normal(size=3), y: rng.normal(size=5)}
+    got = evaluate([new[dw], new[db], new[local]], values)
+    want = evaluate([dw, db, local], values)
+    for a, b in zip(got, want, strict=True):
+        assert np.allclose(a, b)
+
+
+def test_a_constant_is_multiplied_in_where_a_step_is_not_linear(ops: Ops) -> None:
+    X = ops.leaf("input", "X", ("N", "n"))
+    w = ops.leaf("param", "w", ("n",))
+    t = ops.mul(ops.const(0.5), ops.matmul(X, w))  # reduced, then non-linear
+    r = ops.reduce("sum", ops.call("exp", t), None)
+    new = lower.scale_late(ops, [r])
+    assert new[r] is ops.reduce(
+        "sum", ops.call("exp", ops.mul(ops.const(0.5), ops.matmul(X, w))), None
+    )
