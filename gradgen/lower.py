@@ -224,13 +224,11 @@ def scale_late(ops: Ops, results: list[Node]) -> dict[Node, Node]:
         scale[n], reduced[n] = None, False
         if n.op in LEAVES or (n.rank == 0 and _number(n)):
             core[n] = n
-        elif n.op == "mul" and any(a.rank == 0 and _number(a) for a in args):
-            number, array = (
-                args if args[0].rank == 0 and _number(args[0]) else args[::-1]
-            )
+        elif (pair := _scaled(n)) is not None and not integral(core[pair[1]]):
+            number, array = pair  # 2 / N * e; never 2 / N * mask (a bool)
             core[n], scale[n] = core[array], times(number, scale[array])
             reduced[n] = reduced[array] and scale[array] is not None
-        elif n.op == "div" and args[1].rank == 0 and _number(args[1]):
+        elif n.op == "div" and _number(args[1]) and not integral(core[args[0]]):
             top = scale[args[0]]
             top = top if top is not None else ops.const(1.0)
             core[n], scale[n] = core[args[0]], ops.div(top, args[1])
@@ -255,6 +253,16 @@ def scale_late(ops: Ops, results: list[Node]) -> dict[Node, Node]:
         if scale[n] is None:
             reduced[n] = False
     return {n: whole(n) for n in core}
+
+
+def _scaled(node: Node) -> tuple[Node, Node] | None:
+    """(number, array) for a float array times a number made of literals and sizes."""
+    if node.op != "mul" or node.rank == 0:
+        return None
+    for number, array in (node.args, node.args[::-1]):
+        if number.rank == 0 and _number(number) and not integral(array):
+            return number, array
+    return None
 
 
 def _cost(roots: list[Node], batch: AbstractSet[object]) -> float:

@@ -219,3 +219,15 @@ def test_a_constant_is_multiplied_in_where_a_step_is_not_linear(ops: Ops) -> Non
     assert new[r] is ops.reduce(
         "sum", ops.call("exp", ops.mul(ops.const(0.5), ops.matmul(X, w))), None
     )
+
+
+def test_a_constant_times_a_mask_keeps_its_constant(ops: Ops) -> None:
+    """Found by the random specs: -(D * mask) summed, with the D taken out, left
+    numpy a boolean negation (a TypeError)."""
+    x = ops.leaf("param", "x", ("D",))
+    y = ops.leaf("input", "y", ("D",))
+    masked = ops.mul(ops.dimension("D"), ops.ne(x, y))
+    total = ops.reduce("sum", ops.neg(masked), None)
+    new = lower.scale_late(ops, [total])
+    xv, yv = np.array([1.0, 2.0, 3.0]), np.array([1.0, 0.0, 0.0])
+    assert evaluate([new[total]], {x: xv, y: yv}) == [-6.0]
