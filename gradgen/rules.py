@@ -1173,7 +1173,12 @@ RULES: dict[str, Rule] = {
     "clip": diagonal(
         3,
         lambda s, _: _broadcast3(*s),
-        Spelling("np.clip({0}, {1}, {2})"),
+        # the standard leaves clip undefined where lo > hi: min(max(x, lo), hi), as
+        # numpy computes it
+        Spelling(
+            "np.clip({0}, {1}, {2})",
+            xp=Spelling("xp.minimum(xp.maximum({0}, {1}), {2})"),
+        ),
         clip_vjp,
         user=True,
     ),

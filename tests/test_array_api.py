@@ -580,3 +580,93 @@ def test_bad_backend_in_the_config(tmp_path: Path) -> None:
         '[tool.gradgen].backend: error: `backend` must be "numpy" or "array-api",'
         " not a string ('cupy')" in done.stderr
     )
+
+
+# --- every op of the rule table, on the bare standard -----------------------------------
+
+
+def _rule_module(tmp_path: Path, text: str, expr: str) -> ModuleType:
+    spec = tmp_path / "rule_case.yaml"
+    spec.write_text(text.replace("EXPR", expr), encoding="utf-8")
+    generated = pipeline.generate(spec, tmp_path, backend="array-api")
+    generated.target.write_text(generated.text, encoding="utf-8")
+    return import_file(generated.target, f"xp_rule_{tmp_path.name}")
+
+
+def _on_strict(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn` called with array_api_strict arrays, its result back as numpy."""
+    lib = Library("array_api_strict")
+
+    def run(**kwargs: Any) -> Any:
+        result = fn(**{k: lib.array(v) for k, v in kwargs.items()})
+        if isinstance(result, tuple):
+            return type(result)(*(lib.numpy(r) for r in result))
+        return lib.numpy(result)
+
+    return run
+
+
+def _check_both_modes(module: ModuleType, args: dict[str, Any]) -> None:
+    from test_rules import central
+
+    loss, gradients = _on_strict(module.loss), _on_strict(module.gradients)
+    largs = {k: args[k] for k in inspect.signature(module.loss).parameters}
+    grads = gradients(**largs)
+    for p in grads._fields:
+        expected = central(loss, largs, p)
+        assert np.shape(getattr(grads, p)) == expected.shape, p
+        assert np.allclose(getattr(grads, p), expected, rtol=1e-6, atol=1e-8), p
+    out, jacobian = _on_strict(module.out), _on_strict(module.jacobian_out)
+    fargs = {k: args[k] for k in inspect.signature(module.out).parameters}
+    jac = jacobian(**fargs)
+    for p in jac._fields:
+        expected = central(out, fargs, p)
+        assert getattr(jac, p).shape == expected.shape, p
+        assert np.allclose(getattr(jac, p), expected, rtol=1e-6, atol=1e-8), p
+
+
+def _rule_cases() -> list[str]:
+    from test_rules import CASES
+
+    return sorted(CASES)
+
+
+def _rank_cases() -> list[str]:
+    from test_rules import RANK_CASES
+
+    return sorted(RANK_CASES)
+
+
+@pytest.mark.parametrize("case", _rule_cases())
+def test_xp_rule_against_finite_differences(tmp_path: Path, case: str) -> None:
+    """Each case of tests/test_rules.py, generated for the array API and run on
+    array_api_strict: gradients and Jacobians against central differences."""
+    from test_rules import CASES, point
+
+    text = (
+        "gradgen: 1\n"
+        "inputs: {A: [m, n], v: [n], y: [m], ids: {shape: [m], dtype: int}}\n"
+        "params: {x: [n], W: [n, n], s: []}\n"
+        "define: {f: 'EXPR'}\n"
+        "loss: sum(f * f) / 2 + sum(y) * 0 + s * s\n"
+        "outputs: {out: f}\n"
+    )
+    module = _rule_module(tmp_path, text, CASES[case])
+    for seed in range(2):
+        _check_both_modes(module, point(np.random.default_rng(seed)))
+
+
+@pytest.mark.parametrize("case", _rank_cases())
+def test_xp_rank_rule_against_finite_differences(tmp_path: Path, case: str) -> None:
+    from test_rules import RANK_CASES, rank_point
+
+    text = (
+        "gradgen: 1\n"
+        "inputs: {R: [2, B, m, n], A: [m, n]}\n"
+        "params: {P: [B, m, n], Q: [B, n, n], W: [n, n], x: [n], s: []}\n"
+        "define: {f: 'EXPR'}\n"
+        "loss: sum(f * f) / 2 + s * s\n"
+        "outputs: {out: f}\n"
+    )
+    module = _rule_module(tmp_path, text, RANK_CASES[case])
+    _check_both_modes(module, rank_point(np.random.default_rng(0)))
