@@ -670,3 +670,14 @@ def test_xp_rank_rule_against_finite_differences(tmp_path: Path, case: str) -> N
     )
     module = _rule_module(tmp_path, text, RANK_CASES[case])
     _check_both_modes(module, rank_point(np.random.default_rng(0)))
+
+
+def test_readme_excerpt_is_the_generated_code() -> None:
+    """Every line of the README's array-API excerpt is a line of the ReLU neuron's
+    array-API module (the excerpt leaves out the docstrings)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Backends: the array API standard", 1)[1]
+    excerpt = section.split("```python\n", 1)[1].split("```", 1)[0]
+    module_lines = set(xp_text("relu_neuron").splitlines())
+    for line in excerpt.splitlines():
+        assert not line.strip() or line in module_lines, line
