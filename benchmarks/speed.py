@@ -230,6 +230,27 @@ def build_gradgen(model: Model, args: Sequence[Any], threads: int) -> Call:
     return lambda: fn(*args)
 
 
+def build_array_api(model: Model, args: Sequence[Any], threads: int) -> Call:
+    """The array-API module (`gradgen generate --backend array-api`) on the numpy
+    arrays: what the backend costs on numpy (generated into a temporary folder)."""
+    import tempfile
+
+    from gradgen import pipeline
+
+    out = Path(tempfile.mkdtemp(prefix="gradgen-bench-array-api-"))
+    g = pipeline.generate(
+        HERE.parent / "examples" / f"{model.name}.yaml", out, backend="array-api"
+    )
+    g.target.write_text(g.text, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(f"xp_{model.name}", g.target)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    fn = module.loss_and_gradients
+    return lambda: fn(*args)
+
+
 def _framework_loss(xp: Any, nn: Any, model: str) -> Callable[..., Any]:
     """The model's loss written with a numpy-like module (jax.numpy or torch), the
     way a user of that framework writes it: the spec's formula, op for op."""
@@ -319,6 +340,15 @@ IMPLEMENTATIONS: dict[str, Implementation] = {
             env={"JAX_PLATFORMS": "cpu"},
         ),
         Implementation("torch", "torch", build_torch, requires=("torch",)),
+        # the same module for the array API standard, run on numpy
+        # (benchmarks/array_api.py times it against gradgen's plain module)
+        Implementation(
+            "array-api",
+            "gradgen array-API",
+            build_array_api,
+            requires=("array_api_compat",),
+            subject=True,
+        ),
     )
 }
 

@@ -42,9 +42,15 @@ def _jobs(
     explain: bool | None = None,
     strict: bool = False,
     dtype: DType | None = None,
+    backend: Backend | None = None,
 ) -> list[Job]:
     selection = plan.select(
-        specs or [], out, explain, strict, None if dtype is None else dtype.value
+        specs or [],
+        out,
+        explain,
+        strict,
+        None if dtype is None else dtype.value,
+        None if backend is None else backend.value,
     )
     report.error(*selection.errors)
     if selection.usage is not None:
@@ -91,6 +97,22 @@ DTypeOption = Annotated[
     DType | None,
     typer.Option(
         "--dtype", help="Compute in this dtype (default: the spec's `dtype`)."
+    ),
+]
+
+
+class Backend(StrEnum):
+    NUMPY = "numpy"
+    ARRAY_API = "array-api"
+
+
+BackendOption = Annotated[
+    Backend | None,
+    typer.Option(
+        "--backend",
+        help="Write the module for this backend: numpy, or array-api (numpy, CuPy,"
+        " torch, JAX, dask through array-api-compat). Default: [tool.gradgen], else"
+        " the spec's `backend`.",
     ),
 ]
 Verbose = Annotated[
@@ -166,6 +188,7 @@ def generate_command(
     explain: Explain = None,
     strict: Strict = False,
     dtype: DTypeOption = None,
+    backend: BackendOption = None,
     fail_fast: FailFast = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -177,7 +200,7 @@ def generate_command(
     would write the same file write nothing at all.
     """
     with _run(quiet, verbose) as report:
-        jobs = _jobs(specs, out, report, explain, strict, dtype)
+        jobs = _jobs(specs, out, report, explain, strict, dtype, backend)
         if dump is not None:
             for job in jobs:
                 report.job = job
@@ -215,6 +238,7 @@ def check(
     explain: Explain = None,
     strict: Strict = False,
     dtype: DTypeOption = None,
+    backend: BackendOption = None,
     fail_fast: FailFast = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -225,7 +249,7 @@ def check(
     and path, and whose body hash still matches, is up to date without deriving.
     """
     with _run(quiet, verbose) as report:
-        jobs = _jobs(specs, out, report, explain, strict, dtype)
+        jobs = _jobs(specs, out, report, explain, strict, dtype, backend)
         stale = 0
         for target in _targets(jobs, report, fail_fast=fail_fast, trust_headers=True):
             report.job = target.job

@@ -6,10 +6,13 @@ specs = ["examples"]        # spec files or folders, relative to the pyproject's
 out = "generated"           # default output folder
 explain = true              # also write <name>.md, the derivation, beside each module
 strict = true               # warnings are errors, as with --strict (default false)
+backend = "array-api"       # write every module for this backend (default: each
+                            # spec's own `backend`)
 
 [tool.gradgen.overrides."examples/mlp.yaml"]
 out = "generated/nets"      # output folder for this spec
 name = "mlp_v2"             # module name for this spec
+backend = "numpy"           # backend for this spec
 ```
 
 Problems are reported as one `SpecError` in the pyproject.toml, each naming the
@@ -32,8 +35,11 @@ from gradgen.errors import Collector, Diagnostic, Location, SpecError, did_you_m
 __all__ = ["Config", "KeyLocation", "SpecOverride", "find_pyproject", "load_config"]
 
 PYPROJECT = "pyproject.toml"
-_KEYS = ("specs", "out", "explain", "strict", "overrides")
-_OVERRIDE_KEYS = ("out", "name")
+_KEYS = ("specs", "out", "explain", "strict", "backend", "overrides")
+_OVERRIDE_KEYS = ("out", "name", "backend")
+#: The backends a module can be written for (`spec.BACKENDS`, not imported: reading
+#: the configuration stays cheap).
+_BACKENDS = ("numpy", "array-api")
 _TABLE = ("tool", "gradgen")
 _TOML_POSITION = re.compile(
     r"\s*\((?:at line (?P<line>\d+), column (?P<col>\d+)|at end of document)\)$"
@@ -75,6 +81,7 @@ class SpecOverride:
 
     out: Path | None = None  # absolute, resolved against the project root
     name: str | None = None  # module name (a Python identifier)
+    backend: str | None = None  # "numpy" or "array-api": overrides the spec's
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,7 @@ class Config:
     pyproject: Path  # the pyproject.toml the settings came from
     explain: bool = False  # write <name>.md, the explanation, beside each module
     strict: bool = False  # warnings are errors, as with --strict
+    backend: str | None = None  # every module's backend, overriding the specs'
 
     def override_for(self, spec: Path) -> SpecOverride:
         """The overrides for spec file `spec` (relative paths are against root)."""
@@ -156,6 +164,9 @@ def load_config(start: Path) -> Config | None:
             KeyLocation(where, keys=(*_TABLE, "strict")),
             f"`strict` must be true or false, not {_show(strict)}",
         )
+    backend = _backend(
+        table.get("backend"), KeyLocation(where, keys=(*_TABLE, "backend")), errors
+    )
     overrides = _overrides(table.get("overrides", {}), where, root, errors)
     explain = table.get("explain", False)
     if not isinstance(explain, bool):
@@ -172,7 +183,20 @@ def load_config(start: Path) -> Config | None:
         pyproject=pyproject,
         explain=explain is True,
         strict=strict is True,
+        backend=backend,
     )
+
+
+def _backend(value: object, location: Location, errors: Collector) -> str | None:
+    """A `backend` setting: "numpy" or "array-api" (None when absent or invalid)."""
+    if value is None:
+        return None
+    if value not in _BACKENDS:
+        errors.error(
+            location, f'`backend` must be "numpy" or "array-api", not {_show(value)}'
+        )
+        return None
+    return str(value)
 
 
 def _specs(raw: object, where: str, root: Path, errors: Collector) -> tuple[Path, ...]:
@@ -270,7 +294,9 @@ def _override(
             f"`name` must be a valid Python module name, not {_show(name)}",
         )
         valid = False
-    return SpecOverride(out=out, name=name) if valid else None
+    backend = _backend(options.get("backend"), _inner(at, "backend"), errors)
+    valid = valid and (backend is not None or "backend" not in options)
+    return SpecOverride(out=out, name=name, backend=backend) if valid else None
 
 
 def _inner(table: KeyLocation, key: str) -> KeyLocation:

@@ -44,6 +44,8 @@ class Kernel:
     names: Mapping[Node, str]  # preferred names: the spec's, then `dL_dw`...
     dims: Mapping[str, tuple[str, int]]  # dim -> (argument, axis) it is read from
     dtype: str = "float64"  # the float type new arrays get (`Spec.dtype`)
+    backend: str = "numpy"  # what the code is printed for (`Spec.backend`)
+    arrays: tuple[str, ...] = ()  # the arguments that are arrays (rank > 0)
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,11 @@ def lower(model: Model, derivatives: Derivatives) -> Program:
     every = (*model.inputs, *model.params)
     loss = loss_and_gradients = None
     derivation = derivatives.gradients
+    # numpy returns the loss as a Python float; the array API as a 0-d array, fresh
+    # like every other result
+    numbers = 0 if model.spec.backend == "array-api" else 1
     if derivation is not None:
-        loss = _kernel(model, "loss", [derivation.loss], every, {}, fresh_from=1)
+        loss = _kernel(model, "loss", [derivation.loss], every, {}, fresh_from=numbers)
         # dL_dw for each param's gradient, then dL_dz for the spec's other named
         # variables; a node keeps the first name it gets (the spec's own first).
         names: dict[Node, str] = {}
@@ -92,7 +97,7 @@ def lower(model: Model, derivatives: Derivatives) -> Program:
             [derivation.loss, *gradients],
             every,
             names,
-            fresh_from=1,
+            fresh_from=numbers,
             scales_late=True,
         )
     outputs: list[OutputKernels] = []
@@ -158,6 +163,8 @@ def _kernel(
         renamed,
         model.dim_sources(list(args)),
         model.spec.dtype,
+        model.spec.backend,
+        tuple(a for a in args if _node_of(model, a).rank > 0),
     )
 
 
@@ -285,6 +292,11 @@ def _number(node: Node) -> bool:
         a.op in ("const", "dim", "float", "mul", "div", "add", "sub", "neg")
         for a in ancestors([node])
     )
+
+
+def _node_of(model: Model, name: str) -> Node:
+    """The leaf of an input or param."""
+    return model.inputs[name] if name in model.inputs else model.params[name]
 
 
 def fresh(ops: Ops, results: list[Node]) -> list[Node]:

@@ -35,6 +35,15 @@ MODULE_NAMES = frozenset(
 )
 #: The imports every generated module starts with, by the name they bind.
 IMPORTS = {"np": "numpy as `np`", "NamedTuple": "`NamedTuple` from typing"}
+#: The names an array-API module (`backend: array-api`) binds besides those above:
+#: its imports, its type alias and the namespace every function takes.
+ARRAY_API_NAMES = {
+    "xp": "the array namespace `xp` that every function takes",
+    "array_namespace": "`array_namespace` from array_api_compat",
+    "device": "`device` from array_api_compat",
+    "Any": "`Any` from typing",
+    "Array": "its type alias `Array`",
+}
 #: Python's builtins that generated code calls or annotates with: a spec name that
 #: hid one would break the module. Other builtins (`input`, `filter`, `sum`) may be
 #: spec names: the generated code never uses them.
@@ -47,7 +56,9 @@ def gradient(name: str) -> str:
     return f"{GRADIENT_PREFIX}{name}"
 
 
-def clash(name: str, step: OptimizerRule | None = None) -> str | None:
+def clash(
+    name: str, step: OptimizerRule | None = None, backend: str = "numpy"
+) -> str | None:
     """Why a spec name would clash with a name of the generated module, or None.
 
     `step` is the optimizer whose `step` function takes the name as an argument (an
@@ -57,6 +68,11 @@ def clash(name: str, step: OptimizerRule | None = None) -> str | None:
     """
     if name in IMPORTS:
         return f"is reserved: the generated module imports {IMPORTS[name]}"
+    if backend == "array-api" and name in ARRAY_API_NAMES:
+        return (
+            "is reserved: the generated array-API module uses"
+            f" {ARRAY_API_NAMES[name]}"
+        )
     if name in MODULE_NAMES:
         return f"is reserved: the generated module defines its own `{name}`"
     if step is not None and name in step.step_names():

@@ -79,9 +79,11 @@ def generate(
     dump: Stage | str | None = None,
     explain: str | None = None,
     dtype: str | None = None,
+    backend: str | None = None,
 ) -> Generated:
     """The module for a spec (`explain`: and its explanation, "markdown" or
-    "html"), or the result of stage `dump`; `dtype` overrides the spec's."""
+    "html"), or the result of stage `dump`; `dtype` and `backend` override the
+    spec's."""
     shown = display or str(spec_path)
     stage = None if dump is None else Stage(dump)
 
@@ -97,8 +99,10 @@ def generate(
         )
 
     data = read_spec_bytes(spec_path, shown)  # read once: hashed and parsed alike
-    digest = write.spec_digest(data, name, dtype)
-    checked = validate(load_yaml_text(data, shown), shown, spec_path.stem, name)
+    digest = write.spec_digest(data, name, dtype, backend)
+    checked = validate(
+        load_yaml_text(data, shown), shown, spec_path.stem, name, backend
+    )
     if dtype is not None and checked.spec is not None:
         checked = dataclasses.replace(
             checked, spec=dataclasses.replace(checked.spec, dtype=dtype)

@@ -6,22 +6,29 @@ gets its own line (and a name) when it is used more than once, when the spec nam
 it, or when it is long; otherwise it is written inline where it is used. Only
 the nodes the results need are printed: there is no dead code. An op without a
 spelling is refused loudly; there is no silent fallback.
+
+For the array-API backend (`backend: array-api`) each op takes its array-API
+spelling from the rule table (`Spelling.xp`), a function's code starts with `xp =
+array_namespace(...)` of its arguments where it calls the namespace, dims are read
+as `X.shape[0]`, and a condition used as a number is cast to the float type first
+(the standard does not promote booleans).
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from . import naming
 from .graph import LEAVES, Index, Node, ancestors
 from .lower import Program, integral
-from .rules import ATOM, HELPERS_NEED, UNARY, number
+from .rules import ATOM, HELPERS_NEED, UNARY, Spelling, number
 from .rules import spelling as spelling_of
+from .simplify import MASKS
 
 #: What the spellings' {float}, {dtype} and {scalar} fields print, per dtype: the
 #: float64 default prints as before (`dtype=float`, no `dtype=` on np.zeros); float32
@@ -34,6 +41,15 @@ DTYPE_FIELDS = {
         "scalar": "np.float32",
     },
 }
+#: The same fields for the array-API backend: the dtype always named, a scalar a
+#: Python float (the standard's Python scalars take the array's dtype).
+XP_DTYPE_FIELDS = {
+    dtype: {"float": f"xp.{dtype}", "dtype": f", dtype=xp.{dtype}", "scalar": "float"}
+    for dtype in DTYPE_FIELDS
+}
+#: Ops that take a condition as a condition; every other op given one (`g * (z >
+#: 0)`) gets it as a number, which the array-API backend casts explicitly.
+TAKES_CONDITIONS = frozenset({"where", "select", "and_", "or_", "not_", "as_float"})
 INLINE_LIMIT = 60  # characters: longer subexpressions get a line of their own
 
 
@@ -48,7 +64,15 @@ class Body:
 def print_program(program: Program) -> dict[str, Body]:
     """Every function of the program printed, by name."""
     return {
-        k.name: print_body(list(k.results), k.names, list(k.args), k.dims, k.dtype)
+        k.name: print_body(
+            list(k.results),
+            k.names,
+            list(k.args),
+            k.dims,
+            k.dtype,
+            k.backend,
+            k.arrays,
+        )
         for k in program.kernels()
     }
 
@@ -59,12 +83,17 @@ def print_body(
     args: list[str],
     dim_sources: Mapping[str, tuple[str, int]],
     dtype: str = "float64",
+    backend: str = "numpy",
+    arrays: Sequence[str] = (),
 ) -> Body:
     """Statements computing `results`.
 
     `names` gives preferred names (spec names, `dL_dw`...), `args` the function's
     parameters, `dim_sources` where each dim is read from: name -> (array, axis).
+    For the array-API backend, `arrays` are the arguments that are arrays (a device
+    is read from the first).
     """
+    xp = backend == "array-api"
     needed = ancestors(results)
     uses: Counter[Node] = Counter()
     for n in needed:
@@ -73,7 +102,9 @@ def print_body(
     for r in results:
         uses[r] += 1
 
-    temps = naming.Temporaries([*args, *names.values(), *dim_sources])
+    temps = naming.Temporaries(
+        [*args, *names.values(), *dim_sources, *(["xp"] if xp else [])]
+    )
     text: dict[Node, tuple[str, int]] = {}
     lines: list[str] = []
     helpers: set[str] = set()
@@ -84,16 +115,19 @@ def print_body(
     )
     for d in dims:
         array, axis = dim_sources[d]
-        lines.append(f"{d} = np.shape({array})[{axis}]")
+        lines.append(
+            f"{d} = {array}.shape[{axis}]" if xp else f"{d} = np.shape({array})[{axis}]"
+        )
 
     named: set[str] = set()
     lined: list[tuple[Node, str]] = []
+    device = f", device=device({(list(arrays) or args)[0]})" if args else ""
     for n in needed:
-        helper = spelling_of(n.op).helper
+        helper = (xp_spelling(n) if xp else spelling_of(n.op)).helper
         if helper:
             helpers.add(helper)
             helpers.update(HELPERS_NEED.get(helper, ()))
-        code, prec = spell(n, text, dtype)
+        code, prec = spell(n, text, dtype, device if xp else None)
         if n.op in LEAVES:
             text[n] = (code, prec)
             continue
@@ -105,14 +139,19 @@ def print_body(
             name = preferred if preferred is not None else temps.fresh()
             named.add(name)
             lined.append((n, name))
-            in_place = _in_place(n, name, text, uses, lined, dtype)
+            # in place needs `out=`, which the array API standard does not have
+            in_place = None if xp else _in_place(n, name, text, uses, lined, dtype)
             lines += in_place if in_place is not None else [f"{name} = {code}"]
             text[n] = (name, ATOM)
         else:
             text[n] = (code, prec)
+    returned = tuple(text[r][0] for r in results)
+    if xp and any("xp." in t or "device(" in t for t in (*lines, *returned)):
+        # the namespace of the arguments (Python numbers among them are skipped)
+        lines.insert(0, f"xp = array_namespace({', '.join(args)})")
     return Body(
         tuple(lines),
-        tuple(text[r][0] for r in results),
+        returned,
         frozenset(helpers),
         tuple(lined),
     )
@@ -137,9 +176,9 @@ def _in_place(
     where plain `name = ...` is as good. numpy reuses a temporary for `+ - * /` by
     itself only when the other operand has its shape (or is a number), and never
     for a function call; each array of the batch's size saved is an allocation and
-    its page faults. In place only over a temporary nothing else reads: an inline value of
-    the same shape, made by arithmetic or a numpy function (never a view or an
-    argument), holding floats."""
+    its page faults. In place only over a temporary nothing else reads: an inline
+    value of the same shape, made by arithmetic or a numpy function (never a view or
+    an argument), holding floats."""
 
     def temporary(operand: Node) -> bool:
         return (
@@ -194,18 +233,38 @@ def _size_arithmetic(node: Node) -> bool:
     )
 
 
-def spell(
-    node: Node, text: Mapping[Node, tuple[str, int]], dtype: str = "float64"
-) -> tuple[str, int]:
+def xp_spelling(node: Node) -> Spelling:
+    """The array-API spelling of `node` (`Spelling.xp`, else the numpy one with
+    `np.` read as `xp.`), with the numpy spelling's fields unless it has its own."""
     spelling = spelling_of(node.op)
+    given = spelling.xp
+    if given is None:
+        return replace(spelling, template=spelling.template.replace("np.", "xp."))
+    chosen = given if isinstance(given, Spelling) else given(node)
+    return chosen if chosen.fields else replace(chosen, fields=spelling.fields)
+
+
+def spell(
+    node: Node,
+    text: Mapping[Node, tuple[str, int]],
+    dtype: str = "float64",
+    device: str | None = None,
+) -> tuple[str, int]:
+    """`node` as code over its operands' `text`: numpy, or the array API standard
+    when a `device` (its `, device=...` argument, possibly empty) is given."""
+    xp = device is not None
+    spelling = xp_spelling(node) if xp else spelling_of(node.op)
     fields = spelling.fields(node.attrs) if spelling.fields else {}
-    fields.update(DTYPE_FIELDS[dtype])
+    fields.update(XP_DTYPE_FIELDS[dtype] if xp else DTYPE_FIELDS[dtype])
+    fields["device"] = device or ""
     if node.op == "const":
         value = node.value
         return number(value), (UNARY if value < 0 else ATOM)
     operands: list[str] = []
     for i, arg in enumerate(node.args):
         code, prec = text[arg]
+        if xp and arg.op in MASKS and node.op not in TAKES_CONDITIONS:
+            code, prec = f"xp.astype({code}, {fields['float']})", ATOM
         need = spelling.operand_prec[i] if i < len(spelling.operand_prec) else 0
         operands.append(f"({code})" if prec < need else code)
     if node.op == "add" and operands[1].startswith("-"):  # x - 1 / B * y, not x + -1...
@@ -215,5 +274,16 @@ def spell(
     if operands and "{last}" in spelling.template:
         fields["last"] = operands[-1]
     if isinstance(node.attrs, Index):  # x[t, :, None]: items over the operands
-        fields["index"] = ", ".join(item.format(*operands) for item in node.attrs.items)
+        items = [item.format(*operands) for item in node.attrs.items]
+        fields["index"] = ", ".join(items)
+        fields["slices"] = "(" + "".join(f"{_slice(i)}, " for i in items) + ")"
     return spelling.template.format(*operands, **fields), spelling.prec
+
+
+def _slice(item: str) -> str:
+    """An index item as an expression: `1:` as `slice(1, None)`, others as they are."""
+    if ":" not in item:
+        return item
+    return (
+        "slice(" + ", ".join(part.strip() or "None" for part in item.split(":")) + ")"
+    )

@@ -21,7 +21,7 @@ from .graph import Exponent, ancestors, attr
 from .load import YNode, YScalar, YSeq
 from .lower import Program
 from .model import Model
-from .printer import DTYPE_FIELDS, Body
+from .printer import DTYPE_FIELDS, XP_DTYPE_FIELDS, Body
 from .rules import CONVENTIONS, number
 from .shapes import show
 
@@ -94,10 +94,18 @@ def render_module(
     The gradient functions' docstrings state each gradient's closed form, from the
     explanation."""
     spec = model.spec
+    xp = spec.backend == "array-api"
+    # numpy: float and np.ndarray, loss values as Python floats; the array API:
+    # `Array` (any library's array), the loss a 0-d array (a lazy library's stays lazy)
+    array = "Array" if xp else "np.ndarray"
+    number_ = "Array" if xp else "float"
     annotations = {
-        n: ("float" if node.rank == 0 else "np.ndarray")
+        n: (number_ if node.rank == 0 else array)
         for n, node in {**model.inputs, **model.params}.items()
     }
+
+    def scalar(value: str) -> str:
+        return value if xp else f"float({value})"
 
     def arguments(names: Sequence[str]) -> tuple[Argument, ...]:
         return tuple(Argument(n, annotations[n]) for n in names)
@@ -113,21 +121,21 @@ def render_module(
             Function(
                 "loss",
                 arguments(all_args),
-                "float",
+                number_,
                 "The loss.",
                 forward,
-                f"float({forward.results[0]})",
+                scalar(forward.results[0]),
             ),
             Function(
                 "loss_and_gradients",
                 arguments(all_args),
-                "tuple[float, Gradients]",
+                f"tuple[{number_}, Gradients]",
                 _closed_forms(
                     "The loss and its gradient with respect to every param.",
                     explained.gradients,
                 ),
                 backward,
-                f"float({loss_value}), {_call('Gradients', list(model.params), grads)}",
+                f"{scalar(loss_value)}, {_call('Gradients', list(model.params), grads)}",
             ),
         ]
         helpers |= forward.helpers | backward.helpers
@@ -145,10 +153,10 @@ def render_module(
                 Function(
                     out.name,
                     arguments(out.value.args),
-                    "np.ndarray" if node.rank else "float",
+                    array if node.rank else number_,
                     f"The output `{out.name}`, shape {shape}.",
                     value,
-                    value.results[0] if node.rank else f"float({value.results[0]})",
+                    value.results[0] if node.rank else scalar(value.results[0]),
                 ),
                 Function(
                     out.jacobian.name,
@@ -166,6 +174,18 @@ def render_module(
                 out.params,
             )
         )
+    helper_templates = [
+        ("xp_helper_" if xp else "helper_") + h for h in sorted(helpers)
+    ]
+    bodies_text = [t for b in bodies.values() for t in (*b.lines, *b.results)]
+    # `device` is imported where the code or a helper reads one
+    reads_device = any(
+        "device(" in t
+        for t in (
+            *bodies_text,
+            *(_template_source(h + ".py.jinja") for h in helper_templates),
+        )
+    )
     context = {
         "version": version,
         "spec_rel": spec_rel,
@@ -186,9 +206,14 @@ def render_module(
         "has_loss": program.loss is not None,
         "functions": functions,
         "outputs": outputs,
-        "helpers": sorted(helpers),
+        "helpers": helper_templates,
+        "imports": "array_namespace, device" if reads_device else "array_namespace",
         "flat": _flat(model),
-        "float": DTYPE_FIELDS[model.spec.dtype]["float"],
+        "float": (XP_DTYPE_FIELDS if xp else DTYPE_FIELDS)[model.spec.dtype]["float"],
+        "xp": xp,
+        "ns": "xp" if xp else "np",
+        "array": array,
+        "number": number_,
         "optimizer": spec.optimizer.rule,
         "hyper": [(k, number(v)) for k, v in spec.optimizer.hyper],
     }
@@ -199,6 +224,7 @@ def _flat(model: Model) -> dict[str, object]:
     """What `pack`, `unpack` and `loss_and_gradient_flat` need: each param's slice of
     the flat vector, and the dims its shapes use (read from the inputs where one
     has them, else keyword-only arguments)."""
+    xp = model.spec.backend == "array-api"
     dims: list[str] = []
     fields: list[dict[str, str]] = []
     start = "0"
@@ -208,7 +234,14 @@ def _flat(model: Model) -> dict[str, object]:
             d for d in dict.fromkeys(node.shape) if isinstance(d, str) and d not in dims
         ]
         end = size if start == "0" else f"{start} + {size}"
-        if node.rank == 0:
+        if xp and node.rank == 0:
+            value = f"xp.asarray(theta[{start}], copy=True)"
+        elif xp:
+            value = (
+                f"xp.asarray(xp.reshape(theta[{start}:{end}],"
+                f" {show_tuple(node.shape)}), copy=True)"
+            )
+        elif node.rank == 0:
             value = f"float(theta[{start}])"
         else:
             value = f"theta[{start}:{end}].reshape({show_tuple(node.shape)}).copy()"
@@ -221,7 +254,11 @@ def _flat(model: Model) -> dict[str, object]:
         "fields": fields,
         "extra": [d for d in dims if d not in sources],
         "lines": [
-            f"{d} = np.shape({sources[d][0]})[{sources[d][1]}]"
+            (
+                f"{d} = {sources[d][0]}.shape[{sources[d][1]}]"
+                if xp
+                else f"{d} = np.shape({sources[d][0]})[{sources[d][1]}]"
+            )
             for d in dims
             if d in sources
         ],

@@ -14,7 +14,10 @@ Each `Rule` in `RULES` says, for one op:
   jvp       the same derivative as a Jacobian-vector product: given the tangents of
             the operands (each with the differentiated param's axes appended), the
             tangent of the output (forward mode, used for `outputs:` Jacobians);
-  spelling  its numpy spelling and operator precedence (`printer.py`);
+  spelling  its numpy spelling and operator precedence (`printer.py`), and its
+            array-API spelling where it is not the numpy one with `np.` read as
+            `xp.` (`Spelling.xp`: another name, as `xp.atan`, or a construct the
+            standard lacks, through a helper of the array-API module);
   user      whether a spec may call it by name; `axis`, whether it takes `axis=`.
 
 What each kind of op needs (the parser reads names, arities and `axis` from here):
@@ -86,6 +89,11 @@ class Spelling:
     operand_prec: tuple[int, ...] = (0, 0, 0)
     helper: str | None = None  # a module-level helper function the spelling calls
     fields: Callable[[Any], dict[str, str]] | None = None  # attrs -> template fields
+    # the array-API spelling (`backend: array-api`), or a function of the node giving
+    # it; None: this one with `np.` read as `xp.`. Without `fields` of its own it
+    # takes this spelling's. (tests/test_array_api.py checks every name it calls is
+    # in the standard.)
+    xp: Spelling | Callable[[Node], Spelling] | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +161,7 @@ def elementwise(
     inverse: sp.Expr | None = None,
     stable: sp.Expr | None = None,
     helper: str | None = None,
+    xp: str | None = None,
 ) -> Rule:
     """f applied element-wise; its Jacobian is diag(f'(x)), so the vjp is g * f'(x).
 
@@ -170,7 +179,13 @@ def elementwise(
     return Rule(
         1,
         same,
-        Spelling(template, ATOM, (0,), helper),
+        Spelling(
+            template,
+            ATOM,
+            (0,),
+            helper,
+            xp=None if xp is None else Spelling(xp, ATOM, (0,)),
+        ),
         vjp,
         diagonal_jvp(vjp),
         elementwise=(definition, inverse, stable),
@@ -582,7 +597,11 @@ def stack_jvp(ops: Ops, out: Node, ts: tuple[Node | None, ...], p: Node) -> Node
 
 
 def reduction(
-    function: str, vjp: Vjp, jvp: Jvp | None = None, helper: str | None = None
+    function: str,
+    vjp: Vjp,
+    jvp: Jvp | None = None,
+    helper: str | None = None,
+    xp: str | None = None,
 ) -> Rule:
     """A reduction over all elements or along `axis=` (an int or a tuple, negative
     counting from the end), with `keepdims=`: its `Axis` attribute. Without a jvp,
@@ -596,6 +615,12 @@ def reduction(
             (0,),
             helper=helper,
             fields=_helper_axis_fields if helper else _axis_fields,
+            # the array-API helpers take keepdims themselves
+            xp=(
+                None
+                if xp is None
+                else Spelling(xp + "({0}{axis})", ATOM, (0,), helper, _axis_fields)
+            ),
         ),
         vjp,
         jvp or weighted_jvp(vjp),
@@ -928,6 +953,52 @@ def axes_arg(axes: tuple[int, ...]) -> str:
     return str(axes[0]) if len(axes) == 1 else repr(axes)
 
 
+# --- array-API spellings that depend on the node ---------------------------------------
+
+
+def _xp_transpose(node: Node) -> Spelling:
+    # .T is for matrices only in the standard: every axis reversed by permute_dims
+    rank = node.rank
+    if rank == 2:
+        return Spelling("{0}.T", ATOM, (ATOM,))
+    return Spelling(f"xp.permute_dims({{0}}, {tuple(reversed(range(rank)))!r})")
+
+
+def _xp_getitem(node: Node) -> Spelling:
+    # the standard wants every axis indexed: `...` for the rest, if no item is one
+    if "..." in attr(node, Index).items:
+        return Spelling("{0}[{index}]", ATOM, (ATOM,))
+    return Spelling("{0}[{index}, ...]", ATOM, (ATOM,))
+
+
+def _xp_swap01(node: Node) -> Spelling:
+    perm = (1, 0, *range(2, node.rank))
+    return Spelling(f"xp.permute_dims({{0}}, {perm!r})")
+
+
+def _xp_diag(node: Node) -> Spelling:
+    # xp.linalg.diagonal takes the last two axes; others are moved there first
+    (x,) = node.args
+    axes = attr(node, Axes).axes
+    if axes == (x.rank - 2, x.rank - 1):
+        return Spelling("xp.linalg.diagonal({0})")
+    perm = (*(i for i in range(x.rank) if i not in axes), *axes)
+    return Spelling(f"xp.linalg.diagonal(xp.permute_dims({{0}}, {perm!r}))")
+
+
+def _xp_stack(node: Node) -> Spelling:
+    if node.attrs is None:  # the vector literal of scalars: each made a 0-d array
+        items = ", ".join(
+            f"xp.asarray({{{i}}}, dtype={{float}})" for i in range(len(node.args))
+        )
+        return Spelling(f"xp.stack([{items}])")
+    return Spelling(
+        "xp.stack([{args}], axis={axis})", fields=lambda a: {"axis": str(a.i)}
+    )
+
+
+_XP_FULL = Spelling("xp.zeros({1}, dtype={float}{device}) + {0}", ADD, (ADD + 1, 0))
+
 _BIN = (ADD, ADD + 1)
 _PRODUCT = (MUL, MUL + 1)
 _CMP = (CMP + 1, CMP + 1)
@@ -990,7 +1061,9 @@ RULES: dict[str, Rule] = {
     # expm1' = e^x = y + 1
     "expm1": elementwise(sp.exp(X) - 1, "np.expm1({0})", inverse=sp.log(Y + 1)),
     "tan": elementwise(sp.tan(X), "np.tan({0})", inverse=sp.atan(Y)),  # tan' = 1 + y^2
-    "arctan": elementwise(sp.atan(X), "np.arctan({0})"),  # arctan' = 1/(1 + x^2)
+    "arctan": elementwise(
+        sp.atan(X), "np.arctan({0})", xp="xp.atan({0})"
+    ),  # arctan' = 1/(1 + x^2)
     "sinh": elementwise(sp.sinh(X), "np.sinh({0})"),  # sinh' = cosh x
     "cosh": elementwise(sp.cosh(X), "np.cosh({0})"),  # cosh' = sinh x
     # log sigmoid(x) = -softplus(-x), through a helper with one exp and one log1p;
@@ -1013,10 +1086,14 @@ RULES: dict[str, Rule] = {
     "mean": reduction("np.mean", mean_vjp, mean_jvp),  # mean = sum / count
     # logsumexp(x) = log(sum(exp(x))), through a helper that factors out the maximum
     # keepdims puts the axes back around the helper (np.expand_dims), as numpy would
-    "logsumexp": reduction("{keep}_logsumexp", logsumexp_vjp, helper="logsumexp"),
+    "logsumexp": reduction(
+        "{keep}_logsumexp", logsumexp_vjp, helper="logsumexp", xp="_logsumexp"
+    ),
     "var": reduction("np.var", var_vjp),  # var' = 2 (x - mean) / count
     "std": reduction("np.std", std_vjp),  # std' = (x - mean) / (count std), 0 at std 0
-    "norm": reduction("np.linalg.norm", norm_vjp),  # norm' = x / norm, 0 at x = 0
+    "norm": reduction(
+        "np.linalg.norm", norm_vjp, xp="xp.linalg.vector_norm"
+    ),  # norm' = x / norm, 0 at x = 0
     # max(x) and min(x) with one argument: the adjoint shared among the ties
     "amax": reduction("np.max", extreme_vjp),
     "amin": reduction("np.min", extreme_vjp),
@@ -1031,7 +1108,7 @@ RULES: dict[str, Rule] = {
     "transpose": Rule(
         1,
         lambda s, _: tuple(reversed(s[0])),
-        Spelling("{0}.T", ATOM, (ATOM,)),
+        Spelling("{0}.T", ATOM, (ATOM,), xp=_xp_transpose),
         transpose_vjp,
         transpose_jvp,
         user=True,
@@ -1039,7 +1116,11 @@ RULES: dict[str, Rule] = {
     "permute": Rule(
         1,
         None,
-        Spelling("np.transpose({0}, {perm})", fields=lambda a: {"perm": repr(a.perm)}),
+        Spelling(
+            "np.transpose({0}, {perm})",
+            fields=lambda a: {"perm": repr(a.perm)},
+            xp=Spelling("xp.permute_dims({0}, {perm})"),
+        ),
         permute_vjp,
         permute_jvp,
     ),
@@ -1056,7 +1137,7 @@ RULES: dict[str, Rule] = {
     "stack": Rule(
         -1,
         None,
-        Spelling("{open}[{args}]{dtype}{close}", fields=_stack_fields),
+        Spelling("{open}[{args}]{dtype}{close}", fields=_stack_fields, xp=_xp_stack),
         stack_vjp,
         stack_jvp,
         user=True,
@@ -1068,6 +1149,7 @@ RULES: dict[str, Rule] = {
         Spelling(
             "np.concatenate([{args}], axis={axis})",
             fields=lambda a: {"axis": str(a.i)},
+            xp=Spelling("xp.concat([{args}], axis={axis})"),
         ),
         concat_vjp,
         concat_jvp,
@@ -1078,7 +1160,7 @@ RULES: dict[str, Rule] = {
     "diag": Rule(
         1,
         _diag_shape,
-        Spelling("np.diagonal({0}{axes})", fields=_diag_fields),
+        Spelling("np.diagonal({0}{axes})", fields=_diag_fields, xp=_xp_diag),
         diag_vjp,
         diag_jvp,
     ),
@@ -1091,17 +1173,33 @@ RULES: dict[str, Rule] = {
     "clip": diagonal(
         3,
         lambda s, _: _broadcast3(*s),
-        Spelling("np.clip({0}, {1}, {2})"),
+        # the standard leaves clip undefined where lo > hi: min(max(x, lo), hi), as
+        # numpy computes it
+        Spelling(
+            "np.clip({0}, {1}, {2})",
+            xp=Spelling("xp.minimum(xp.maximum({0}, {1}), {2})"),
+        ),
         clip_vjp,
         user=True,
     ),
     # indexing (the parser states the shapes): x[t, :, None] with integer-valued
     # indices; W[ids] by an integer array; Z[arange(N), y] as a pick along an axis
     "getitem": Rule(
-        -1, None, Spelling("{0}[{index}]", ATOM, (ATOM,)), getitem_vjp, getitem_jvp
+        -1,
+        None,
+        Spelling("{0}[{index}]", ATOM, (ATOM,), xp=_xp_getitem),
+        getitem_vjp,
+        getitem_jvp,
     ),
+    # the standard indexes by an integer array only through take (of a 1-d index)
     "gather": Rule(
-        2, None, Spelling("{0}[{1}]", ATOM, (ATOM,)), gather_vjp, gather_jvp
+        2,
+        None,
+        Spelling(
+            "{0}[{1}]", ATOM, (ATOM,), xp=Spelling("_take({0}, {1})", helper="take")
+        ),
+        gather_vjp,
+        gather_jvp,
     ),
     "take_along": Rule(
         2,
@@ -1143,7 +1241,7 @@ PLUMBING: dict[str, Spelling] = {
     "dim": Spelling("{name}", fields=lambda a: {"name": a.name}),
     "const": Spelling("{value}", fields=lambda a: {"value": number(a.value)}),
     # a dim used as a number, made a float where the integers could overflow
-    "float": Spelling("{scalar}({0})"),
+    "float": Spelling("{scalar}({0})", xp=Spelling("xp.asarray({0}, dtype={float})")),
     # masks and helpers that derivatives of kinks and powers use
     "sign": Spelling("np.sign({0})", ATOM, (0,)),
     "gt": Spelling("{0} > {1}", CMP, _CMP),
@@ -1156,13 +1254,23 @@ PLUMBING: dict[str, Spelling] = {
     "eq": Spelling("{0} == {1}", CMP, _CMP),
     "ne": Spelling("{0} != {1}", CMP, _CMP),
     "xlogy": Spelling("_xlogy({0}, {1})", helper="xlogy"),
-    "as_float": Spelling("np.asarray({0}, dtype={float})"),
+    "as_float": Spelling(
+        "np.asarray({0}, dtype={float})", xp=Spelling("xp.astype({0}, {float})")
+    ),
     "select": Spelling("np.where({0}, {1}, {2})"),  # where, in derivatives
     # the sum of u * v over every element of two same-shape arrays (BLAS, flat)
-    "vdot": Spelling("np.vdot({0}, {1})"),
+    "vdot": Spelling(
+        "np.vdot({0}, {1})",
+        xp=Spelling("xp.vecdot(xp.reshape({0}, (-1,)), xp.reshape({1}, (-1,)))"),
+    ),
     "iinput": Spelling("{name}", fields=lambda a: {"name": a.name}),  # integer ids
     # adjoints of indexing: zeros with the adjoint put (or added up) at the index
-    "put": Spelling("_put({0}, np.s_[{index}], {last}, {float})", helper="put"),
+    "put": Spelling(
+        "_put({0}, np.s_[{index}], {last}, {float})",
+        helper="put",
+        # no np.s_ in the standard: the index as a tuple of slice objects
+        xp=Spelling("_put({0}, {slices}, {last}, {float})", helper="put"),
+    ),
     "scatter_add": Spelling(
         "_scatter_add({0}, {1}, {2}, {float})", helper="scatter_add"
     ),
@@ -1172,21 +1280,38 @@ PLUMBING: dict[str, Spelling] = {
         fields=lambda a: {"axis": str(a.axis)},
     ),
     # one_hot(y, k): a float matrix of the integer ids (not differentiable)
-    "one_hot": Spelling("np.eye({1}{dtype})[{0}]"),
-    "arange": Spelling("np.arange({0})"),
+    "one_hot": Spelling(
+        "np.eye({1}{dtype})[{0}]",
+        xp=Spelling("xp.astype({0}[..., None] == xp.arange({1}{device}), {float})"),
+    ),
+    "arange": Spelling("np.arange({0})", xp=Spelling("xp.arange({0}{device})")),
     # a divisor made safe where it is 0 (the numerator is 0 there too)
     "nonzero": Spelling("np.where({0} == 0, 1, {0})"),
     # adjoints: indexing, broadcasting back, summing over broadcast axes
-    "index": Spelling("{0}[{i}]", ATOM, (ATOM,), fields=lambda a: {"i": str(a.i)}),
+    # the standard wants every axis indexed: `...` for the rest
+    "index": Spelling(
+        "{0}[{i}]",
+        ATOM,
+        (ATOM,),
+        fields=lambda a: {"i": str(a.i)},
+        xp=Spelling("{0}[{i}, ...]", ATOM, (ATOM,)),
+    ),
     "expand_dims": Spelling(
         "{0}[{index}]",
         ATOM,
         (ATOM,),
         fields=lambda a: {"index": ", ".join([":"] * a.i + ["None"])},
+        xp=Spelling("{0}[{index}, ...]", ATOM, (ATOM,)),
     ),
-    "outer": Spelling("np.outer({0}, {1})"),
-    "fill": Spelling("np.full({1}, {0}, dtype={float})"),
-    "copy": Spelling("np.array({0}, dtype={float})"),
+    "outer": Spelling(
+        "np.outer({0}, {1})", xp=Spelling("{0}[:, None] * {1}", MUL, (ATOM, MUL + 1))
+    ),
+    # xp.full takes a Python number only: zeros plus the value, fresh and lazy
+    "fill": Spelling("np.full({1}, {0}, dtype={float})", xp=_XP_FULL),
+    "copy": Spelling(
+        "np.array({0}, dtype={float})",
+        xp=Spelling("xp.asarray({0}, dtype={float}, copy=True)"),
+    ),
     "shape": Spelling(
         "({args}{comma})", fields=lambda a: {"comma": "," if a.count == 1 else ""}
     ),
@@ -1197,24 +1322,43 @@ PLUMBING: dict[str, Spelling] = {
     "sum_axes": Spelling("np.sum({0}, axis={axes})", ATOM, (0,), fields=_axes),
     # forward mode: a tangent carries the param's axes after the value's axes
     "trail": Spelling("{0}[..., {nones}]", ATOM, (ATOM,), fields=_nones),
-    "lift": Spelling("{0}[{nones}]", ATOM, (ATOM,), fields=_nones),
-    "tfill": Spelling("np.broadcast_to({0}, {1})"),
-    "tfull": Spelling("np.full({1}, {0}, dtype={float})"),
-    "zeros": Spelling("np.zeros({0}{dtype})"),
-    "eye": Spelling("np.eye({0}{dtype})"),
-    "reshaped": Spelling("{0}.reshape({1})", ATOM, (ATOM, 0)),  # the identity seed
-    "einsum": Spelling(
-        'np.einsum("{subscripts}", {args})', fields=lambda a: {"subscripts": a.spec}
+    "lift": Spelling(
+        "{0}[{nones}]",
+        ATOM,
+        (ATOM,),
+        fields=_nones,
+        xp=Spelling("{0}[{nones}, ...]", ATOM, (ATOM,)),
     ),
-    "swap01": Spelling("np.swapaxes({0}, 0, 1)"),
+    "tfill": Spelling("np.broadcast_to({0}, {1})"),
+    "tfull": Spelling("np.full({1}, {0}, dtype={float})", xp=_XP_FULL),
+    "zeros": Spelling(
+        "np.zeros({0}{dtype})", xp=Spelling("xp.zeros({0}, dtype={float}{device})")
+    ),
+    "eye": Spelling(
+        "np.eye({0}{dtype})", xp=Spelling("xp.eye({0}, dtype={float}{device})")
+    ),
+    "reshaped": Spelling(  # the identity seed
+        "{0}.reshape({1})", ATOM, (ATOM, 0), xp=Spelling("xp.reshape({0}, {1})")
+    ),
+    # the standard has no einsum: a helper contracting a pair by matmul
+    "einsum": Spelling(
+        'np.einsum("{subscripts}", {args})',
+        fields=lambda a: {"subscripts": a.spec},
+        xp=Spelling('_einsum("{subscripts}", {args})', helper="einsum"),
+    ),
+    "swap01": Spelling("np.swapaxes({0}, 0, 1)", xp=_xp_swap01),
     # adjoints of a stack of matrix products (batched matmul)
-    "swapaxes": Spelling("np.swapaxes({0}, -1, -2)"),
+    "swapaxes": Spelling(
+        "np.swapaxes({0}, -1, -2)", xp=Spelling("xp.matrix_transpose({0})")
+    ),
     "tensordot": Spelling(
         "np.tensordot({0}, {1}, axes=({left}, {right}))",
         fields=lambda a: {"left": str(list(a.left)), "right": str(list(a.right))},
     ),
     # ones(shape), zeros(shape): constants of a shape written from dims
-    "ones": Spelling("np.ones({0}{dtype})"),
+    "ones": Spelling(
+        "np.ones({0}{dtype})", xp=Spelling("xp.ones({0}, dtype={float}{device})")
+    ),
 }
 assert not RULES.keys() & PLUMBING.keys()
 #: Helpers that call other helpers (`templates/helper_<name>.py.jinja`).

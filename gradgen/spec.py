@@ -49,9 +49,13 @@ TOP_LEVEL = (
     "outputs",
     "optimizer",
     "dtype",
+    "backend",
 )
 #: The float dtypes a generated module computes in.
 DTYPES = ("float64", "float32")
+#: The array libraries a generated module is written for: numpy itself, or any
+#: library of the Python array API standard (through array-api-compat).
+BACKENDS = ("numpy", "array-api")
 #: Modules a generated module could hide from its importer (or from itself).
 SHADOWED_MODULES = frozenset(
     {*sys.stdlib_module_names, "numpy", "gradgen", "yaml", "jinja2", "sympy"}
@@ -103,6 +107,7 @@ class Spec:
     dims: dict[str, Location]
     loc: Location
     dtype: str = "float64"  # what the module computes in: float64 or float32
+    backend: str = "numpy"  # what the module is written against: numpy or array-api
 
 
 @dataclass(frozen=True)
@@ -140,8 +145,14 @@ def read_spec(
 
 
 def validate(
-    root: YNode, path: str, stem: str, name_override: str | None = None
+    root: YNode,
+    path: str,
+    stem: str,
+    name_override: str | None = None,
+    backend_override: str | None = None,
 ) -> Validated:
+    """The spec as far as it is valid, and its problems; `backend_override` (the
+    command line's or the project's `backend`) replaces the spec's own."""
     c = Collector()
     start = Location(path, 1, 1)
     if not isinstance(root, YMap):
@@ -188,7 +199,12 @@ def validate(
     elif params_node is not None and _is_empty(params_node):
         c.error(params_node.loc, "`params` is empty: nothing to differentiate")
     optimizer = _optimizer(root.get("optimizer"), c, start)
-    _check_names(inputs, params, define, outputs, dims, OPTIMIZERS[optimizer.rule], c)
+    backend = _backend(root.get("backend"), c)
+    if backend_override is not None:
+        backend = backend_override
+    _check_names(
+        inputs, params, define, outputs, dims, OPTIMIZERS[optimizer.rule], c, backend
+    )
     spec = Spec(
         path,
         name,
@@ -202,6 +218,7 @@ def validate(
         dims,
         start,
         _dtype(root.get("dtype"), c),
+        backend,
     )
     unchecked = _unchecked(root, spec) if c else frozenset()
     return Validated(spec, tuple(c.diagnostics), unchecked)
@@ -216,6 +233,18 @@ def _dtype(node: YNode | None, c: Collector) -> str:
         shown = show_text(str(value)) if isinstance(value, str) else _kind(node)
         c.error(node.loc, f"`dtype` is float64 or float32, not {shown}")
         return "float64"
+    return str(value)
+
+
+def _backend(node: YNode | None, c: Collector) -> str:
+    """`backend: array-api` (or numpy, the default)."""
+    if node is None:
+        return "numpy"
+    value = node.value if isinstance(node, YScalar) else None
+    if value not in BACKENDS:
+        shown = show_text(str(value)) if isinstance(value, str) else _kind(node)
+        c.error(node.loc, f"`backend` is numpy or array-api, not {shown}")
+        return "numpy"
     return str(value)
 
 
@@ -618,6 +647,7 @@ def _check_names(
     dims: dict[str, Location],
     optimizer: OptimizerRule,
     c: Collector,
+    backend: str = "numpy",
 ) -> None:
     """Names must be unique and must not clash with what the generated code uses:
     an input is an argument of the optimizer's `step` too."""
@@ -645,10 +675,13 @@ def _check_names(
             continue
         seen[name] = loc
         step = optimizer if entry in inputs else None
-        if not _clashes(name, f"`{name}`", loc, generated, c, step) and name in dims:
+        if (
+            not _clashes(name, f"`{name}`", loc, generated, c, step, backend)
+            and name in dims
+        ):
             c.error(loc, f"`{name}` is also used as a dim (line {dims[name].line})")
     for dim, loc in dims.items():
-        _clashes(dim, f"dim `{dim}`", loc, generated, c)
+        _clashes(dim, f"dim `{dim}`", loc, generated, c, backend=backend)
 
 
 def _clashes(
@@ -658,9 +691,10 @@ def _clashes(
     generated: dict[str, str],
     c: Collector,
     step: OptimizerRule | None = None,
+    backend: str = "numpy",
 ) -> bool:
     """Report `name` if the generated module already uses it; True if it did."""
-    problem = naming.clash(name, step)
+    problem = naming.clash(name, step, backend)
     if problem is not None:
         c.error(loc, f"{shown} {problem}")
     elif name in generated:
