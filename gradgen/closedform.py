@@ -2057,10 +2057,15 @@ def _opaque_in(expr: Any) -> list[Any]:
     return sorted(set(found), key=sp.default_sort_key)
 
 
+@functools.lru_cache(maxsize=4096)
 def _best(region: Any) -> Any:
     """The shortest of a few cheap rewritings (sympy's full `simplify` tries
     trigonometric factorisations that take seconds): `factor_terms` pulls a common
-    factor out (`2/N * (a - y)`), `cancel` cancels a common factor of a fraction."""
+    factor out (`2/N * (a - y)`), `cancel` cancels a common factor of a fraction.
+
+    A function of the region alone, remembered: the closed forms of a model's
+    gradients share most of their regions (the explanation's steps, the gradients
+    and the Jacobians meet the same ones again)."""
     candidates = [region, sp.factor_terms(region)]
     if sp.count_ops(region) <= SIMPLIFY_LIMIT:
         candidates.append(sp.factor_terms(sp.cancel(region)))

@@ -21,6 +21,7 @@ line (`Formula`); the sympy expression is kept for the tests to evaluate.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,14 +40,40 @@ from .shapes import show
 LOSS = sp.Symbol("L", real=True)
 
 
-@dataclass(frozen=True)
 class Formula:
-    """One formula, in the three notations; `expr` is the sympy expression."""
+    """One formula, in the three notations; `expr` is the sympy expression.
 
-    tex: str
-    mathml: str
-    text: str
-    expr: Any
+    Each notation is printed when first asked for: a module's docstrings read only
+    `text`, and printing LaTeX and MathML for every formula cost a module about a
+    seventh of its generation time."""
+
+    def __init__(self, expr: Any, ranks: Mapping[sp.Symbol, int]) -> None:
+        self.expr = expr
+        self._ranks = dict(ranks)  # a snapshot: the builder's ranks grow later
+
+    @functools.cached_property
+    def tex(self) -> str:
+        return cf.latex(self.expr, self._ranks)
+
+    @functools.cached_property
+    def mathml(self) -> str:
+        return cf.mathml(self.expr, self._ranks)
+
+    @functools.cached_property
+    def text(self) -> str:
+        return cf.text(self.expr, self._ranks)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Formula) and (self.expr, self._ranks) == (
+            other.expr,
+            other._ranks,
+        )
+
+    def __hash__(self) -> int:
+        return hash(self.expr)
+
+    def __repr__(self) -> str:
+        return f"Formula({self.expr!r})"
 
 
 @dataclass(frozen=True)
@@ -133,9 +160,7 @@ class Explanation:
 
 
 def _formula(expr: Any, ranks: Mapping[sp.Symbol, int]) -> Formula:
-    return Formula(
-        cf.latex(expr, ranks), cf.mathml(expr, ranks), cf.text(expr, ranks), expr
-    )
+    return Formula(expr, ranks)
 
 
 def _size(shape: tuple[object, ...]) -> str:

@@ -30,7 +30,7 @@ from typing import Any
 
 from . import shapes
 from .errors import WARNING, Diagnostic, Location, did_you_mean
-from .graph import Axis, Dim, Index, Node, Permutation, Position, ancestors
+from .graph import Axis, Dim, Index, Node, Permutation, Position
 from .limits import (
     MAX_EXPONENT,
     MAX_EXPRESSION_DEPTH,
@@ -1162,10 +1162,19 @@ def _whole(node: Node) -> bool:
     dims and whole-number constants under `+ - *`, with a dim among them."""
     if node.is_const:
         return False
-    seen = ancestors([node])
-    return all(
-        n.op in _INTEGER_OPS and (not n.is_const or n.value.is_integer()) for n in seen
-    )
+    # Depth first, stopping at the first node that is not integral: a long chain of
+    # float operations (every function's argument comes here) is not walked whole.
+    seen: set[int] = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n.id in seen:
+            continue
+        seen.add(n.id)
+        if n.op not in _INTEGER_OPS or (n.is_const and not n.value.is_integer()):
+            return False
+        stack.extend(n.args)
+    return True
 
 
 def number(ops: Ops, node: Node) -> Node:

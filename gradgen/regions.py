@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import sympy as sp
@@ -371,8 +371,11 @@ def _scalars_first(nodes: list[Node]) -> list[Node]:
     return sorted(nodes, key=lambda n: (n.rank > 0, size(n)))
 
 
-def _candidates(expr: Any) -> list[Any]:
-    """A few cheap rewritings (sympy's full `simplify` takes seconds)."""
+@lru_cache(maxsize=4096)
+def _candidates(expr: Any) -> tuple[Any, ...]:
+    """A few cheap rewritings (sympy's full `simplify` takes seconds). A function of
+    `expr` alone, remembered: a module's kernels (`loss_and_gradients`, `step`, the
+    Jacobians) meet the same regions again."""
     found = [expr]
     factored = sp.factor_terms(expr)
     if factored != expr:
@@ -381,7 +384,7 @@ def _candidates(expr: Any) -> list[Any]:
         cancelled = sp.factor_terms(sp.cancel(expr))
         if cancelled not in found:
             found.append(cancelled)
-    return found
+    return tuple(found)
 
 
 def simplify(ops: Ops, results: list[Node], keep: Iterable[Node]) -> dict[Node, Node]:

@@ -25,6 +25,7 @@ import ast
 import atexit
 import contextlib
 import functools
+import gc
 import importlib.util
 import inspect
 import os
@@ -608,10 +609,11 @@ def fd_atol(reference: Any) -> float:
 
 
 # --- the fast subset ---------------------------------------------------------------
-#: `pytest -m "not slow"` runs every test module, but its tests that repeat over every
-#: example (or every rule-table case) only on these; plain `pytest`, and so CI, runs
-#: them all. A sample that covers each kind: the article's chain, a neuron, an MLP,
-#: integer labels, embedding lookups and batched tensors.
+#: `pytest -m "not slow"` runs every test module (but the Dask cluster's and the
+#: browser's, all slow), but its tests that repeat over every example (or every
+#: rule-table case) only on these; plain `pytest`, and so CI, runs them all. A sample
+#: that covers each kind: the article's chain, a neuron, an MLP, integer labels,
+#: embedding lookups and batched tensors.
 FAST_EXAMPLES = frozenset(
     {"nested_chain", "relu_neuron", "mlp", "softmax_labels", "skipgram", "attention"}
 )
@@ -662,3 +664,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             and case not in FAST_RULE_CASES
         ):
             item.add_marker(pytest.mark.slow)
+
+
+# --- garbage collection --------------------------------------------------------------
+# After collection the process holds a few hundred thousand long-lived objects (sympy,
+# numpy, hypothesis, the test modules), and sympy's caches fill up as the tests derive;
+# with Python's default thresholds every full collection walked them all, about a third
+# of the fast subset's time. The objects present after collection are frozen (never
+# scanned again), and a full collection comes ten times less often; garbage the tests
+# make is still collected.
+gc.set_threshold(5_000, 10, 100)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    gc.freeze()

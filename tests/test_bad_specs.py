@@ -133,6 +133,7 @@ def test_bad_spec(spec: Path, tmp_path: Path, at_root: None) -> None:
     assert elapsed < 5, f"{spec.name} took {elapsed:.1f} s"
 
 
+@pytest.mark.slow  # a process of its own; test_bad_spec checks each message in-process
 def test_all_bad_specs_in_one_real_process(tmp_path: Path) -> None:
     """The installed entry point, as a build pipeline runs it: one process, every
     bad spec (a folder argument), every message, exit 2, nothing written."""

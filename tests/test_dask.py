@@ -17,11 +17,6 @@ import numpy as np
 import pytest
 from conftest import ROOT, import_file
 
-dask = pytest.importorskip("dask", reason="the dask extra is not installed")
-pytest.importorskip("dask.array", reason="the dask extra is not installed")
-pytest.importorskip("distributed", reason="the dask extra is not installed")
-pytest.importorskip("threadpoolctl", reason="the dask extra is not installed")
-
 pytestmark = pytest.mark.slow  # a cluster of two processes: seconds
 
 # Unequal row blocks, one of them odd-sized.
@@ -31,6 +26,10 @@ EPOCHS = 12
 
 @pytest.fixture(scope="module")
 def train_dask() -> ModuleType:
+    # Imported here, not at collection: dask takes half a second to import, which
+    # `pytest -m "not slow"` would pay for tests it deselects.
+    for extra in ("dask", "dask.array", "distributed", "threadpoolctl"):
+        pytest.importorskip(extra, reason="the dask extra is not installed")
     return import_file(ROOT / "examples" / "train_dask.py", "train_dask", keep=True)
 
 
@@ -38,6 +37,8 @@ def train_dask() -> ModuleType:
 def client(
     train_dask: ModuleType, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Any]:
+    import dask
+
     scratch = tmp_path_factory.mktemp("dask")
     with (
         dask.config.set({"temporary-directory": str(scratch)}),

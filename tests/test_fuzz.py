@@ -484,6 +484,7 @@ def test_generated_specs(text: str) -> None:
     run(text.encode("utf-8"))
 
 
+@pytest.mark.slow  # thirty specs derived; it vouches for the slow test above
 def test_the_grammar_produces_valid_specs_often() -> None:
     """The grammar is mostly well typed: most of its specs generate a module (so
     the derivative checks above really run)."""

@@ -26,7 +26,9 @@ def test_regenerating_reproduces_the_golden_record(spec: Path) -> None:
 
 
 def test_every_generated_module_comes_from_an_example() -> None:
-    made = {pipeline.generate(s, GENERATED).target.name for s in EXAMPLES}
+    # The target is named at the spec stage: no need to derive every example again
+    # (test_regenerating_reproduces_the_golden_record derives them).
+    made = {pipeline.generate(s, GENERATED, dump="spec").target.name for s in EXAMPLES}
     present = {p.name for p in GENERATED.glob("*.py")}
     assert present == made
 

@@ -76,6 +76,7 @@ def test_quick_run_reports_a_table(tmp_path: Path) -> None:
             assert all(row["error"] <= 1e-10 for row in results[model][key]["rows"])
 
 
+@pytest.mark.slow  # matplotlib: importing it and drawing take half a second
 def test_replot_writes_a_png(speed: ModuleType, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="the bench extra is not installed")
     rows = [{"N": N, "median": N * 1e-8, "best": N * 1e-8} for N in (10, 100)]

@@ -8,10 +8,12 @@ could leak deleted files into the wheel."""
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import shutil
 import subprocess
 import sys
+import tomllib
 import venv
 from pathlib import Path
 
@@ -43,6 +45,25 @@ def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
     )
     assert done.returncode == 0, f"{args} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
+
+
+def test_the_wheel_declares_every_template() -> None:
+    """Every file of templates/ is a module of the package or its package data, so
+    the wheel ships it (the slow test below finds a missing one only by building)."""
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]
+    setuptools = tool["setuptools"]
+    assert "gradgen.templates" in setuptools["packages"]
+    assert setuptools["package-dir"]["gradgen.templates"] == "templates"
+    data = setuptools["package-data"]["gradgen.templates"]
+    files = sorted(p.name for p in (ROOT / "templates").iterdir() if p.is_file())
+    assert any(name.endswith(".jinja") for name in files)
+    missing = [
+        name
+        for name in files
+        if not name.endswith(".py")
+        and not any(fnmatch.fnmatch(name, pattern) for pattern in data)
+    ]
+    assert not missing, f"not package data, so not in the wheel: {missing}"
 
 
 @pytest.mark.slow
