@@ -641,6 +641,11 @@ FAST_RULE_CASES = frozenset(
 )
 
 
+#: Array libraries that take seconds to import and call (tests/test_array_api.py):
+#: the fast subset runs them on the MLP alone.
+SLOW_LIBRARIES = frozenset({"torch", "dask"})
+
+
 def _example_name(value: Any) -> str | None:
     if isinstance(value, Example):
         return value.name
@@ -658,7 +663,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             continue
         names = {_example_name(v) for v in callspec.params.values()} - {None}
         case = callspec.params.get("case")
-        if (names and not names & FAST_EXAMPLES) or (
+        library = callspec.params.get("library")
+        if library in SLOW_LIBRARIES and names and not names <= {"mlp"}:
+            item.add_marker(pytest.mark.slow)  # torch and dask: one example fast
+        elif (names and not names & FAST_EXAMPLES) or (
             isinstance(case, str)
             and item.name.split("[")[0].endswith("against_finite_differences")
             and case not in FAST_RULE_CASES

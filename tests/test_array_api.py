@@ -435,6 +435,7 @@ def _xp_calls(text: str) -> set[str]:
     return set(re.findall(r"\bxp\.((?:linalg\.)?[A-Za-z_]\w*)", text))
 
 
+@pytest.mark.slow  # subprocesses, or every example generated
 def test_every_namespace_name_is_in_the_standard() -> None:
     """Every `xp.<name>` the rule table, the templates and the generated modules call
     is a name of the standard (array_api_strict has exactly those)."""
@@ -513,6 +514,7 @@ def test_backend_key_in_the_spec(tmp_path: Path) -> None:
     assert "array_namespace" in keyed.text and "import numpy" not in keyed.text
 
 
+@pytest.mark.slow  # subprocesses, or every example generated
 def test_bad_backend_is_a_located_error(tmp_path: Path) -> None:
     spec = _spec(tmp_path, "backend: jax\n")
     done = _gradgen("generate", str(spec), "--out", str(tmp_path), cwd=tmp_path)
@@ -522,6 +524,7 @@ def test_bad_backend_is_a_located_error(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow  # subprocesses, or every example generated
 def test_reserved_names_of_the_array_api_module(tmp_path: Path) -> None:
     path = tmp_path / "r.yaml"
     path.write_text(
@@ -537,6 +540,7 @@ def test_reserved_names_of_the_array_api_module(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow  # subprocesses, or every example generated
 def test_backend_from_the_command_line_and_the_config(tmp_path: Path) -> None:
     """--backend, [tool.gradgen] backend and a per-spec override all write the
     array-API module; each is recorded in the spec hash, so `check` sees a change
