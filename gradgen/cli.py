@@ -42,9 +42,15 @@ def _jobs(
     explain: bool | None = None,
     strict: bool = False,
     dtype: DType | None = None,
+    threads: bool = False,
 ) -> list[Job]:
     selection = plan.select(
-        specs or [], out, explain, strict, None if dtype is None else dtype.value
+        specs or [],
+        out,
+        explain,
+        strict,
+        None if dtype is None else dtype.value,
+        threads,
     )
     report.error(*selection.errors)
     if selection.usage is not None:
@@ -91,6 +97,14 @@ DTypeOption = Annotated[
     DType | None,
     typer.Option(
         "--dtype", help="Compute in this dtype (default: the spec's `dtype`)."
+    ),
+]
+Threads = Annotated[
+    bool,
+    typer.Option(
+        "--threads",
+        help="loss_and_gradients over row chunks of the batch on a thread pool"
+        " (default: the spec's `threads`, or [tool.gradgen] threads).",
     ),
 ]
 Verbose = Annotated[
@@ -166,6 +180,7 @@ def generate_command(
     explain: Explain = None,
     strict: Strict = False,
     dtype: DTypeOption = None,
+    threads: Threads = False,
     fail_fast: FailFast = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -177,7 +192,7 @@ def generate_command(
     would write the same file write nothing at all.
     """
     with _run(quiet, verbose) as report:
-        jobs = _jobs(specs, out, report, explain, strict, dtype)
+        jobs = _jobs(specs, out, report, explain, strict, dtype, threads)
         if dump is not None:
             for job in jobs:
                 report.job = job
@@ -215,6 +230,7 @@ def check(
     explain: Explain = None,
     strict: Strict = False,
     dtype: DTypeOption = None,
+    threads: Threads = False,
     fail_fast: FailFast = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -225,7 +241,7 @@ def check(
     and path, and whose body hash still matches, is up to date without deriving.
     """
     with _run(quiet, verbose) as report:
-        jobs = _jobs(specs, out, report, explain, strict, dtype)
+        jobs = _jobs(specs, out, report, explain, strict, dtype, threads)
         stale = 0
         for target in _targets(jobs, report, fail_fast=fail_fast, trust_headers=True):
             report.job = target.job

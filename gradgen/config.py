@@ -6,10 +6,12 @@ specs = ["examples"]        # spec files or folders, relative to the pyproject's
 out = "generated"           # default output folder
 explain = true              # also write <name>.md, the derivation, beside each module
 strict = true               # warnings are errors, as with --strict (default false)
+threads = true              # threaded loss_and_gradients, as with --threads
 
 [tool.gradgen.overrides."examples/mlp.yaml"]
 out = "generated/nets"      # output folder for this spec
 name = "mlp_v2"             # module name for this spec
+threads = false             # this spec's module is plain (or true: threaded)
 ```
 
 Problems are reported as one `SpecError` in the pyproject.toml, each naming the
@@ -32,8 +34,8 @@ from gradgen.errors import Collector, Diagnostic, Location, SpecError, did_you_m
 __all__ = ["Config", "KeyLocation", "SpecOverride", "find_pyproject", "load_config"]
 
 PYPROJECT = "pyproject.toml"
-_KEYS = ("specs", "out", "explain", "strict", "overrides")
-_OVERRIDE_KEYS = ("out", "name")
+_KEYS = ("specs", "out", "explain", "strict", "threads", "overrides")
+_OVERRIDE_KEYS = ("out", "name", "threads")
 _TABLE = ("tool", "gradgen")
 _TOML_POSITION = re.compile(
     r"\s*\((?:at line (?P<line>\d+), column (?P<col>\d+)|at end of document)\)$"
@@ -75,6 +77,7 @@ class SpecOverride:
 
     out: Path | None = None  # absolute, resolved against the project root
     name: str | None = None  # module name (a Python identifier)
+    threads: bool | None = None  # the threaded loss_and_gradients
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class Config:
     pyproject: Path  # the pyproject.toml the settings came from
     explain: bool = False  # write <name>.md, the explanation, beside each module
     strict: bool = False  # warnings are errors, as with --strict
+    threads: bool = False  # threaded loss_and_gradients, as with --threads
 
     def override_for(self, spec: Path) -> SpecOverride:
         """The overrides for spec file `spec` (relative paths are against root)."""
@@ -156,6 +160,12 @@ def load_config(start: Path) -> Config | None:
             KeyLocation(where, keys=(*_TABLE, "strict")),
             f"`strict` must be true or false, not {_show(strict)}",
         )
+    threads = table.get("threads", False)
+    if not isinstance(threads, bool):
+        errors.error(
+            KeyLocation(where, keys=(*_TABLE, "threads")),
+            f"`threads` must be true or false, not {_show(threads)}",
+        )
     overrides = _overrides(table.get("overrides", {}), where, root, errors)
     explain = table.get("explain", False)
     if not isinstance(explain, bool):
@@ -172,6 +182,7 @@ def load_config(start: Path) -> Config | None:
         pyproject=pyproject,
         explain=explain is True,
         strict=strict is True,
+        threads=threads is True,
     )
 
 
@@ -270,7 +281,14 @@ def _override(
             f"`name` must be a valid Python module name, not {_show(name)}",
         )
         valid = False
-    return SpecOverride(out=out, name=name) if valid else None
+    threads = options.get("threads")
+    if threads is not None and not isinstance(threads, bool):
+        errors.error(
+            _inner(at, "threads"),
+            f"`threads` must be true or false, not {_show(threads)}",
+        )
+        valid = False
+    return SpecOverride(out=out, name=name, threads=threads) if valid else None
 
 
 def _inner(table: KeyLocation, key: str) -> KeyLocation:

@@ -41,6 +41,7 @@ class Job:
     explain: bool = False  # also write <name>.md, the explanation, beside the module
     strict: bool = False  # warnings are errors (--strict, or strict in the config)
     dtype: str | None = None  # --dtype: overrides the spec's `dtype`
+    threads: bool = False  # --threads or the config's: the threaded kernel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,11 +179,13 @@ def select(
     explain: bool | None = None,
     strict: bool = False,
     dtype: str | None = None,
+    threads: bool = False,
 ) -> Selection:
     """The specs to process, from the arguments or else from [tool.gradgen], in a
     fixed order (by resolved path) whatever the order they were given in.
     `explain`: write each module's explanation too (None: as [tool.gradgen] says);
-    `strict` (or the config's) makes every job treat warnings as errors."""
+    `strict` (or the config's) makes every job treat warnings as errors; `threads`
+    (or the config's, or a spec's override) asks for the threaded kernel."""
     try:
         config: Config | None = load_config(_config_start(specs))
     except SpecError as e:
@@ -211,8 +214,20 @@ def select(
             key = spec.resolve()
             override = config.override_for(key) if config else SpecOverride()
             spec_out = out if out is not None else (override.out or default_out)
+            threaded = threads or (
+                override.threads
+                if override.threads is not None
+                else config is not None and config.threads
+            )
             job = Job(
-                spec, display(spec), spec_out, override.name, explain, strict, dtype
+                spec,
+                display(spec),
+                spec_out,
+                override.name,
+                explain,
+                strict,
+                dtype,
+                threaded,
             )
             jobs.setdefault(key, job)
     return Selection(tuple(jobs[k] for k in sorted(jobs)), tuple(errors))
@@ -247,6 +262,7 @@ def derive(
             dump=dump,
             explain=explain,
             dtype=job.dtype,
+            threads=job.threads,
         )
         if job.strict and generated.warnings:
             return Failed(job, tuple(strict(generated.warnings)))
@@ -299,7 +315,7 @@ def _up_to_date_target(job: Job, suffix: str = ".py") -> Path | None:
             path,
             version=__version__,
             spec_sha256=write.spec_digest(
-                read_spec_bytes(job.spec), job.name, job.dtype
+                read_spec_bytes(job.spec), job.name, job.dtype, job.threads
             ),
             spec=write.relative_spec(job.spec, job.out_dir),
         )

@@ -1213,6 +1213,8 @@ PLUMBING: dict[str, Spelling] = {
     ),
     # ones(shape), zeros(shape): constants of a shape written from dims
     "ones": Spelling("np.ones({0}{dtype})"),
+    # rows lo:hi of an array, in a threaded kernel's worker (`threads.py`)
+    "rows": Spelling("{0}[{rows}]", ATOM, (ATOM,), fields=lambda a: {"rows": a.name}),
 }
 assert not RULES.keys() & PLUMBING.keys()
 #: Helpers that call other helpers (`templates/helper_<name>.py.jinja`).

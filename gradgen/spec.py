@@ -49,6 +49,7 @@ TOP_LEVEL = (
     "outputs",
     "optimizer",
     "dtype",
+    "threads",
 )
 #: The float dtypes a generated module computes in.
 DTYPES = ("float64", "float32")
@@ -103,6 +104,9 @@ class Spec:
     dims: dict[str, Location]
     loc: Location
     dtype: str = "float64"  # what the module computes in: float64 or float32
+    threads: bool = False  # loss_and_gradients over row chunks on threads
+    batch: str | None = None  # the dim it splits, when `threads:` names one
+    threads_at: Location | None = None  # where `threads:` is written
 
 
 @dataclass(frozen=True)
@@ -202,6 +206,7 @@ def validate(
         dims,
         start,
         _dtype(root.get("dtype"), c),
+        *_threads(root.get("threads"), dims, c),
     )
     unchecked = _unchecked(root, spec) if c else frozenset()
     return Validated(spec, tuple(c.diagnostics), unchecked)
@@ -217,6 +222,26 @@ def _dtype(node: YNode | None, c: Collector) -> str:
         c.error(node.loc, f"`dtype` is float64 or float32, not {shown}")
         return "float64"
     return str(value)
+
+
+def _threads(
+    node: YNode | None, dims: dict[str, Location], c: Collector
+) -> tuple[bool, str | None, Location | None]:
+    """`threads: true` (false, the default), or the batch dim to split: `threads: N`."""
+    if node is None:
+        return False, None, None
+    value = node.value if isinstance(node, YScalar) else None
+    if isinstance(value, bool):
+        return value, None, node.loc
+    if isinstance(value, str) and value in dims:
+        return True, value, node.loc
+    shown = show_text(str(value)) if isinstance(value, str) else _kind(node)
+    known = f" ({', '.join(dims)})" if dims else ""
+    c.error(
+        node.loc,
+        f"`threads` is true, false or the batch dim to split{known}, not {shown}",
+    )
+    return False, None, node.loc
 
 
 def _is_empty(node: YNode) -> bool:

@@ -70,13 +70,19 @@ def sha256_hex(data: bytes | str) -> str:
 
 
 def spec_digest(
-    spec_bytes: bytes, name_override: str | None, dtype_override: str | None = None
+    spec_bytes: bytes,
+    name_override: str | None,
+    dtype_override: str | None = None,
+    threads: bool = False,
 ) -> str:
     """The header's ``spec-sha256``: the spec's bytes and the options applied to it
-    (a `--dtype` only when given, so that digests without one stay as they were)."""
+    (a `--dtype` or `--threads` only when given, so that digests without one stay
+    as they were)."""
     options = b"\0name=" + (name_override or "").encode()
     if dtype_override is not None:
         options += b"\0dtype=" + dtype_override.encode()
+    if threads:
+        options += b"\0threads=true"
     return sha256_hex(spec_bytes + options)
 
 
