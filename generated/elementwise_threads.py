@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/elementwise_threads.yaml
 spec-sha256: bf442042446723515b6d72323e80048db28c77878e50fff9c35db086f1cebbec
-body-sha256: 4222b321188c0ceae9143b564df82377c1534cbd21818cb353dce8597032bd0a
+body-sha256: e4428c7c7b8b9f698a2e5f97ed34579a9fe40323b7c600ca981d93b83106c9b4
 
 The element-wise model of examples/elementwise.yaml with `threads: true`: loss_and_gradients runs over chunks of about 128K elements of x on a small thread pool (numpy releases the GIL in its ufuncs), each chunk computing its part of the loss and its rows of the gradient.
 
@@ -40,11 +40,17 @@ def _chunked(rows, n: int, width: int) -> tuple:
     if len(bounds) < 2 or THREADS < 2:
         parts = [rows(lo, hi) for lo, hi in bounds]
     else:
+        errors = np.geterr()  # the caller's np.errstate, which threads do not inherit
+
+        def run(lo: int, hi: int) -> tuple:
+            with np.errstate(**errors):
+                return rows(lo, hi)
+
         with _pools_lock:
             pool = _pools.get(THREADS)
             if pool is None:
                 pool = _pools[THREADS] = ThreadPoolExecutor(THREADS, "gradgen")
-        parts = list(pool.map(rows, *zip(*bounds)))
+        parts = list(pool.map(run, *zip(*bounds)))
     totals = parts[0]
     for part in parts[1:]:
         totals = tuple(a + b for a, b in zip(totals, part))

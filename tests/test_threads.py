@@ -275,6 +275,24 @@ def test_cross_entropy_is_finite_for_huge_z_when_threaded(tmp_path: Path) -> Non
     assert np.allclose(grads.w, X.T @ (sig - y) / len(y), rtol=1e-12, atol=0)
 
 
+def test_the_callers_errstate_holds_in_the_workers(tmp_path: Path) -> None:
+    """np.errstate is per thread: `_chunked` hands the caller's to its workers, so
+    an overflow raises as it does in the plain module."""
+    spec = tmp_path / "overflow.yaml"
+    spec.write_text("gradgen: 1\nthreads: true\nparams: {x: [N]}\nloss: sum(exp(x))\n")
+    module = threaded(spec)
+    chunked(module, 2)
+    x = np.array([0.0, 1.0, 2.0, 1000.0, 3.0])
+    try:
+        with np.errstate(over="raise"), pytest.raises(FloatingPointError):
+            module.loss_and_gradients(x)
+        with np.errstate(over="ignore"):
+            value, grads = module.loss_and_gradients(x)
+    finally:
+        restore(module)
+    assert value == np.inf and grads.x[3] == np.inf
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("logit", [1e3, 1e4])
 def test_softmax_cross_entropy_is_finite_for_huge_logits_when_threaded(
@@ -472,3 +490,15 @@ def test_the_plain_module_is_unchanged_by_the_option_machinery() -> None:
     path = ROOT / "examples" / "elementwise.yaml"
     generated = pipeline.generate(path, ROOT / "generated")
     assert generated.text == (ROOT / "generated" / "elementwise.py").read_text()
+
+
+def test_the_readme_shows_the_generated_threaded_kernel() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Threads")[1]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S)
+    assert snippet is not None
+    code = (ROOT / "generated" / "elementwise_threads.py").read_text()
+    head, body = snippet[1].split("\n", 1)
+    kernel = code.split(head + "\n")[1]
+    kernel = re.sub(r'^    """.*?"""\n', "", kernel, count=1, flags=re.S)
+    assert kernel.startswith(body)
