@@ -150,11 +150,27 @@ def _ambiguous(spec: Spec, kind: str, dims: list[object]) -> Diagnostic:
     )
 
 
+#: The module-level names a threaded module adds (an output is a module function).
+MODULE_NAMES = frozenset({"os", "threading", "ThreadPoolExecutor", "THREADS", "CHUNK"})
+
+
 def schedule(model: Model, program: Program) -> Schedule | None:
     """The threaded schedule of `loss_and_gradients` (None: the model has no loss)."""
     kernel = program.loss_and_gradients
     if kernel is None:
         return None
+    clashes = [d for d in model.spec.outputs if d.name in MODULE_NAMES]
+    if clashes:
+        raise SpecError(
+            [
+                Diagnostic(
+                    d.loc,
+                    f"output `{d.name}` would hide the threaded module's `{d.name}`;"
+                    " rename it",
+                )
+                for d in clashes
+            ]
+        )
     batch = batch_dim(model)
     taken = {*kernel.args, *kernel.names.values(), *kernel.dims}
     lo, hi = "lo", "hi"

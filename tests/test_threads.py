@@ -502,3 +502,28 @@ def test_the_readme_shows_the_generated_threaded_kernel() -> None:
     kernel = code.split(head + "\n")[1]
     kernel = re.sub(r'^    """.*?"""\n', "", kernel, count=1, flags=re.S)
     assert kernel.startswith(body)
+
+
+def test_names_the_workers_use_never_hide_the_specs(tmp_path: Path) -> None:
+    """Params called `lo` and `hi` move the chunk bounds aside; an output called
+    `os` would hide the module's import: a located error."""
+    spec = tmp_path / "bounds.yaml"
+    spec.write_text(
+        "gradgen: 1\nthreads: true\nparams: {lo: [N], hi: [N]}\n"
+        "loss: sum(tanh(lo) * hi)\n"
+    )
+    module = threaded(spec)
+    assert "def _rows_0(lo_, hi_):" in Path(module.__file__).read_text()
+    chunked(module, 2)
+    lo, hi = np.linspace(-1, 1, 7), np.linspace(2, 3, 7)
+    try:
+        value, grads = module.loss_and_gradients(lo, hi)
+    finally:
+        restore(module)
+    assert value == pytest.approx(np.sum(np.tanh(lo) * hi), rel=1e-12)
+    np.testing.assert_allclose(grads.lo, hi / np.cosh(lo) ** 2, rtol=1e-12)
+    spec.write_text(spec.read_text() + "outputs: {os: tanh(lo)}\n")
+    with pytest.raises(SpecError) as raised:
+        pipeline.generate(spec, tmp_path)
+    (problem,) = raised.value.diagnostics
+    assert problem.location.line == 5 and "output `os`" in problem.message
