@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/elementwise_threads.yaml
 spec-sha256: bf442042446723515b6d72323e80048db28c77878e50fff9c35db086f1cebbec
-body-sha256: e4428c7c7b8b9f698a2e5f97ed34579a9fe40323b7c600ca981d93b83106c9b4
+body-sha256: f951f74dfe1df33b149bfd5a8132e2e63591b7c7c25e436c288defd290009e3e
 
 The element-wise model of examples/elementwise.yaml with `threads: true`: loss_and_gradients runs over chunks of about 128K elements of x on a small thread pool (numpy releases the GIL in its ufuncs), each chunk computing its part of the loss and its rows of the gradient.
 
@@ -36,25 +36,34 @@ def _chunked(rows, n: int, width: int) -> tuple:
     Returns the sums of the tuples of partial sums it returns, added in chunk order
     (the same sums whichever thread ran which chunk)."""
     step = max(1, CHUNK // max(1, width))
-    bounds = [(lo, min(lo + step, n)) for lo in range(0, n, step)] or [(0, 0)]
-    if len(bounds) < 2 or THREADS < 2:
-        parts = [rows(lo, hi) for lo, hi in bounds]
+    starts = range(0, max(n, 1), step)  # n = 0: one empty chunk
+    ends = [min(lo + step, n) for lo in starts]
+    if len(starts) < 2 or THREADS < 2:
+        parts = list(map(rows, starts, ends))
     else:
-        errors = np.geterr()  # the caller's np.errstate, which threads do not inherit
-
-        def run(lo: int, hi: int) -> tuple:
-            with np.errstate(**errors):
-                return rows(lo, hi)
-
-        with _pools_lock:
-            pool = _pools.get(THREADS)
-            if pool is None:
-                pool = _pools[THREADS] = ThreadPoolExecutor(THREADS, "gradgen")
-        parts = list(pool.map(run, *zip(*bounds)))
+        parts = list(_pool().map(_under(np.geterr(), rows), starts, ends))
     totals = parts[0]
     for part in parts[1:]:
         totals = tuple(a + b for a, b in zip(totals, part))
     return totals
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The pool of THREADS threads, made on first use."""
+    with _pools_lock:
+        if THREADS not in _pools:
+            _pools[THREADS] = ThreadPoolExecutor(THREADS, "gradgen")
+        return _pools[THREADS]
+
+
+def _under(errors: dict, rows):
+    """`rows` under the caller's np.errstate `errors`, which threads do not inherit."""
+
+    def run(lo: int, hi: int) -> tuple:
+        with np.errstate(**errors):
+            return rows(lo, hi)
+
+    return run
 
 
 class Params(NamedTuple):
