@@ -92,11 +92,7 @@ def print_body(
     named: set[str] = set()
     lined: list[tuple[Node, str]] = []
     for n in needed:
-        helper = spelling_of(n.op).helper
-        if helper:
-            helpers.add(helper)
-            helpers.update(HELPERS_NEED.get(helper, ()))
-        code, prec = spell(n, text, dtype)
+        code, prec = _spell_noting(n, text, dtype, helpers)
         if n.op in LEAVES:
             text[n] = (code, prec)
             continue
@@ -117,6 +113,17 @@ def print_body(
         frozenset(helpers),
         tuple(lined),
     )
+
+
+def _spell_noting(
+    node: Node, text: Mapping[Node, tuple[str, int]], dtype: str, helpers: set[str]
+) -> tuple[str, int]:
+    """`spell`, adding the module-level helpers the spelling calls to `helpers`."""
+    helper = spelling_of(node.op).helper
+    if helper:
+        helpers.add(helper)
+        helpers.update(HELPERS_NEED.get(helper, ()))
+    return spell(node, text, dtype)
 
 
 def _dim_lines(
@@ -190,11 +197,7 @@ def print_threaded(schedule: Schedule) -> Body:
         for n in nodes:
             if n in local:
                 continue
-            helper = spelling_of(n.op).helper
-            if helper:
-                helpers.add(helper)
-                helpers.update(HELPERS_NEED.get(helper, ()))
-            code, prec = spell(n, local, dtype)
+            code, prec = _spell_noting(n, local, dtype, helpers)
             if n.op in LEAVES:
                 local[n] = (code, prec)
                 continue
