@@ -43,6 +43,7 @@ def _jobs(
     strict: bool = False,
     dtype: DType | None = None,
     backend: Backend | None = None,
+    threads: bool = False,
 ) -> list[Job]:
     selection = plan.select(
         specs or [],
@@ -51,6 +52,7 @@ def _jobs(
         strict,
         None if dtype is None else dtype.value,
         None if backend is None else backend.value,
+        threads,
     )
     report.error(*selection.errors)
     if selection.usage is not None:
@@ -113,6 +115,14 @@ BackendOption = Annotated[
         help="Write the module for this backend: numpy, or array-api (numpy, CuPy,"
         " torch, JAX, dask through array-api-compat). Default: [tool.gradgen], else"
         " the spec's `backend`.",
+    ),
+]
+Threads = Annotated[
+    bool,
+    typer.Option(
+        "--threads",
+        help="loss_and_gradients over row chunks of the batch on a thread pool"
+        " (default: the spec's `threads`, or [tool.gradgen] threads).",
     ),
 ]
 Verbose = Annotated[
@@ -189,6 +199,7 @@ def generate_command(
     strict: Strict = False,
     dtype: DTypeOption = None,
     backend: BackendOption = None,
+    threads: Threads = False,
     fail_fast: FailFast = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -200,7 +211,7 @@ def generate_command(
     would write the same file write nothing at all.
     """
     with _run(quiet, verbose) as report:
-        jobs = _jobs(specs, out, report, explain, strict, dtype, backend)
+        jobs = _jobs(specs, out, report, explain, strict, dtype, backend, threads)
         if dump is not None:
             for job in jobs:
                 report.job = job
@@ -239,6 +250,7 @@ def check(
     strict: Strict = False,
     dtype: DTypeOption = None,
     backend: BackendOption = None,
+    threads: Threads = False,
     fail_fast: FailFast = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -249,7 +261,7 @@ def check(
     and path, and whose body hash still matches, is up to date without deriving.
     """
     with _run(quiet, verbose) as report:
-        jobs = _jobs(specs, out, report, explain, strict, dtype, backend)
+        jobs = _jobs(specs, out, report, explain, strict, dtype, backend, threads)
         stale = 0
         for target in _targets(jobs, report, fail_fast=fail_fast, trust_headers=True):
             report.job = target.job

@@ -8,11 +8,13 @@ explain = true              # also write <name>.md, the derivation, beside each 
 strict = true               # warnings are errors, as with --strict (default false)
 backend = "array-api"       # write every module for this backend (default: each
                             # spec's own `backend`)
+threads = true              # threaded loss_and_gradients, as with --threads
 
 [tool.gradgen.overrides."examples/mlp.yaml"]
 out = "generated/nets"      # output folder for this spec
 name = "mlp_v2"             # module name for this spec
 backend = "numpy"           # backend for this spec
+threads = false             # this spec's module is plain (or true: threaded)
 ```
 
 Problems are reported as one `SpecError` in the pyproject.toml, each naming the
@@ -35,8 +37,8 @@ from gradgen.errors import Collector, Diagnostic, Location, SpecError, did_you_m
 __all__ = ["Config", "KeyLocation", "SpecOverride", "find_pyproject", "load_config"]
 
 PYPROJECT = "pyproject.toml"
-_KEYS = ("specs", "out", "explain", "strict", "backend", "overrides")
-_OVERRIDE_KEYS = ("out", "name", "backend")
+_KEYS = ("specs", "out", "explain", "strict", "backend", "threads", "overrides")
+_OVERRIDE_KEYS = ("out", "name", "backend", "threads")
 #: The backends a module can be written for (`spec.BACKENDS`, not imported: reading
 #: the configuration stays cheap).
 _BACKENDS = ("numpy", "array-api")
@@ -82,6 +84,7 @@ class SpecOverride:
     out: Path | None = None  # absolute, resolved against the project root
     name: str | None = None  # module name (a Python identifier)
     backend: str | None = None  # "numpy" or "array-api": overrides the spec's
+    threads: bool | None = None  # the threaded loss_and_gradients
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class Config:
     explain: bool = False  # write <name>.md, the explanation, beside each module
     strict: bool = False  # warnings are errors, as with --strict
     backend: str | None = None  # every module's backend, overriding the specs'
+    threads: bool = False  # threaded loss_and_gradients, as with --threads
 
     def override_for(self, spec: Path) -> SpecOverride:
         """The overrides for spec file `spec` (relative paths are against root)."""
@@ -167,6 +171,12 @@ def load_config(start: Path) -> Config | None:
     backend = _backend(
         table.get("backend"), KeyLocation(where, keys=(*_TABLE, "backend")), errors
     )
+    threads = table.get("threads", False)
+    if not isinstance(threads, bool):
+        errors.error(
+            KeyLocation(where, keys=(*_TABLE, "threads")),
+            f"`threads` must be true or false, not {_show(threads)}",
+        )
     overrides = _overrides(table.get("overrides", {}), where, root, errors)
     explain = table.get("explain", False)
     if not isinstance(explain, bool):
@@ -184,6 +194,7 @@ def load_config(start: Path) -> Config | None:
         explain=explain is True,
         strict=strict is True,
         backend=backend,
+        threads=threads is True,
     )
 
 
@@ -296,7 +307,16 @@ def _override(
         valid = False
     backend = _backend(options.get("backend"), _inner(at, "backend"), errors)
     valid = valid and (backend is not None or "backend" not in options)
-    return SpecOverride(out=out, name=name, backend=backend) if valid else None
+    threads = options.get("threads")
+    if threads is not None and not isinstance(threads, bool):
+        errors.error(
+            _inner(at, "threads"),
+            f"`threads` must be true or false, not {_show(threads)}",
+        )
+        valid = False
+    if not valid:
+        return None
+    return SpecOverride(out=out, name=name, backend=backend, threads=threads)
 
 
 def _inner(table: KeyLocation, key: str) -> KeyLocation:

@@ -11,6 +11,8 @@ Each stage is a module named for it, and a stage imports only the stages above i
                                      mode for the outputs' Jacobians (steps 2-4)
     lower     lower.lower            the module's functions: fast spellings, fresh
                                      results, names
+    threads   threads.schedule       with `threads`: loss_and_gradients in phases,
+                                     the element-wise ones over row chunks on threads
     print     printer.print_program  graph -> numpy statements
     explain   explanation.explain    the derivation as the article teaches it, in
                                      closed form (the module's docstrings state it)
@@ -41,10 +43,11 @@ from .formatting import format_python
 from .load import load_yaml_text, read_spec_bytes
 from .lower import lower
 from .model import build
-from .printer import print_program
+from .printer import print_program, print_threaded
 from .render import render_explanation, render_module
 from .spec import validate
 from .stages import Stage
+from .threads import schedule
 
 STAGES = tuple(stage.value for stage in Stage)
 
@@ -80,10 +83,12 @@ def generate(
     explain: str | None = None,
     dtype: str | None = None,
     backend: str | None = None,
+    threads: bool = False,
 ) -> Generated:
     """The module for a spec (`explain`: and its explanation, "markdown" or
     "html"), or the result of stage `dump`; `dtype` and `backend` override the
-    spec's."""
+    spec's, `threads` asks for the threaded `loss_and_gradients` whatever the spec
+    says."""
     shown = display or str(spec_path)
     stage = None if dump is None else Stage(dump)
 
@@ -99,13 +104,17 @@ def generate(
         )
 
     data = read_spec_bytes(spec_path, shown)  # read once: hashed and parsed alike
-    digest = write.spec_digest(data, name, dtype, backend)
+    digest = write.spec_digest(data, name, dtype, backend, threads)
     checked = validate(
         load_yaml_text(data, shown), shown, spec_path.stem, name, backend
     )
     if dtype is not None and checked.spec is not None:
         checked = dataclasses.replace(
             checked, spec=dataclasses.replace(checked.spec, dtype=dtype)
+        )
+    if threads and checked.spec is not None:
+        checked = dataclasses.replace(
+            checked, spec=dataclasses.replace(checked.spec, threads=True)
         )
     model = build(checked)  # raises the spec's and its expressions' problems
     target = out_dir / f"{model.spec.name}.py"
@@ -117,9 +126,13 @@ def generate(
     if stage is Stage.DERIVATION:
         return result(dumps.derivation_text(model, derivatives.gradients))
     program = lower(model, derivatives)
+    scheduled = schedule(model, program) if model.spec.threads else None
     bodies = print_program(program)
+    printed = dict(bodies)  # the module's; the explanation names after the plain code
+    if scheduled is not None:
+        printed[scheduled.kernel.name] = print_threaded(scheduled)
     if stage is Stage.LOWERED:
-        return result(dumps.lowered_text(program, bodies))
+        return result(dumps.lowered_text(program, printed))
     steps = explain is not None or stage is Stage.EXPLANATION  # else: closed forms
     explained = explain_derivation(model, derivatives, program, bodies, steps=steps)
     header = {
@@ -130,7 +143,7 @@ def generate(
     }
     if stage is Stage.EXPLANATION:
         return result(write.seal(render_explanation(explained, "markdown", **header)))
-    rendered = render_module(model, program, bodies, explained, **header)
+    rendered = render_module(model, program, printed, explained, **header)
     if stage is Stage.RENDERED:
         return result(rendered)
     explanation = None

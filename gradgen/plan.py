@@ -44,6 +44,7 @@ class Job:
     # --backend, or `backend` in [tool.gradgen] (per spec, or for all): overrides the
     # spec's `backend`
     backend: str | None = None
+    threads: bool = False  # --threads or the config's: the threaded kernel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,13 +183,15 @@ def select(
     strict: bool = False,
     dtype: str | None = None,
     backend: str | None = None,
+    threads: bool = False,
 ) -> Selection:
     """The specs to process, from the arguments or else from [tool.gradgen], in a
     fixed order (by resolved path) whatever the order they were given in.
     `explain`: write each module's explanation too (None: as [tool.gradgen] says);
     `strict` (or the config's) makes every job treat warnings as errors. The
     backend is the command line's, else the spec's override in the config, else the
-    config's, else (None) the spec's own."""
+    config's, else (None) the spec's own; `threads` (or the config's, or a spec's
+    override) asks for the threaded kernel."""
     try:
         config: Config | None = load_config(_config_start(specs))
     except SpecError as e:
@@ -217,6 +220,11 @@ def select(
             key = spec.resolve()
             override = config.override_for(key) if config else SpecOverride()
             spec_out = out if out is not None else (override.out or default_out)
+            threaded = threads or (
+                override.threads
+                if override.threads is not None
+                else config is not None and config.threads
+            )
             job = Job(
                 spec,
                 display(spec),
@@ -228,6 +236,7 @@ def select(
                 backend
                 or override.backend
                 or (config.backend if config is not None else None),
+                threaded,
             )
             jobs.setdefault(key, job)
     return Selection(tuple(jobs[k] for k in sorted(jobs)), tuple(errors))
@@ -263,6 +272,7 @@ def derive(
             explain=explain,
             dtype=job.dtype,
             backend=job.backend,
+            threads=job.threads,
         )
         if job.strict and generated.warnings:
             return Failed(job, tuple(strict(generated.warnings)))
@@ -315,7 +325,7 @@ def _up_to_date_target(job: Job, suffix: str = ".py") -> Path | None:
             path,
             version=__version__,
             spec_sha256=write.spec_digest(
-                read_spec_bytes(job.spec), job.name, job.dtype, job.backend
+                read_spec_bytes(job.spec), job.name, job.dtype, job.backend, job.threads
             ),
             spec=write.relative_spec(job.spec, job.out_dir),
         )

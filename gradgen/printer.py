@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -29,6 +29,7 @@ from .lower import Program, integral
 from .rules import ATOM, HELPERS_NEED, UNARY, Spelling, number
 from .rules import spelling as spelling_of
 from .simplify import MASKS
+from .threads import Chunked, Schedule
 
 #: What the spellings' {float}, {dtype} and {scalar} fields print, per dtype: the
 #: float64 default prints as before (`dtype=float`, no `dtype=` on np.zeros); float32
@@ -59,6 +60,19 @@ class Body:
     results: tuple[str, ...]  # one expression per requested result
     helpers: frozenset[str]  # module-level helpers the code calls (e.g. "sigmoid")
     named: tuple[tuple[Node, str], ...] = ()  # the nodes given a line, by name
+    # threaded: the driver's lines with the workers between them (`lines` is
+    # their text, for `--dump lowered`)
+    steps: tuple[str | Worker, ...] = ()
+
+
+@dataclass(frozen=True)
+class Worker:
+    """A chunked phase: a function of the bounds of a chunk of rows."""
+
+    name: str
+    bounds: str  # its parameters, "lo, hi"
+    lines: tuple[str, ...]
+    returns: str  # a tuple of the chunk's partial sums
 
 
 def print_program(program: Program) -> dict[str, Body]:
@@ -106,18 +120,9 @@ def print_body(
         [*args, *names.values(), *dim_sources, *(["xp"] if xp else [])]
     )
     text: dict[Node, tuple[str, int]] = {}
-    lines: list[str] = []
+    dims = {n.name for n in needed if n.op == "dim"}
+    lines = _dim_lines(dims, args, dim_sources, xp)
     helpers: set[str] = set()
-    position = {a: i for i, a in enumerate(args)}
-    dims = sorted(
-        {n.name for n in needed if n.op == "dim"},
-        key=lambda d: (position[dim_sources[d][0]], dim_sources[d][1]),
-    )
-    for d in dims:
-        array, axis = dim_sources[d]
-        lines.append(
-            f"{d} = {array}.shape[{axis}]" if xp else f"{d} = np.shape({array})[{axis}]"
-        )
 
     named: set[str] = set()
     lined: list[tuple[Node, str]] = []
@@ -231,6 +236,193 @@ def _size_arithmetic(node: Node) -> bool:
     return node.op in ("mul", "div", "add", "sub", "float") and all(
         _size_arithmetic(a) for a in node.args
     )
+
+
+def _spell_noting(
+    node: Node, text: Mapping[Node, tuple[str, int]], dtype: str, helpers: set[str]
+) -> tuple[str, int]:
+    """`spell`, adding the module-level helpers the spelling calls to `helpers`."""
+    helper = spelling_of(node.op).helper
+    if helper:
+        helpers.add(helper)
+        helpers.update(HELPERS_NEED.get(helper, ()))
+    return spell(node, text, dtype)
+
+
+def _dim_lines(
+    dims: set[str],
+    args: list[str],
+    dim_sources: Mapping[str, tuple[str, int]],
+    xp: bool = False,
+) -> list[str]:
+    """`N = np.shape(X)[0]` (array API: `X.shape[0]`) for each dim, in the order of
+    the arguments' axes."""
+    position = {a: i for i, a in enumerate(args)}
+    ordered = sorted(
+        dims, key=lambda d: (position[dim_sources[d][0]], dim_sources[d][1])
+    )
+    lines = []
+    for d in ordered:
+        array, axis = dim_sources[d]
+        lines.append(
+            f"{d} = {array}.shape[{axis}]" if xp else f"{d} = np.shape({array})[{axis}]"
+        )
+    return lines
+
+
+def print_threaded(schedule: Schedule) -> Body:
+    """The kernel as its schedule runs it (`threads.py`): the driver's statements,
+    and each chunked phase as a worker `_rows_<i>(lo, hi)` that computes rows lo:hi,
+    writes what later phases need into arrays the driver allocated, and returns its
+    partial sums, which `_chunked` adds up in chunk order."""
+    k = schedule.kernel
+    dtype = k.dtype
+    results = list(k.results)
+    phases = schedule.phases
+    printed = ancestors([*results, *(n for p in phases for n in p.nodes)])
+    # where each of the kernel's nodes is computed, to name what crosses phases
+    home: dict[Node, int] = {}
+    for i, phase in enumerate(phases):
+        if isinstance(phase, Chunked):
+            home.update({n: i for _, n in phase.origin})
+            home.update({n: i for n, _ in phase.partials})
+        else:
+            home.update({n: i for n in phase.nodes})
+    uses: Counter[Node] = Counter(results)
+    crossing: set[Node] = set()
+    for n in ancestors(results):
+        for a in n.args:
+            uses[a] += 1
+            if a in home and home[a] != home.get(n):
+                crossing.add(a)
+    lo, hi = schedule.bounds.split(", ")
+    temps = naming.Temporaries([*k.args, *k.names.values(), *k.dims, lo, hi])
+    dims = {n.name for n in printed if n.op == "dim"}
+    dims |= {d for n in schedule.stored for d in n.shape if isinstance(d, str)}
+    for phase in phases:
+        if isinstance(phase, Chunked):
+            dims |= {d for w in phase.widths for d in w if isinstance(d, str)}
+    text: dict[Node, tuple[str, int]] = {}
+    steps: list[str | Worker] = list(_dim_lines(dims, list(k.args), k.dims))
+    helpers: set[str] = set()
+    named: list[tuple[Node, str]] = []
+    taken: set[str] = set()
+
+    def name_for(node: Node) -> str:
+        preferred = k.names.get(node)
+        if preferred is not None and preferred not in taken:
+            taken.add(preferred)
+            return preferred
+        return temps.fresh()
+
+    def emit(
+        nodes: list[Node],
+        local: dict[Node, tuple[str, int]],
+        counts: Mapping[Node, int],
+        keep: set[Node],
+        names: Mapping[Node, Node],
+    ) -> list[str]:
+        """Statements for `nodes` (those not in `local` yet); `keep` get a line,
+        `names` maps a node to the kernel's node whose name it may take."""
+        lines = []
+        for n in nodes:
+            if n in local:
+                continue
+            code, prec = _spell_noting(n, local, dtype, helpers)
+            if n.op in LEAVES:
+                local[n] = (code, prec)
+                continue
+            origin = names.get(n)
+            wanted = origin is not None and origin in k.names
+            if wanted or n in keep or counts[n] > 1 or len(code) > INLINE_LIMIT:
+                name = name_for(origin) if origin is not None else temps.fresh()
+                if origin is not None:
+                    named.append((origin, name))
+                lines.append(f"{name} = {code}")
+                local[n] = (name, ATOM)
+            else:
+                local[n] = (code, prec)
+        return lines
+
+    chunks = 0
+    for phase in phases:
+        if not isinstance(phase, Chunked):
+            needed = _until(phase.nodes, text)
+            steps += emit(needed, text, uses, crossing, {n: n for n in needed})
+            continue
+        origin = dict(phase.origin)
+        stored = dict(phase.stores)
+        arrays = {n: name_for(n) for n in stored}
+        for n, array in arrays.items():
+            shape = ", ".join(str(d) for d in n.shape) + ("," if n.rank == 1 else "")
+            fill = DTYPE_FIELDS[dtype]["dtype"]
+            steps.append(f"{array} = np.empty(({shape}){fill})")
+        local = dict(text)
+        roots = [*stored.values(), *(p for _, p in phase.partials)]
+        needed = _until(roots, local)
+        counts: Counter[Node] = Counter(roots)
+        for m in needed:
+            counts.update(m.args)
+        names = {m: n for m, n in origin.items() if n not in stored}
+        lines = emit(needed, local, counts, set(), names)
+        lines += [f"{arrays[n]}[{lo}:{hi}] = {local[m][0]}" for n, m in phase.stores]
+        parts = [local[p][0] for _, p in phase.partials]
+        worker = f"_rows_{chunks}"
+        chunks += 1
+        steps.append(Worker(worker, schedule.bounds, tuple(lines), _tuple(parts)))
+        width = [" * ".join(str(d) for d in w) or "1" for w in phase.widths] or ["1"]
+        call = (
+            f"_chunked({worker}, {schedule.batch}, "
+            + (width[0] if len(width) == 1 else f"max({', '.join(width)})")
+            + ")"
+        )
+        totals = [name_for(s) for s, _ in phase.partials]
+        for (s, _), total in zip(phase.partials, totals, strict=True):
+            text[s] = (total, ATOM)
+            named.append((s, total))
+        steps.append(f"{_unpack(totals)}{call}")
+        for n, array in arrays.items():
+            text[n] = (array, ATOM)
+            named.append((n, array))
+    if chunks:
+        helpers.add("chunked")
+    flat: list[str] = []  # for `--dump lowered`; the template lays out `steps`
+    for step in steps:
+        if isinstance(step, Worker):
+            flat.append(f"def {step.name}({step.bounds}):")
+            flat += [f"    {line}" for line in step.lines]
+            flat.append(f"    return {step.returns}")
+        else:
+            flat.append(step)
+    return Body(
+        tuple(flat),
+        tuple(text[r][0] for r in results),
+        frozenset(helpers),
+        tuple(named),
+        tuple(steps),
+    )
+
+
+def _until(roots: Iterable[Node], known: Mapping[Node, object]) -> list[Node]:
+    """What the roots need that is not `known` yet, in topological order."""
+    seen: dict[int, Node] = {}
+    stack = [r for r in roots if r not in known]
+    while stack:
+        n = stack.pop()
+        if n.id not in seen:
+            seen[n.id] = n
+            stack.extend(a for a in n.args if a not in known)
+    return [seen[i] for i in sorted(seen)]
+
+
+def _tuple(items: list[str]) -> str:
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+
+
+def _unpack(names: list[str]) -> str:
+    if not names:
+        return ""
+    return f"({names[0]},) = " if len(names) == 1 else f"{', '.join(names)} = "
 
 
 def xp_spelling(node: Node) -> Spelling:

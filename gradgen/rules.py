@@ -1359,6 +1359,8 @@ PLUMBING: dict[str, Spelling] = {
     "ones": Spelling(
         "np.ones({0}{dtype})", xp=Spelling("xp.ones({0}, dtype={float}{device})")
     ),
+    # rows lo:hi of an array, in a threaded kernel's worker (`threads.py`)
+    "rows": Spelling("{0}[{rows}]", ATOM, (ATOM,), fields=lambda a: {"rows": a.name}),
 }
 assert not RULES.keys() & PLUMBING.keys()
 #: Helpers that call other helpers (`templates/helper_<name>.py.jinja`).

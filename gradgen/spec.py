@@ -50,6 +50,7 @@ TOP_LEVEL = (
     "optimizer",
     "dtype",
     "backend",
+    "threads",
 )
 #: The float dtypes a generated module computes in.
 DTYPES = ("float64", "float32")
@@ -108,6 +109,9 @@ class Spec:
     loc: Location
     dtype: str = "float64"  # what the module computes in: float64 or float32
     backend: str = "numpy"  # what the module is written against: numpy or array-api
+    threads: bool = False  # loss_and_gradients over row chunks on threads
+    batch: str | None = None  # the dim it splits, when `threads:` names one
+    threads_at: Location | None = None  # where `threads:` is written
 
 
 @dataclass(frozen=True)
@@ -219,6 +223,7 @@ def validate(
         start,
         _dtype(root.get("dtype"), c),
         backend,
+        *_threads(root.get("threads"), dims, c),
     )
     unchecked = _unchecked(root, spec) if c else frozenset()
     return Validated(spec, tuple(c.diagnostics), unchecked)
@@ -246,6 +251,26 @@ def _backend(node: YNode | None, c: Collector) -> str:
         c.error(node.loc, f"`backend` is numpy or array-api, not {shown}")
         return "numpy"
     return str(value)
+
+
+def _threads(
+    node: YNode | None, dims: dict[str, Location], c: Collector
+) -> tuple[bool, str | None, Location | None]:
+    """`threads: true` (false, the default), or the batch dim to split: `threads: N`."""
+    if node is None:
+        return False, None, None
+    value = node.value if isinstance(node, YScalar) else None
+    if isinstance(value, bool):
+        return value, None, node.loc
+    if isinstance(value, str) and value in dims:
+        return True, value, node.loc
+    shown = show_text(str(value)) if isinstance(value, str) else _kind(node)
+    known = f" ({', '.join(dims)})" if dims else ""
+    c.error(
+        node.loc,
+        f"`threads` is true, false or the batch dim to split{known}, not {shown}",
+    )
+    return False, None, node.loc
 
 
 def _is_empty(node: YNode) -> bool:

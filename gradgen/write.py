@@ -74,15 +74,18 @@ def spec_digest(
     name_override: str | None,
     dtype_override: str | None = None,
     backend_override: str | None = None,
+    threads: bool = False,
 ) -> str:
     """The header's ``spec-sha256``: the spec's bytes and the options applied to it
-    (a `--dtype` or a backend override only when given, so that digests without one
-    stay as they were)."""
+    (a `--dtype`, a backend override or `--threads` only when given, so that
+    digests without one stay as they were)."""
     options = b"\0name=" + (name_override or "").encode()
     if dtype_override is not None:
         options += b"\0dtype=" + dtype_override.encode()
     if backend_override is not None:
         options += b"\0backend=" + backend_override.encode()
+    if threads:
+        options += b"\0threads=true"
     return sha256_hex(spec_bytes + options)
 
 

@@ -34,6 +34,7 @@ LAYERS: list[set[str]] = [
     {"derive"},
     {"closedform"},  # graph <-> sympy: closed forms, printed as math
     {"lower", "regions"},
+    {"threads"},  # the threaded kernel's schedule
     {"printer"},
     {"explain", "explanation"},  # dumps of the stages above; the explain stage
     {"render"},

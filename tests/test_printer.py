@@ -242,6 +242,7 @@ PLUMBING_CASES: dict[str, tuple[tuple[Node, ...], Attrs | None, str]] = {
     "input": ((), Name("X"), "X"),
     "param": ((), Name("w"), "w"),
     "dim": ((), Name("N"), "N"),
+    "rows": ((a_,), Name("lo:hi"), "a[lo:hi]"),
     "const": ((), Value(0.5), "0.5"),
     "float": ((a_,), None, "np.float64(a)"),
     "sign": ((a_,), None, "np.sign(a)"),

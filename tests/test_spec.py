@@ -62,7 +62,7 @@ def test_read_spec_uses_the_display_path(tmp_path: Path) -> None:
 def test_top_level_must_be_a_mapping() -> None:
     assert errors("- 1\n- 2\n") == [
         "1:1: a spec is a mapping of keys (gradgen, name, doc, inputs, params,"
-        " define, loss, outputs, optimizer, dtype, backend), not a list"
+        " define, loss, outputs, optimizer, dtype, backend, threads), not a list"
     ]
     assert errors("just text\n")[0].endswith("not the string `just text`")
 
@@ -71,7 +71,7 @@ def test_unknown_keys_suggest_and_list() -> None:
     assert errors(GOOD + "optimiser: adam\nzzz: 1\n") == [
         "7:1: unknown key `optimiser` (did you mean `optimizer`?)",
         "8:1: unknown key `zzz` (the keys are gradgen, name, doc, inputs, params,"
-        " define, loss, outputs, optimizer, dtype, backend)",
+        " define, loss, outputs, optimizer, dtype, backend, threads)",
     ]
 
 

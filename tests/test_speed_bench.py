@@ -53,7 +53,7 @@ def test_quick_run_reports_a_table(tmp_path: Path) -> None:
             str(SCRIPT),
             "--quick",
             "--only",
-            "numpy,gradgen",
+            "numpy,gradgen,threads",
             "--models",
             "elementwise,linear_regression,mlp",
             "--repeats",
@@ -68,10 +68,13 @@ def test_quick_run_reports_a_table(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert "| model | N | numpy by hand (ms) | gradgen (ms) |" in done.stdout
+    assert (
+        "| model | N | numpy by hand (ms) | gradgen (ms) | gradgen --threads (ms) |"
+        in done.stdout
+    )
     results = json.loads(out.read_text())["results"]
     for model in ("elementwise", "linear_regression", "mlp"):
-        for key in ("numpy", "gradgen"):
+        for key in ("numpy", "gradgen", "threads"):
             assert results[model][key]["status"] == "ok"
             assert all(row["error"] <= 1e-10 for row in results[model][key]["rows"])
 
