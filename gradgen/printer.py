@@ -117,6 +117,8 @@ def spell(
     node: Node, text: Mapping[Node, tuple[str, int]], dtype: str = "float64"
 ) -> tuple[str, int]:
     spelling = spelling_of(node.op)
+    if spelling.scalar is not None and node.args and node.args[0].rank == 0:
+        spelling = spelling.scalar
     fields = spelling.fields(node.attrs) if spelling.fields else {}
     fields.update(DTYPE_FIELDS[dtype])
     if node.op == "const":

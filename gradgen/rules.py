@@ -86,6 +86,10 @@ class Spelling:
     operand_prec: tuple[int, ...] = (0, 0, 0)
     helper: str | None = None  # a module-level helper function the spelling calls
     fields: Callable[[Any], dict[str, str]] | None = None  # attrs -> template fields
+    # the spelling where the (first) operand is a scalar, which may be a Python
+    # number (a literal, a dim, a scalar argument passed as a float) that numpy's
+    # spelling means something else for (`~True` is -2) or refuses (`0.5[None]`)
+    scalar: Spelling | None = None
 
 
 @dataclass(frozen=True)
@@ -1098,7 +1102,16 @@ RULES: dict[str, Rule] = {
     # indexing (the parser states the shapes): x[t, :, None] with integer-valued
     # indices; W[ids] by an integer array; Z[arange(N), y] as a pick along an axis
     "getitem": Rule(
-        -1, None, Spelling("{0}[{index}]", ATOM, (ATOM,)), getitem_vjp, getitem_jvp
+        -1,
+        None,
+        Spelling(
+            "{0}[{index}]",
+            ATOM,
+            (ATOM,),
+            scalar=Spelling("np.asarray({0}, dtype={float})[{index}]"),
+        ),
+        getitem_vjp,
+        getitem_jvp,
     ),
     "gather": Rule(
         2, None, Spelling("{0}[{1}]", ATOM, (ATOM,)), gather_vjp, gather_jvp
@@ -1152,7 +1165,8 @@ PLUMBING: dict[str, Spelling] = {
     "le": Spelling("{0} <= {1}", CMP, _CMP),
     "and_": Spelling("{0} & {1}", AND, (AND, AND + 1)),
     "or_": Spelling("{0} | {1}", OR, (OR, OR + 1)),
-    "not_": Spelling("~{0}", UNARY, (UNARY,)),
+    # ~ of a comparison of Python numbers would be a bitwise not of a Python bool
+    "not_": Spelling("~{0}", UNARY, (UNARY,), scalar=Spelling("np.logical_not({0})")),
     "eq": Spelling("{0} == {1}", CMP, _CMP),
     "ne": Spelling("{0} != {1}", CMP, _CMP),
     "xlogy": Spelling("_xlogy({0}, {1})", helper="xlogy"),
