@@ -27,6 +27,7 @@ import contextlib
 import functools
 import importlib.util
 import inspect
+import math
 import os
 import shutil
 import sys
@@ -363,8 +364,20 @@ class _VectorLiterals(ast.NodeTransformer):
     """Rewrite each list literal ``[e1, e2]`` into ``__vector__([e1, e2])``, but for
     the lists that concat, stack and reshape take (arrays, or a shape); and each
     chained comparison ``a < x < b`` into ``(a < x) & (x < b)``, as the grammar
-    reads it (Python's ``and`` refuses arrays); and each subscript ``x[i, :]`` into
+    reads it (Python's ``and`` refuses arrays); each ``~c`` into ``__not__(c)``, a
+    logical not (``~True`` is -2 in Python); and each subscript ``x[i, :]`` into
     ``__index__(x, (i, slice(None)))``."""
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> ast.AST:
+        self.generic_visit(node)
+        if not isinstance(node.op, ast.Invert):
+            return node
+        call = ast.Call(
+            func=ast.Name(id="__not__", ctx=ast.Load()),
+            args=[node.operand],
+            keywords=[],
+        )
+        return ast.copy_location(call, node)
 
     def visit_Subscript(self, node: ast.Subscript) -> ast.AST:
         self.generic_visit(node)
@@ -500,6 +513,13 @@ def grammar_namespace(xp: Any, kinks: list[Any] | None = None) -> dict[str, Any]
             return x * np.ones(np.zeros(())[item].shape)  # x[None] of a 0-d array
         return x[item]
 
+    def erf(x: Any) -> Any:
+        if xp is np:
+            return np.vectorize(math.erf, otypes=[float])(x)
+        from autograd.scipy.special import erf as autograd_erf  # xp is autograd's
+
+        return autograd_erf(x)
+
     def where(c: Any, a: Any, b: Any) -> Any:
         # autograd's where gives a broadcast branch the adjoint of the whole result,
         # not summed back to the branch's shape: broadcast the branches first, by
@@ -549,6 +569,7 @@ def grammar_namespace(xp: Any, kinks: list[Any] | None = None) -> dict[str, Any]
         "clip": lambda x, lo, hi: xp.clip(x, lo, hi),
         "where": where,
         "__index__": index,
+        "__not__": np.logical_not,
         "slice": slice,
         "arange": np.arange,
         "transpose": lambda x, axes=None: xp.transpose(x, axes),
@@ -572,6 +593,8 @@ def grammar_namespace(xp: Any, kinks: list[Any] | None = None) -> dict[str, Any]
         "arctan": xp.arctan,
         "sinh": xp.sinh,
         "cosh": xp.cosh,
+        "erf": erf,
+        "gelu": lambda x: x * (1 + erf(x / np.sqrt(2))) / 2,
         "pi": np.pi,
         "e": np.e,
     }

@@ -46,7 +46,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -716,6 +716,25 @@ class Grammar:
             return f"huber({first}, {self.pick(['1.0', '0.5'])})"
         return f"binary_cross_entropy_with_logits({first}, sigmoid({second}))"
 
+    def classifier(self, labels: str, depth: int) -> str:
+        """A classifier's loss on integer labels [N]: cross-entropy, written with
+        the named loss or by hand (a pick of log_softmax, a one-hot)."""
+        classes = self.pick([d for d in self.shapes_dims() if size(d) >= ID_BOUND])
+        logits = self.with_a_param(("N", classes), depth)
+        kind = self.choose(0, 3)
+        if kind == 0:
+            return f"cross_entropy({logits}, {labels})"
+        if kind == 1:
+            return f"-mean(log_softmax({logits})[arange(N), {labels}])"
+        if kind == 2:
+            onehot = f"one_hot({labels}, {classes})"
+            return f"-mean(sum({onehot} * log_softmax({logits}, axis=1), axis=1))"
+        return f"cross_entropy({wrap(logits)}.T, {labels}, axis=0)"
+
+    def shapes_dims(self) -> list[str]:
+        """The dims of the variables' shapes, and the integer dims."""
+        return sorted({*self.named, *INTEGER_DIMS})
+
     def matmul(self, shape: Shape, depth: int) -> str | None:
         inner = self.dim()
         fits = [s[-1] for s in self.shapes() if s and s[:-1] == shape[:-1]]
@@ -759,7 +778,13 @@ class Grammar:
             # weight decay: the loss depends on a param even where a constant
             # condition picks a branch without one
             decay = f"0.1 * sum(square({self.pick(self.params)}))"
-            model.loss = f"{self.with_a_param((), self.choose(2, 4))} + {decay}"
+            depth = self.choose(2, 4)
+            labels = self.ids(("N",))
+            if labels and self.chance(50):
+                fit = self.classifier(labels[0].name, depth)
+            else:
+                fit = self.with_a_param((), depth)
+            model.loss = f"{fit} + {decay}"
         for i in range(self.choose(0 if model.loss else 1, 2)):
             shape = self.target(24)
             while len(shape) > 3:
@@ -774,6 +799,40 @@ def _without(shape: Shape, axes: set[int]) -> Shape:
 
 def _replaced(shape: Shape, axis: int, dim: str) -> Shape:
     return (*shape[:axis], dim, *shape[axis + 1 :])
+
+
+#: The constructs of the grammar, as they show in a spec's text.
+CONSTRUCTS = {
+    "a rank 5-6 input or param": r"^  \w+: \[\w+(, \w+){4,5}\]",
+    "a repeated dim": r"\[(\w+), \1[,\]]",
+    "declared integer ids": r"dtype: int",
+    "an integer index": r"\[(\.\.\., |(:, )*)-?\d\]",
+    "a dim-valued index": r"\[(\.\.\., |(:, )*)-?\w+ - \d\]",
+    "a slice": r"\[(:, )*-?\w*:-?\w*\]",
+    "None": r"None",
+    "...": r"\.\.\.",
+    "rows by ids": r"\[(ids|lab)[\],]",
+    "one entry per row": r"\[arange\(",
+    "one_hot": r"one_hot\(",
+    "where": r"where\(",
+    "a comparison": r" (<|<=|>|>=|==|!=) ",
+    "& or |": r" [&|] ",
+    "~": r"~",
+    "keepdims=True": r"keepdims=True",
+    "a tuple axis": r"axis=\(",
+    "a negative axis": r"axis=\(?-",
+    "softmax or log_softmax": r"softmax\(",
+    "cross_entropy with labels": r"cross_entropy\([^\n]*, lab",
+}
+
+
+def constructs(texts: Iterable[str]) -> dict[str, int]:
+    """How many of the spec texts show each construct."""
+    found = dict.fromkeys(CONSTRUCTS, 0)
+    for text in texts:
+        for construct, pattern in CONSTRUCTS.items():
+            found[construct] += bool(re.search(pattern, text, re.MULTILINE))
+    return found
 
 
 # --------------------------------------------------------------- one deliberate error
