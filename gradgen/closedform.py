@@ -22,6 +22,7 @@ scalars by juxtaposition, `X^T G` for a matrix product, as the article writes th
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 from xml.dom.minidom import Element
@@ -443,9 +444,22 @@ class ExpandDims(_Transparent):
     `g[:, None]` in numpy's notation, whose broadcasting aligns axes from the right."""
 
     def txt(self, p: _Text) -> str:
-        x = p.parenthesize(self.args[0], _ATOM, strict=True)
-        axis = int(self.args[1])
-        return x if axis == 0 else f"{x}[{', '.join([':'] * axis + ['None'])}]"
+        # a chain of them is one index over the innermost operand's axes: g with
+        # axes 0 and 2 inserted is g[None, :, None], written g[:, None]
+        axes: list[int] = []
+        x: Any = self
+        while isinstance(x, ExpandDims):
+            axes.append(int(x.args[1]))
+            x = x.args[0]
+        items = [":"] * p.rank(x)
+        for axis in reversed(axes):
+            items.insert(axis, "None")
+        while items and items[0] == "None":
+            items.pop(0)  # leading new axes go without saying
+        while items and items[-1] == ":":
+            items.pop()
+        base = p.parenthesize(x, _ATOM, strict=True)
+        return f"{base}[{', '.join(items)}]" if items else base
 
     def out_rank(self, ranks: list[int]) -> int:
         return ranks[0] + 1
@@ -1786,6 +1800,8 @@ class _Text(_Printer, StrPrinter):
             body += " / " + self.parenthesize(f, _MUL)
         if coefficient == 1:
             return body
+        if coefficient == -1 and isinstance(factors[0], Compare | Or):
+            return f"-({body})"  # numpy refuses to negate a mask: -(mask * b)
         if coefficient == -1:
             return f"-{body}"  # -a * b is -(a * b)
         return f"{self._print(coefficient)} * {body}"
@@ -1798,6 +1814,9 @@ class _Text(_Printer, StrPrinter):
 
     def _print_Abs(self, expr: Any) -> str:
         return f"abs({self.doprint(expr.args[0])})"
+
+    def _print_atan(self, expr: Any) -> str:
+        return f"arctan({self.doprint(expr.args[0])})"  # numpy's name
 
 
 class _MathML(_Printer, MathMLPresentationPrinter):
@@ -2117,6 +2136,36 @@ _ARITHMETIC: dict[str, Callable[..., Any]] = {
     "swap01": Swap01,
 }
 _TRANSPARENT = frozenset({"as_float", "copy", "float", "tfill", "tfull"})
+#: Ops linear in their first operand (in either of their first two, `_BILINEAR_OPS`):
+#: of an array that simplified to 0 (`a - a`), they are 0 (sympy cannot see inside
+#: them, and would print `0[:, -2]` or `X @ 0`).
+_LINEAR_OPS = frozenset(
+    {
+        "getitem",
+        "index",
+        "gather",
+        "take_along",
+        "expand_dims",
+        "fill",
+        "reshape",
+        "reshaped",
+        "trail",
+        "lift",
+        "transpose",
+        "permute",
+        "swap01",
+        "swapaxes",
+        "diag",
+        "sum",
+        "mean",
+        "sum_axes",
+        "sum_keep",
+        "put",
+        "scatter_add",
+        "put_along",
+    }
+)
+_BILINEAR_OPS = frozenset({"matmul", "outer", "tensordot", "einsum"})
 
 
 def number(value: float) -> Any:
@@ -2173,6 +2222,12 @@ class Shadow:
             return number(n.value)
         if op in _TRANSPARENT:
             return args[0]
+        if (op in _LINEAR_OPS and args[0] == 0) or (
+            op in _BILINEAR_OPS and 0 in args[:2]
+        ):
+            return sp.Integer(0)
+        if op in ("getitem", "index") and rank(args[0], self.ranks) < n.args[0].rank:
+            return args[0]  # a scalar standing for a full array: so is any part
         if op == "powc":
             return args[0] ** number(attr(n, Exponent).k)
         if op in _ARITHMETIC:
@@ -2431,6 +2486,10 @@ def _numpy_functions() -> dict[Any, Callable[..., Any]]:
         sp.tanh: np.tanh,
         sp.Abs: np.abs,
         sp.sign: np.sign,
+        sp.atan: np.arctan,
+        sp.sinh: np.sinh,
+        sp.cosh: np.cosh,
+        sp.erf: np.vectorize(math.erf, otypes=[float]),
     }
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from . import shapes
 from .errors import WARNING, Diagnostic, Location, did_you_mean
-from .graph import Axis, Dim, Index, Node, Permutation, Position
+from .graph import Axis, Dim, Index, Node, Permutation, Position, attr
 from .limits import (
     MAX_EXPONENT,
     MAX_EXPRESSION_DEPTH,
@@ -190,6 +190,7 @@ class Parser:
         self.dims = dims
         self.locate = locate
         self.warnings: list[Diagnostic] = []  # found while parsing, in text order
+        self._written_axes: dict[Node, frozenset[int]] = {}  # `_new_axes`, memo
         self.text = ""
         self._start = 0  # where the parsed text starts (leading blanks skipped)
         self._line_starts: list[int] = [0]
@@ -265,8 +266,9 @@ class Parser:
         return self._at(node)
 
     def _check_broadcast(self, what: str, a: Node, b: Node, where: int) -> bool:
-        """Warn about a broadcast of `a` against `b` that pairs a dim with itself."""
-        dim = crossed(a.shape, b.shape)
+        """Warn about a broadcast of `a` against `b` that pairs a dim with itself
+        (unless the pairing goes through an axis written with `None`)."""
+        dim = crossed(a.shape, b.shape, self._new_axes(a), self._new_axes(b))
         if dim is None:
             return False
         both = show(broadcast(a.shape, b.shape, what))
@@ -280,6 +282,46 @@ class Parser:
             )
         )
         return True
+
+    def _new_axes(self, node: Node) -> frozenset[int]:
+        """The size-1 axes of `node` that a spec wrote as a new axis with `None`
+        (`x[:, None]`), counted from the end (-1 the last), as element-wise
+        operations keep them (`exp(-x[:, None])`, `x[:, None] + c`)."""
+        if 1 not in node.shape:
+            return frozenset()
+        found = self._written_axes.get(node)
+        if found is not None:
+            return found
+        if node.op == "getitem":
+            found = self._indexed_new_axes(node)
+        elif _aligned(node.op):
+            found = frozenset(
+                i for a in node.args for i in self._new_axes(a) if node.shape[i] == 1
+            )
+        else:
+            found = frozenset()
+        self._written_axes[node] = found
+        return found
+
+    def _indexed_new_axes(self, node: Node) -> frozenset[int]:
+        """`_new_axes` of `x[index]`: its `None`s, and the axes of `x` written with
+        `None` that the index passes through whole (`:`, or after the index)."""
+        x = node.args[0]
+        inherited = {i + x.rank for i in self._new_axes(x)}  # counted from 0
+        axes: set[int] = set()
+        out = at = 0  # the result's axis, x's axis
+        for item in attr(node, Index).items:
+            if item == "None":  # a new axis
+                axes.add(out)
+                out += 1
+            elif ":" in item:  # a slice: the axis stays
+                if item == ":" and at in inherited:
+                    axes.add(out)
+                out, at = out + 1, at + 1
+            else:  # an integer index: the axis goes
+                at += 1
+        axes.update(out + k for k in range(x.rank - at) if at + k in inherited)
+        return frozenset(a - node.rank for a in axes)
 
     # -- the allow-list --------------------------------------------------------------
 
@@ -295,7 +337,19 @@ class Parser:
                 type(node), f"`{type(node).__name__}` is not allowed in expressions"
             )
             raise ExpressionError(message, self._at(node))
-        return method(self, node, depth)
+        made = method(self, node, depth)
+        if made.rank > MAX_RANK:  # `x[None]` of rank 6, `stack` of them, `E[ids]`...
+            where = (
+                self._token_after(node.value, "[")
+                if isinstance(node, ast.Subscript)
+                else self._at(node)
+            )
+            raise ExpressionError(
+                f"arrays have rank 0 to {MAX_RANK}; this one would have rank"
+                f" {made.rank}: {show(made.shape)}",
+                where,
+            )
+        return made
 
     def _Constant(self, node: ast.Constant, depth: int) -> Node:
         value = node.value
@@ -595,23 +649,33 @@ class Parser:
             operands.append(index)
             texts.append("{" + str(len(operands)) + "}")
         shape += value.shape[axis:]
+        if all(text == ":" for text in texts):  # x[...], X[:, :]: x itself
+            return value
         return self.ops.make(
             "getitem", value, *operands, attrs=Index(tuple(texts)), shape=tuple(shape)
         )
 
     def _whole_index(self, item: ast.expr, dim: Dim, depth: int) -> Node:
-        """An integer index: a literal or a dim-valued expression (`T - 1`)."""
+        """An integer index: a literal or a dim-valued expression (`T - 1`), in
+        range for the axis if that is known (an integer length, or an index out of
+        range whatever the sizes of the dims: `X[T]` of an axis of length T)."""
         index = self._node(item, depth + 1)
-        if not (index.is_const and index.value.is_integer()) and not _whole(index):
+        whole = (index.is_const and index.value.is_integer()) or _whole(index)
+        if not whole or _has_float(item):
             raise ExpressionError(
                 "an index is an integer: a literal, or dims and integers under + - *"
                 " (a float or an array is not an index)",
                 self._at(item),
             )
-        if index.is_const and isinstance(dim, int) and not -dim <= index.value < dim:
+        outside = (
+            isinstance(dim, int) and not -dim <= index.value < dim
+            if index.is_const
+            else shapes.out_of_range(ast.unparse(item), dim)
+        )
+        if outside:
+            shown = number_text(index.value) if index.is_const else ast.unparse(item)
             raise ExpressionError(
-                f"index {number_text(index.value)} is out of range for an axis of"
-                f" length {dim}",
+                f"index {shown} is out of range for an axis of length {dim}",
                 self._at(item),
             )
         return index
@@ -648,7 +712,8 @@ class Parser:
 
     def _whole_index_bound(self, bound: ast.expr, depth: int) -> Node:
         node = self._node(bound, depth + 1)
-        if not (node.is_const and node.value.is_integer()) and not (node.op == "dim"):
+        whole = (node.is_const and node.value.is_integer()) or node.op == "dim"
+        if not whole or _has_float(bound):
             raise ExpressionError(
                 "a slice bound is an integer or a dim", self._at(bound)
             )
@@ -1152,6 +1217,19 @@ def _literal_problem(value: object) -> str:
     return f"`{shown}` is not allowed in expressions"
 
 
+#: Ops whose operands line up with their result from the last axis, besides the
+#: element-wise functions and the broadcasting ops of the rule table.
+_ALIGNED = frozenset({"neg", "powc", "float", "as_float", "select", *MASKS})
+
+
+def _aligned(op: str) -> bool:
+    """Whether `op` works element by element, its operands broadcast to its result."""
+    rule = RULES.get(op)
+    if rule is not None and (rule.broadcasts or rule.elementwise is not None):
+        return True
+    return op in _ALIGNED
+
+
 #: Functions whose arguments are not all arrays (a permutation, a shape, a list).
 _STRUCTURAL = frozenset({"transpose", "reshape", "concat", "stack"})
 _INTEGER_OPS = frozenset({"dim", "const", "add", "sub", "mul", "neg"})
@@ -1206,6 +1284,16 @@ def vector(ops: Ops, items: list[Node]) -> Node:
     """The vector literal `[e1, e2, ...]` of scalar elements (`element_problem`),
     whether the spec wrote it in an expression or as a YAML list."""
     return ops.stack([as_float(ops, number(ops, item)) for item in items])
+
+
+def _has_float(node: ast.expr) -> bool:
+    """Whether `node` computes a float somewhere: a float literal or a true
+    division (`X[1.0]`, `X[4 / 2]`: numpy refuses a float index, even a whole one)."""
+    return any(
+        (isinstance(n, ast.Constant) and isinstance(n.value, float))
+        or isinstance(n, ast.Div)
+        for n in ast.walk(node)
+    )
 
 
 def _is_constant(node: ast.expr, value: object) -> bool:

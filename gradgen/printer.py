@@ -446,6 +446,12 @@ def spell(
     when a `device` (its `, device=...` argument, possibly empty) is given."""
     xp = device is not None
     spelling = xp_spelling(node) if xp else spelling_of(node.op)
+    if spelling.scalar is not None and node.args and node.args[0].rank == 0:
+        spelling = spelling.scalar  # `~True` is -2; `0.5[None]` is refused
+        if xp:
+            spelling = replace(
+                spelling, template=spelling.template.replace("np.", "xp.")
+            )
     fields = spelling.fields(node.attrs) if spelling.fields else {}
     fields.update(XP_DTYPE_FIELDS[dtype] if xp else DTYPE_FIELDS[dtype])
     fields["device"] = device or ""

@@ -94,6 +94,10 @@ class Spelling:
     # takes this spelling's. (tests/test_array_api.py checks every name it calls is
     # in the standard.)
     xp: Spelling | Callable[[Node], Spelling] | None = None
+    # the spelling where the (first) operand is a scalar, which may be a Python
+    # number (a literal, a dim, a scalar argument passed as a float) that numpy's
+    # spelling means something else for (`~True` is -2) or refuses (`0.5[None]`)
+    scalar: Spelling | None = None
 
 
 @dataclass(frozen=True)
@@ -1187,7 +1191,13 @@ RULES: dict[str, Rule] = {
     "getitem": Rule(
         -1,
         None,
-        Spelling("{0}[{index}]", ATOM, (ATOM,), xp=_xp_getitem),
+        Spelling(
+            "{0}[{index}]",
+            ATOM,
+            (ATOM,),
+            xp=_xp_getitem,
+            scalar=Spelling("np.asarray({0}, dtype={float})[{index}]"),
+        ),
         getitem_vjp,
         getitem_jvp,
     ),
@@ -1250,7 +1260,8 @@ PLUMBING: dict[str, Spelling] = {
     "le": Spelling("{0} <= {1}", CMP, _CMP),
     "and_": Spelling("{0} & {1}", AND, (AND, AND + 1)),
     "or_": Spelling("{0} | {1}", OR, (OR, OR + 1)),
-    "not_": Spelling("~{0}", UNARY, (UNARY,)),
+    # ~ of a comparison of Python numbers would be a bitwise not of a Python bool
+    "not_": Spelling("~{0}", UNARY, (UNARY,), scalar=Spelling("np.logical_not({0})")),
     "eq": Spelling("{0} == {1}", CMP, _CMP),
     "ne": Spelling("{0} != {1}", CMP, _CMP),
     "xlogy": Spelling("_xlogy({0}, {1})", helper="xlogy"),

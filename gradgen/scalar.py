@@ -12,6 +12,7 @@ the forward pass share one representation, one simplifier and one printer.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,18 @@ def local_derivative(
     if dy.has(X) or _cost(dy) >= _cost(dx):
         return dx
     return dy
+
+
+def value_at(definition: sp.Expr, x: float) -> float | None:
+    """An element-wise function `definition` (in X) at a number, or None where it
+    has no finite real value there (`log(0)`, `sqrt(-1)`)."""
+    try:
+        value = complex(sp.N(definition.subs(X, x)))
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+        return None
+    if value.imag or not math.isfinite(value.real):
+        return None
+    return value.real
 
 
 def _cost(expr: sp.Expr) -> int:

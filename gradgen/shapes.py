@@ -76,7 +76,12 @@ def reduce(shape: Shape, axes: tuple[int, ...] | None, keepdims: bool) -> Shape:
     return tuple(d for i, d in enumerate(shape) if i not in gone)
 
 
-def crossed(a: Shape, b: Shape) -> Dim | None:
+def crossed(
+    a: Shape,
+    b: Shape,
+    new_a: frozenset[int] = frozenset(),
+    new_b: frozenset[int] = frozenset(),
+) -> Dim | None:
     """The dim that broadcasting `a` against `b` pairs with itself, or None.
 
     numpy's silent bug: `w: [n, 1]` makes `X @ w` a column [N, 1], and `X @ w - y`
@@ -88,7 +93,11 @@ def crossed(a: Shape, b: Shape) -> Dim | None:
     implicitly. Legitimate broadcasts are left alone: a scalar; a bias row
     ([N, h] + [h]); a per-row statistic (`x - mean(x, axis=1, keepdims=True)`,
     [N, k] - [N, 1]); an outer product of different dims ([N, 1] * [k]); and a
-    pairwise table written with both shapes explicit (`x - x.T`, [N, 1] - [1, N]).
+    pairwise table written as such: with both shapes explicit (`x - x.T`,
+    [N, 1] - [1, N]), or with the new axis written with `None` (`d[:, None] * d`,
+    `X[:, None, :] - X`). `new_a` and `new_b` are the axes of `a` and `b` written
+    with `None`, counted from the end (-1 the last): a 1 there stretched over the
+    other operand's dim is deliberate.
     """
     if len(a) == len(b):
         return None
@@ -98,9 +107,9 @@ def crossed(a: Shape, b: Shape) -> Dim | None:
     for i in range(1, rank + 1):
         da = a[-i] if i <= len(a) else 1
         db = b[-i] if i <= len(b) else 1
-        if da != 1 and db == 1:
+        if da != 1 and db == 1 and -i not in new_b:
             only_a.append(da)
-        elif db != 1 and da == 1:
+        elif db != 1 and da == 1 and -i not in new_a:
             only_b.append(db)
     return next((d for d in only_a if d in only_b), None)
 
@@ -137,6 +146,17 @@ def _dim_tree(node: ast.expr) -> Any:
             return left + right
         return left - right if isinstance(node.op, ast.Sub) else left * right
     raise ValueError(f"not a dim: {ast.unparse(node)}")
+
+
+def out_of_range(index: str, length: Dim) -> bool:
+    """Whether an index written over dims and integers (`T`, `N + 1`, `-N - 1`) is
+    out of range for an axis of `length` whatever the sizes of the dims: at least
+    the length, or below minus the length, identically."""
+    try:
+        i, n = _symbolic(index), _symbolic(length)
+    except (ValueError, SyntaxError):
+        return False
+    return bool((i - n).is_nonnegative or (i + n).is_negative)
 
 
 def derived(expr: Any) -> Dim:

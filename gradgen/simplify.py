@@ -4,8 +4,9 @@ Together with the hash-consing in `graph.Graph` (common subexpressions become on
 node) and the printer emitting only what the results need (no dead code), this keeps
 the generated code as lean as hand-written numpy:
 
-* constant folding and the identities x*1, x+0, x/1, -(-x), -(a - b) = b - a, with
-  signs pulled out of products;
+* constant folding (a function of a literal too: `sigmoid(2)` is a number) and
+  the identities x*1, x+0, x/1, -(-x), -(a - b) = b - a, with signs pulled out of
+  products;
 * small integer powers as products: numpy's `x**3` goes through pow() and is
   50-140x slower than `x*x*x`; `x**2` has a fast path and stays;
 * numerically stable forms: log(1 + exp(x)) = softplus(x),
@@ -23,7 +24,7 @@ import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import factor
+from . import factor, scalar
 from .graph import (
     LEAVES,
     Attrs,
@@ -69,6 +70,13 @@ def fold(
             return None
         if math.isfinite(value):
             return ops.const(value)
+    rule = RULES.get(op)
+    if rule is not None and rule.elementwise is not None and args[0].is_const:
+        # a function of a literal is a literal: np.exp(-2) would be an np.float64,
+        # which makes a float32 module's arrays float64
+        found = scalar.value_at(rule.elementwise[0], args[0].value)
+        if found is not None:
+            return ops.const(found)
     rewrite = _REWRITES.get(op)
     return rewrite(ops, args, attrs, shape) if rewrite else None
 

@@ -28,6 +28,7 @@ import functools
 import gc
 import importlib.util
 import inspect
+import math
 import os
 import shutil
 import sys
@@ -362,7 +363,52 @@ def copy_point(values: Mapping[str, Any]) -> dict[str, Any]:
 
 class _VectorLiterals(ast.NodeTransformer):
     """Rewrite each list literal ``[e1, e2]`` into ``__vector__([e1, e2])``, but for
-    the lists that concat, stack and reshape take (arrays, or a shape)."""
+    the lists that concat, stack and reshape take (arrays, or a shape); and each
+    chained comparison ``a < x < b`` into ``(a < x) & (x < b)``, as the grammar
+    reads it (Python's ``and`` refuses arrays); each ``~c`` into ``__not__(c)``, a
+    logical not (``~True`` is -2 in Python); and each subscript ``x[i, :]`` into
+    ``__index__(x, (i, slice(None)))``."""
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> ast.AST:
+        self.generic_visit(node)
+        if not isinstance(node.op, ast.Invert):
+            return node
+        call = ast.Call(
+            func=ast.Name(id="__not__", ctx=ast.Load()),
+            args=[node.operand],
+            keywords=[],
+        )
+        return ast.copy_location(call, node)
+
+    def visit_Subscript(self, node: ast.Subscript) -> ast.AST:
+        self.generic_visit(node)
+        items = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        written = [_slice_call(i) if isinstance(i, ast.Slice) else i for i in items]
+        index = (
+            ast.Tuple(elts=written, ctx=ast.Load())
+            if isinstance(node.slice, ast.Tuple)
+            else written[0]
+        )
+        call = ast.Call(
+            func=ast.Name(id="__index__", ctx=ast.Load()),
+            args=[node.value, index],
+            keywords=[],
+        )
+        return ast.copy_location(call, node)
+
+    def visit_Compare(self, node: ast.Compare) -> ast.AST:
+        self.generic_visit(node)
+        if len(node.ops) == 1:
+            return node
+        operands = [node.left, *node.comparators]
+        tests: list[ast.expr] = [
+            ast.Compare(left=a, ops=[op], comparators=[b])
+            for a, op, b in zip(operands, node.ops, operands[1:], strict=False)
+        ]
+        joined = tests[0]
+        for test in tests[1:]:
+            joined = ast.BinOp(left=joined, op=ast.BitAnd(), right=test)
+        return ast.copy_location(joined, node)
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
         if isinstance(node.func, ast.Name) and node.func.id in (
@@ -389,6 +435,12 @@ class _VectorLiterals(ast.NodeTransformer):
             func=ast.Name(id="__vector__", ctx=ast.Load()), args=[node], keywords=[]
         )
         return ast.copy_location(call_node, node)
+
+
+def _slice_call(item: ast.Slice) -> ast.expr:
+    none = ast.Constant(value=None)
+    bounds = [b if b is not None else none for b in (item.lower, item.upper, item.step)]
+    return ast.Call(func=ast.Name(id="slice", ctx=ast.Load()), args=bounds, keywords=[])
 
 
 @functools.cache
@@ -457,6 +509,25 @@ def grammar_namespace(xp: Any, kinks: list[Any] | None = None) -> dict[str, Any]
     def softplus(z: Any) -> Any:
         return xp.logaddexp(0.0, z)
 
+    def index(x: Any, item: Any) -> Any:
+        if np.ndim(getval(x)) == 0:  # autograd cannot add up the adjoints of
+            return x * np.ones(np.zeros(())[item].shape)  # x[None] of a 0-d array
+        return x[item]
+
+    def erf(x: Any) -> Any:
+        if xp is np:
+            return np.vectorize(math.erf, otypes=[float])(x)
+        from autograd.scipy.special import erf as autograd_erf  # xp is autograd's
+
+        return autograd_erf(x)
+
+    def where(c: Any, a: Any, b: Any) -> Any:
+        # autograd's where gives a broadcast branch the adjoint of the whole result,
+        # not summed back to the branch's shape: broadcast the branches first, by
+        # `+` (whose adjoint is summed back)
+        shape = np.broadcast_shapes(np.shape(c), np.shape(a), np.shape(b))
+        return xp.where(c, a + np.zeros(shape), b + np.zeros(shape))
+
     def cross_entropy(z: Any, labels: Any, axis: int = -1) -> Any:
         log_p = log_softmax(z, axis=axis)
         if np.asarray(getval(labels)).dtype.kind in "iu":  # class ids: a one-hot
@@ -497,7 +568,10 @@ def grammar_namespace(xp: Any, kinks: list[Any] | None = None) -> dict[str, Any]
             xp.sum(x * x, axis=axis, keepdims=keepdims)
         ),
         "clip": lambda x, lo, hi: xp.clip(x, lo, hi),
-        "where": xp.where,
+        "where": where,
+        "__index__": index,
+        "__not__": np.logical_not,
+        "slice": slice,
         "arange": np.arange,
         "transpose": lambda x, axes=None: xp.transpose(x, axes),
         "reshape": lambda x, shape: xp.reshape(x, tuple(shape)),
@@ -520,6 +594,8 @@ def grammar_namespace(xp: Any, kinks: list[Any] | None = None) -> dict[str, Any]
         "arctan": xp.arctan,
         "sinh": xp.sinh,
         "cosh": xp.cosh,
+        "erf": erf,
+        "gelu": lambda x: x * (1 + erf(x / np.sqrt(2))) / 2,
         "pi": np.pi,
         "e": np.e,
     }

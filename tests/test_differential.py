@@ -110,6 +110,13 @@ def yaml_shape(shape: Shape) -> str:
     return "[" + ", ".join(shape) + "]"
 
 
+def declared(v: Var) -> str:
+    """A variable's declaration in `inputs:` or `params:`."""
+    if v.declared:
+        return f"{{shape: {yaml_shape(v.shape)}, dtype: int}}"
+    return yaml_shape(v.shape)
+
+
 # ------------------------------------------------------------------ the generator
 
 
@@ -118,6 +125,8 @@ class Var:
     name: str
     shape: Shape
     param: bool
+    integer: bool = False  # integer ids, drawn below the size of every dim
+    declared: bool = False  # `dtype: int` in the spec (else inferred from use)
 
 
 @dataclass
@@ -142,6 +151,10 @@ class RandomSpec:
         return {v.name: self.concrete(v.shape) for v in self.variables if not v.param}
 
     @property
+    def integers(self) -> set[str]:
+        return {v.name for v in self.variables if v.integer}
+
+    @property
     def params(self) -> dict[str, tuple[int, ...]]:
         return {v.name: self.concrete(v.shape) for v in self.variables if v.param}
 
@@ -154,7 +167,7 @@ class RandomSpec:
             chosen = [v for v in self.variables if v.param is param]
             if chosen:
                 lines.append(f"{section}:")
-                lines += [f"  {v.name}: {yaml_shape(v.shape)}" for v in chosen]
+                lines += [f"  {v.name}: {declared(v)}" for v in chosen]
         for section, entries in (("define", self.define), ("outputs", self.outputs)):
             if entries:
                 lines.append(f"{section}:")
@@ -644,10 +657,10 @@ def reference_namespace_additions(xp: Any) -> dict[str, Any]:
     """Grammar functions conftest's evaluator leaves out (or has unstable), from
     first principles."""
 
-    def logsumexp(x: Any, axis: int | None = None) -> Any:
+    def logsumexp(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
         shift = np.max(getval(x), axis=axis, keepdims=True)  # a constant: no gradient
-        total = xp.log(xp.sum(xp.exp(x - shift), axis=axis, keepdims=True)) + shift
-        return xp.squeeze(total, axis=axis) if axis is not None else xp.squeeze(total)
+        total = xp.sum(xp.exp(x - shift), axis=axis, keepdims=keepdims)
+        return xp.log(total) + (shift if keepdims else np.squeeze(shift, axis=axis))
 
     def sizes(shape: Any) -> tuple[int, ...]:
         return tuple(int(d) for d in shape)
@@ -713,7 +726,14 @@ def smooth_point(spec: RandomSpec, seed: int, limit: float = 1e8) -> dict[str, A
     shapes = {**spec.inputs, **spec.params}
     reason = "no point"
     for _ in range(25):
-        values = {name: random_value(shape, rng) for name, shape in shapes.items()}
+        values = {
+            name: (
+                rng.integers(0, min(spec.profile.sizes.values()), size=shape)
+                if name in spec.integers
+                else random_value(shape, rng)
+            )
+            for name, shape in shapes.items()
+        }
         kinks: list[Any] = []
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,9 @@ _TEXT_NAMESPACE: dict[str, Any] = {
     "sin": np.sin,
     "cos": np.cos,
     "tan": np.tan,
+    "arctan": np.arctan,
+    "sinh": np.sinh,
+    "erf": np.vectorize(math.erf, otypes=[float]),
     "cot": lambda x: 1 / np.tan(x),
     "tanh": np.tanh,
     "cosh": np.cosh,
@@ -296,6 +300,37 @@ outputs:
   both: concat([v, diag(S)], axis=0)
 """,
 }
+
+
+# Found by hunting closed forms of the tensor grammar's random specs: functions
+# sympy names otherwise (atan) or could not evaluate (erf); new axes restored
+# around several reduced axes (printed v[:, :, None] for v[None, :, None]); an
+# array that simplifies to 0 (a - a), indexed or multiplied (printed 0[:, -2]);
+# a negated mask (printed -(s > 1/2) / ..., which numpy refuses).
+OP_SPECS.update(
+    {
+        "functions": """
+params: {x: [n]}
+loss: sum(arctan(x) + sinh(x) + cosh(x) + gelu(x) + erf(x))
+""",
+        "restored_axes": """
+inputs: {v: [T]}
+params: {w: [d, T, 1]}
+loss: sum(logsumexp(w, axis=(0, -1)) * v)
+""",
+        "zero_arrays": """
+inputs: {x: [N]}
+params: {w: [T], s: []}
+outputs:
+  o: (w * ones([N, T]) - w * ones([N, T]))[:, -2] + s * x
+  p: ones([N, T]) @ (w - w) + s * x
+""",
+        "negated_mask": """
+params: {w: [n]}
+loss: sum(where(mean(w) > -2, 1 / (1 + square(w)), w))
+""",
+    }
+)
 
 
 @pytest.fixture(scope="module")

@@ -254,7 +254,7 @@ PLUMBING_CASES: dict[str, tuple[tuple[Node, ...], Attrs | None, str]] = {
     "le": ((a_, b_), None, "a <= b"),
     "and_": ((a_, b_), None, "a & b"),
     "or_": ((a_, b_), None, "a | b"),
-    "not_": ((a_,), None, "~a"),
+    "not_": ((a_,), None, "np.logical_not(a)"),  # a scalar: see below
     "nonzero": ((a_,), None, "np.where(a == 0, 1, a)"),
     "select": ((a_, b_, a_), None, "np.where(a, b, a)"),
     "vdot": ((a_, b_), None, "np.vdot(a, b)"),
@@ -304,6 +304,26 @@ def test_spell_plumbing(op: str) -> None:
     node = Node(0, op, args, (), attrs)
     operands = {a_: ("a", ATOM), b_: ("b", ATOM)}
     assert printer.spell(node, operands)[0] == expected
+
+
+def test_spellings_of_a_scalar_operand() -> None:
+    """Where the operand is a scalar, possibly a Python number, `~` and indexing
+    are spelled for it: `~True` is -2, `0.5[None]` a TypeError (found by the
+    tensor fuzzer)."""
+    x = Node(-3, "input", (), ("n",), Name("x"))
+    operands = {a_: ("a", ATOM), x: ("x", ATOM)}
+    for arg, expected in ((x, "~x"), (a_, "np.logical_not(a)")):
+        assert (
+            printer.spell(Node(0, "not_", (arg,), arg.shape), operands)[0] == expected
+        )
+    index = Index(("None",))
+    for arg, expected in ((x, "x[None]"), (a_, "np.asarray(a, dtype=float)[None]")):
+        node = Node(0, "getitem", (arg,), (1, *arg.shape), index)
+        assert printer.spell(node, operands)[0] == expected
+    node = Node(0, "getitem", (a_,), (1,), index)
+    assert printer.spell(node, operands, "float32")[0] == (
+        "np.asarray(a, dtype=np.float32)[None]"
+    )
 
 
 def test_spell_parenthesises_operands_that_bind_looser() -> None:
