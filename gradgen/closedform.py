@@ -1800,7 +1800,7 @@ class _Text(_Printer, StrPrinter):
             body += " / " + self.parenthesize(f, _MUL)
         if coefficient == 1:
             return body
-        if coefficient == -1 and isinstance(factors[0], Compare | Or):
+        if coefficient == -1 and factors and isinstance(factors[0], Compare | Or):
             return f"-({body})"  # numpy refuses to negate a mask: -(mask * b)
         if coefficient == -1:
             return f"-{body}"  # -a * b is -(a * b)

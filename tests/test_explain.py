@@ -307,37 +307,33 @@ outputs:
 # around several reduced axes (printed v[:, :, None] for v[None, :, None]); an
 # array that simplifies to 0 (a - a), indexed or multiplied (printed 0[:, -2]);
 # a negated mask (printed -(s > 1/2) / ..., which numpy refuses).
-OP_SPECS.update(
-    {
-        "functions": """
+FOUND_SPECS = {
+    "functions": """
 params: {x: [n]}
 loss: sum(arctan(x) + sinh(x) + cosh(x) + gelu(x) + erf(x))
 """,
-        "restored_axes": """
+    "restored_axes": """
 inputs: {v: [T]}
 params: {w: [d, T, 1]}
 loss: sum(logsumexp(w, axis=(0, -1)) * v)
 """,
-        "zero_arrays": """
+    "zero_arrays": """
 inputs: {x: [N]}
 params: {w: [T], s: []}
 outputs:
   o: (w * ones([N, T]) - w * ones([N, T]))[:, -2] + s * x
   p: ones([N, T]) @ (w - w) + s * x
 """,
-        "negated_mask": """
+    "negated_mask": """
 params: {w: [n]}
 loss: sum(where(mean(w) > -2, 1 / (1 + square(w)), w))
 """,
-    }
-)
+}
 
 
-@pytest.fixture(scope="module")
-def op_modules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    out = tmp_path_factory.mktemp("ops")
+def _modules(out: Path, specs: dict[str, str]) -> dict[str, Any]:
     found: dict[str, Any] = {}
-    for name, body in OP_SPECS.items():
+    for name, body in specs.items():
         spec = out / f"ops_{name}.yaml"
         spec.write_text(f"gradgen: 1\nname: ops_{name}\n{body}", encoding="utf-8")
         g = pipeline.generate(spec, out)
@@ -346,13 +342,34 @@ def op_modules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return found
 
 
+@pytest.fixture(scope="module")
+def op_modules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return _modules(tmp_path_factory.mktemp("ops"), OP_SPECS)
+
+
+@pytest.fixture(scope="module")
+def found_modules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return _modules(tmp_path_factory.mktemp("found"), FOUND_SPECS)
+
+
 @pytest.mark.parametrize("name", sorted(OP_SPECS))
 def test_every_op_has_an_evaluable_closed_form(
     name: str, op_modules: dict[str, Any]
 ) -> None:
     """Each op prints in the three notations, never as a generic `op(...)`, and
     its closed form and docstring line agree with the generated code."""
-    ex, module = op_modules[name]
+    _closed_forms_agree(*op_modules[name])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(FOUND_SPECS))
+def test_closed_forms_the_hunt_found_wrong(
+    name: str, found_modules: dict[str, Any]
+) -> None:
+    _closed_forms_agree(*found_modules[name])
+
+
+def _closed_forms_agree(ex: Example, module: Any) -> None:
     e = explained(ex)
     results = [*e.gradients, *e.jacobians]
     for r in results:
