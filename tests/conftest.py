@@ -718,7 +718,7 @@ FAST_RULE_CASES = frozenset(
 
 
 #: Array libraries that take seconds to import and call (tests/test_array_api.py):
-#: the fast subset runs them on the MLP alone.
+#: the fast subset runs numpy and array-api-strict, the full run all four.
 SLOW_LIBRARIES = frozenset({"torch", "dask"})
 
 
@@ -740,8 +740,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         names = {_example_name(v) for v in callspec.params.values()} - {None}
         case = callspec.params.get("case")
         library = callspec.params.get("library")
-        if library in SLOW_LIBRARIES and names and not names <= {"mlp"}:
-            item.add_marker(pytest.mark.slow)  # torch and dask: one example fast
+        if library in SLOW_LIBRARIES:
+            item.add_marker(pytest.mark.slow)  # torch and dask: in the full run
         elif (names and not names & FAST_EXAMPLES) or (
             isinstance(case, str)
             and item.name.split("[")[0].endswith("against_finite_differences")
