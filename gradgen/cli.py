@@ -7,7 +7,6 @@ internal error (a gradgen bug, reported without a traceback); 130 interrupted.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +16,7 @@ from . import __version__, plan
 from .plan import Job, Kind
 from .report import CHANGED, FAILED, OK, Reporter
 from .report import run as _run
-from .stages import Format, Stage
+from .stages import Backend, DType, Format, Stage
 
 __all__ = ["Reporter", "app"]
 _STALE = {  # what `check` says of a module that would change
@@ -90,22 +89,12 @@ Quiet = Annotated[
 Strict = Annotated[bool, typer.Option("--strict", help="Treat warnings as errors.")]
 
 
-class DType(StrEnum):
-    FLOAT64 = "float64"
-    FLOAT32 = "float32"
-
-
 DTypeOption = Annotated[
     DType | None,
     typer.Option(
         "--dtype", help="Compute in this dtype (default: the spec's `dtype`)."
     ),
 ]
-
-
-class Backend(StrEnum):
-    NUMPY = "numpy"
-    ARRAY_API = "array-api"
 
 
 BackendOption = Annotated[
@@ -301,12 +290,10 @@ def explain_command(
             report.job = job
             result = plan.explain(job, fmt)
             report.error(*result.diagnostics)  # its errors, or its warnings
-            if isinstance(result, plan.Failed):
-                pass
-            elif output is not None:
-                assert result.explanation is not None
-                problem = plan.write_file(output, result.explanation)
-                report.error(*([problem] if problem else []))
-            else:
+            if isinstance(result, plan.Failed) or result.explanation is None:
+                continue
+            if output is None:
                 typer.echo(result.explanation, file=report.out, nl=False, color=False)
+            elif problem := plan.write_file(output, result.explanation):
+                report.error(problem)
         raise typer.Exit(FAILED if report.errors else OK)

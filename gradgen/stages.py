@@ -26,3 +26,17 @@ class Format(StrEnum):
 
     MARKDOWN = "markdown"
     HTML = "html"
+
+
+class DType(StrEnum):
+    """`--dtype`: what the module computes in."""
+
+    FLOAT64 = "float64"
+    FLOAT32 = "float32"
+
+
+class Backend(StrEnum):
+    """`--backend`: what the module is written against."""
+
+    NUMPY = "numpy"
+    ARRAY_API = "array-api"
