@@ -229,13 +229,13 @@ def scale_late(ops: Ops, results: list[Node]) -> dict[Node, Node]:
     for n in ancestors(results):
         args = n.args
         scale[n], reduced[n] = None, False
-        if n.op in LEAVES or (n.rank == 0 and _number(n)):
+        if n.op in LEAVES or (n.rank == 0 and of_sizes(n)):
             core[n] = n
         elif (pair := _scaled(n)) is not None and not integral(core[pair[1]]):
             number, array = pair  # 2 / N * e; never 2 / N * mask (a bool)
             core[n], scale[n] = core[array], times(number, scale[array])
             reduced[n] = reduced[array] and scale[array] is not None
-        elif n.op == "div" and _number(args[1]) and not integral(core[args[0]]):
+        elif n.op == "div" and of_sizes(args[1]) and not integral(core[args[0]]):
             top = scale[args[0]]
             top = top if top is not None else ops.const(1.0)
             core[n], scale[n] = core[args[0]], ops.div(top, args[1])
@@ -267,7 +267,7 @@ def _scaled(node: Node) -> tuple[Node, Node] | None:
     if node.op != "mul" or node.rank == 0:
         return None
     for number, array in (node.args, node.args[::-1]):
-        if number.rank == 0 and _number(number) and not integral(array):
+        if number.rank == 0 and of_sizes(number) and not integral(array):
             return number, array
     return None
 
@@ -283,11 +283,12 @@ def _cost(roots: list[Node], batch: AbstractSet[object]) -> float:
             total *= d if isinstance(d, int) else 10_000.0 if d in batch else 100.0
         return total
 
-    return sum(regions.weight(n) * size(n) for n in ancestors(roots))
+    return regions.cost(roots, size)
 
 
-def _number(node: Node) -> bool:
-    """A number made of literals and sizes alone (`2 / (N * k)`)."""
+def of_sizes(node: Node) -> bool:
+    """A number made of literals and sizes alone (`2 / (N * k)`): what `scale_late`
+    moves, and what the printer writes out wherever it is used instead of naming."""
     return all(
         a.op in ("const", "dim", "float", "mul", "div", "add", "sub", "neg")
         for a in ancestors([node])

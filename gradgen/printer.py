@@ -25,7 +25,7 @@ import numpy as np
 
 from . import naming
 from .graph import LEAVES, Index, Node, ancestors
-from .lower import Program, integral
+from .lower import Program, integral, of_sizes
 from .rules import ATOM, HELPERS_NEED, UNARY, Spelling, number
 from .rules import spelling as spelling_of
 from .simplify import MASKS
@@ -128,18 +128,14 @@ def print_body(
     lined: list[tuple[Node, str]] = []
     device = f", device=device({(list(arrays) or args)[0]})" if args else ""
     for n in needed:
-        helper = (xp_spelling(n) if xp else spelling_of(n.op)).helper
-        if helper:
-            helpers.add(helper)
-            helpers.update(HELPERS_NEED.get(helper, ()))
-        code, prec = spell(n, text, dtype, device if xp else None)
+        code, prec = _spell_noting(n, text, dtype, helpers, device if xp else None)
         if n.op in LEAVES:
             text[n] = (code, prec)
             continue
         preferred = names.get(n)
         if preferred is not None and preferred in named:
             preferred = None  # one node, two spec names: the first one wins
-        shared = uses[n] > 1 and not _size_arithmetic(n)
+        shared = uses[n] > 1 and not of_sizes(n)  # `2 / (N * k)`, written out
         if preferred is not None or shared or len(code) > INLINE_LIMIT:
             name = preferred if preferred is not None else temps.fresh()
             named.add(name)
@@ -197,9 +193,7 @@ def _in_place(
 
     def ufunc(n: Node) -> bool:
         match = _UFUNC_CALL.fullmatch(text[n][0])
-        return match is not None and isinstance(
-            getattr(np, match.group(1), None), np.ufunc
-        )
+        return match is not None and ufunc_name(match.group(1))
 
     def into(operand: Node) -> list[str]:
         steps = _in_place(operand, name, text, uses, lined, dtype)
@@ -228,25 +222,19 @@ def ufunc_name(name: str) -> bool:
     return isinstance(getattr(np, name, None), np.ufunc)
 
 
-def _size_arithmetic(node: Node) -> bool:
-    """True for a number made of dims and literals alone, like `N * k`: written out
-    wherever it is used (`2 / (N * k)`) rather than named, as numpy users write it."""
-    if node.op in ("dim", "const"):
-        return True
-    return node.op in ("mul", "div", "add", "sub", "float") and all(
-        _size_arithmetic(a) for a in node.args
-    )
-
-
 def _spell_noting(
-    node: Node, text: Mapping[Node, tuple[str, int]], dtype: str, helpers: set[str]
+    node: Node,
+    text: Mapping[Node, tuple[str, int]],
+    dtype: str,
+    helpers: set[str],
+    device: str | None = None,
 ) -> tuple[str, int]:
     """`spell`, adding the module-level helpers the spelling calls to `helpers`."""
-    helper = spelling_of(node.op).helper
+    helper = (spelling_of(node.op) if device is None else xp_spelling(node)).helper
     if helper:
         helpers.add(helper)
         helpers.update(HELPERS_NEED.get(helper, ()))
-    return spell(node, text, dtype)
+    return spell(node, text, dtype, device)
 
 
 def _dim_lines(

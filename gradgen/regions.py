@@ -97,9 +97,10 @@ def weight(node: Node) -> float:
     return 1.0
 
 
-def cost(roots: Iterable[Node]) -> float:
-    """The kernel's cost: every operation its results need, weighted."""
-    return sum(weight(n) * size(n) for n in ancestors(roots))
+def cost(roots: Iterable[Node], size_of: Callable[[Node], float] = size) -> float:
+    """The kernel's cost: every operation its results need, weighted, each of
+    `size_of` elements."""
+    return sum(weight(n) * size_of(n) for n in ancestors(roots))
 
 
 # --- substitution --------------------------------------------------------------------

@@ -231,25 +231,25 @@ def validate(
 
 def _dtype(node: YNode | None, c: Collector) -> str:
     """`dtype: float32` (or float64, the default)."""
-    if node is None:
-        return "float64"
-    value = node.value if isinstance(node, YScalar) else None
-    if value not in DTYPES:
-        shown = show_text(str(value)) if isinstance(value, str) else _kind(node)
-        c.error(node.loc, f"`dtype` is float64 or float32, not {shown}")
-        return "float64"
-    return str(value)
+    return _choice(node, c, "dtype", DTYPES)
 
 
 def _backend(node: YNode | None, c: Collector) -> str:
     """`backend: array-api` (or numpy, the default)."""
+    return _choice(node, c, "backend", BACKENDS)
+
+
+def _choice(
+    node: YNode | None, c: Collector, key: str, choices: tuple[str, ...]
+) -> str:
+    """One of `choices` (the first by default), or a located error."""
     if node is None:
-        return "numpy"
+        return choices[0]
     value = node.value if isinstance(node, YScalar) else None
-    if value not in BACKENDS:
+    if value not in choices:
         shown = show_text(str(value)) if isinstance(value, str) else _kind(node)
-        c.error(node.loc, f"`backend` is numpy or array-api, not {shown}")
-        return "numpy"
+        c.error(node.loc, f"`{key}` is {' or '.join(choices)}, not {shown}")
+        return choices[0]
     return str(value)
 
 
