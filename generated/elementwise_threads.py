@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/elementwise_threads.yaml
 spec-sha256: bf442042446723515b6d72323e80048db28c77878e50fff9c35db086f1cebbec
-body-sha256: f951f74dfe1df33b149bfd5a8132e2e63591b7c7c25e436c288defd290009e3e
+body-sha256: 98c18775a8006f72cecc7c3e0672e0dcee808fa0672097eb933a7932899b1eea
 
 The element-wise model of examples/elementwise.yaml with `threads: true`: loss_and_gradients runs over chunks of about 128K elements of x on a small thread pool (numpy releases the GIL in its ufuncs), each chunk computing its part of the loss and its rows of the gradient.
 
@@ -80,9 +80,8 @@ class Gradients(NamedTuple):
 
 def loss(x: np.ndarray) -> float:
     """The loss."""
-    t0 = np.sin(x) ** 2
-    t1 = np.cos(x)
-    return float((t0 + np.log1p(np.exp(-t0))) @ (t1 * t1 * t1))
+    t0 = np.cos(x)
+    return float(np.log(1 + np.exp(np.sin(x) ** 2)) @ (t0 * t0 * t0))
 
 
 def loss_and_gradients(x: np.ndarray) -> tuple[float, Gradients]:
@@ -96,13 +95,13 @@ def loss_and_gradients(x: np.ndarray) -> tuple[float, Gradients]:
     def _rows_0(lo, hi):
         t0 = x[lo:hi]
         t1 = np.sin(t0)
-        t2 = t1**2
-        t3 = np.cos(t0)
-        t4 = t3 * t3
-        t5 = np.exp(-t2)
-        t6 = t2 + np.log1p(t5)
-        dL_dx[lo:hi] = t4 * (2 * t4 / (1 + t5) - 3 * t6) * t1
-        return (np.einsum("i,i->", t6, t4 * t3),)
+        t2 = np.exp(t1**2)
+        t3 = 1 + t2
+        t4 = np.cos(t0)
+        t5 = t4 * t4
+        t6 = np.log(t3)
+        dL_dx[lo:hi] = t5 * (2 * t5 * (t2 / t3) - 3 * t6) * t1
+        return (np.einsum("i,i->", t6, t5 * t4),)
 
     (t7,) = _chunked(_rows_0, N, 1)
     return float(t7), Gradients(x=dL_dx)
