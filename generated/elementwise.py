@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/elementwise.yaml
 spec-sha256: 37f4e3b6ac807c7cf601e607371333b8342bc5523d18201bb812a1d544bf8882
-body-sha256: d785252b67b94930afd7f28fc79081e9acaf90701da56889a3c9767507210982
+body-sha256: 0428f79737c610256f6ad331bc5c2790df9543ef67882cb053a7603bcbc5243e
 
 An element-wise function summed over a vector, the issue-11 speed benchmark's model: sum(log(1 + exp(sin(x)**2)) * cos(x)**3). Every array operation is element-wise (no matrix product), so its speed is numpy's ufunc speed and the number of temporaries the generated code makes.
 
@@ -44,7 +44,8 @@ def loss_and_gradients(x: np.ndarray) -> tuple[float, Gradients]:
     dL/dx = cos(x)**2 * (2 * cos(x)**2 * sigmoid(sin(x)**2) - 3 * softplus(sin(x)**2)) * sin(x)
     """
     t0 = np.sin(x)
-    t1 = np.exp(t0**2)
+    t1 = t0**2
+    np.exp(t1, out=t1)
     t2 = 1 + t1
     t3 = np.cos(x)
     t4 = t3 * t3

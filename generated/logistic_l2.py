@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/logistic_l2.yaml
 spec-sha256: 0583a1a9539c9e708178793f985e079a60737992316eec3f59630f18559347be
-body-sha256: e3dd722f962c949b5736f3f607f3bfebb42a98fff92250c456aefe9dd50a25c6
+body-sha256: f5e858e4906ac1bbfebcd1b485e19066711cb95754368d21964ed247fdbf4afe
 
 L2-regularised logistic regression, written as binary cross-entropy with logits (softplus(z) - y z, finite for any z). Small models like this one are fitted with scipy's L-BFGS through the generated loss_and_gradient_flat (examples/fit_lbfgs.py).
 
@@ -66,7 +66,8 @@ def loss_and_gradients(
     """
     N = np.shape(X)[0]
     z = X @ w + b
-    t0 = np.exp(-np.abs(z))
+    t0 = -np.abs(z)
+    np.exp(t0, out=t0)
     t1 = np.mean(np.maximum(z, 0) + np.log1p(t0) - y * z) + 0.025 * (w @ w)
     t2 = np.maximum(z >= 0, t0) / (1 + t0) - y
     dL_dw = 0.05 * w + X.T @ t2 / N

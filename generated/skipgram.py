@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/skipgram.yaml
 spec-sha256: 740d11e3a4269c9ba45360d3deb8c571d302d1948f34b10bdda0745ecabd20f6
-body-sha256: 73a70c1ee8adc40176a269926ec5ea1602892b8ec5f1f4e9103b954b03b55f1e
+body-sha256: 96cc4ddf4b2550584f6807dc31c2c551bab7d5ea5105c85bfc91ce33aa69a756
 
 Skip-gram with negative sampling (word2vec): each center word's embedding is pulled towards its context word's output embedding and pushed away from K sampled negatives. Embedding lookups are E[ids]; their gradients are scatter-adds (repeated ids add up), never one-hot matrices.
 
@@ -106,8 +106,10 @@ def loss_and_gradients(
     t1 = u[:, None, :]
     t2 = F[negatives]
     negative = np.sum(t1 * t2, axis=2)
-    t3 = np.exp(-np.abs(positive))
-    t4 = np.exp(-np.abs(negative))
+    t3 = -np.abs(positive)
+    np.exp(t3, out=t3)
+    t4 = -np.abs(negative)
+    np.exp(t4, out=t4)
     t5 = np.mean(np.sum(-(np.maximum(negative, 0) + np.log1p(t4)), axis=1))
     dL_dpositive = -1 / B * (np.maximum(positive <= 0, t3) / (1 + t3))
     t6 = dL_dpositive[:, None]

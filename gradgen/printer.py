@@ -161,6 +161,8 @@ def print_body(
 #: Binary operators an expert applies in place: `H = X @ W; H += b`.
 AUGMENTED = {"add": "+=", "sub": "-=", "mul": "*=", "div": "/="}
 COMMUTATIVE = frozenset({"add", "mul"})
+#: Ops whose numpy spelling always makes a new array (`a @ b`, `x**2`, `-x`...).
+FRESH = frozenset({*AUGMENTED, "matmul", "powc", "neg"})
 _UFUNC_CALL = re.compile(r"np\.(\w+)\((\w+)(, -?[\d.]+)?\)")
 
 
@@ -188,7 +190,7 @@ def _in_place(
             and uses[operand] == 1
             and not any(n is operand for n, _ in lined)
             and not integral(operand)
-            and (operand.op in AUGMENTED or operand.op == "matmul" or ufunc(operand))
+            and (operand.op in FRESH or ufunc(operand))
         )
 
     def ufunc(n: Node) -> bool:
