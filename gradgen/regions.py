@@ -481,7 +481,7 @@ def _arithmetic(op: str, a: Interval, b: Interval, k: float | None) -> Interval:
             assert k is not None
             if k.is_integer() and k % 2 == 0 and a[0] < 0 < a[1]:
                 top = max(-a[0], a[1])
-                return (0.0, _float(sp.Rational(top) ** int(k)))
+                return (0.0, _float(_exact(top) ** int(k)))
             value = x ** sp.Rational(k)
         else:
             value = {"add": x + y, "sub": x - y, "mul": x * y, "div": x / y}[op]
