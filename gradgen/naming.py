@@ -41,6 +41,7 @@ ARRAY_API_NAMES = {
     "xp": "the array namespace `xp` that every function takes",
     "array_namespace": "`array_namespace` from array_api_compat",
     "device": "`device` from array_api_compat",
+    "is_writeable_array": "`is_writeable_array` from array_api_compat",
     "Any": "`Any` from typing",
     "Array": "its type alias `Array`",
 }

@@ -147,9 +147,15 @@ def print_body(
         else:
             text[n] = (code, prec)
     returned = tuple(text[r][0] for r in results)
-    if xp and any("xp." in t or "device(" in t for t in (*lines, *returned)):
+    namespace = xp and any("xp." in t or "device(" in t for t in (*lines, *returned))
+    if namespace:
         # the namespace of the arguments (Python numbers among them are skipped)
         lines.insert(0, f"xp = array_namespace({', '.join(args)})")
+    if xp and args and not arrays and (namespace or helpers):
+        # every argument is a scalar and may be a Python number, which neither
+        # array_namespace nor a helper takes: numbers become 0-d arrays first
+        lines.insert(0, f"{_unpack(args)}_arrays({', '.join(args)}, dtype={dtype!r})")
+        helpers.add("arrays")
     return Body(
         tuple(lines),
         returned,

@@ -178,14 +178,17 @@ def render_module(
         ("xp_helper_" if xp else "helper_") + h for h in sorted(helpers)
     ]
     bodies_text = [t for b in bodies.values() for t in (*b.lines, *b.results)]
-    # `device` is imported where the code or a helper reads one
-    reads_device = any(
-        "device(" in t
-        for t in (
-            *bodies_text,
-            *(_template_source(h + ".py.jinja") for h in helper_templates),
-        )
+    # array_namespace always; `device` and `is_writeable_array` where the code or a
+    # helper calls them
+    sources = (
+        *bodies_text,
+        *(_template_source(h + ".py.jinja") for h in helper_templates),
     )
+    imports = ["array_namespace"] + [
+        name
+        for name in ("device", "is_writeable_array")
+        if any(f"{name}(" in t for t in sources)
+    ]
     context = {
         "version": version,
         "spec_rel": spec_rel,
@@ -207,7 +210,7 @@ def render_module(
         "functions": functions,
         "outputs": outputs,
         "helpers": helper_templates,
-        "imports": "array_namespace, device" if reads_device else "array_namespace",
+        "imports": ", ".join(imports),
         "flat": _flat(model),
         "float": (XP_DTYPE_FIELDS if xp else DTYPE_FIELDS)[model.spec.dtype]["float"],
         "xp": xp,

@@ -4,8 +4,8 @@ against the Python array API standard, through array-api-compat.
 For every example, the array-API module is checked against the plain numpy module
 (`generated/`) on the same random data, in float64 to rtol 1e-10: on numpy arrays,
 on `array_api_strict` arrays (which refuse every call outside the standard), on torch
-CPU tensors and on dask arrays; each library's test skips cleanly where it is not
-installed. Results come back as the input library's arrays, fresh, in the spec's
+CPU tensors, JAX arrays (x64 switched on), CuPy arrays where a GPU is, and dask
+arrays; each library's test skips cleanly where it is not installed. Results come back as the input library's arrays, fresh, in the spec's
 dtype; on dask every result stays lazy (nothing is computed while the module runs,
 so loss and gradients are computed in one graph). The array-API module is also
 checked on its own against finite differences and at the stability points of the
@@ -52,7 +52,8 @@ from gradgen.rules import PLUMBING, RULES
 XP_EXAMPLES = [ex for ex in EXAMPLES if not ex.spec.get("threads")]
 XP_LOSS_EXAMPLES = [ex for ex in LOSS_EXAMPLES if ex in XP_EXAMPLES]
 examples = pytest.mark.parametrize("ex", XP_EXAMPLES, ids=example_id)
-LIBRARIES = ("numpy", "array_api_strict", "torch", "dask")
+#: cupy runs where cupy and a GPU are (it skips here: no GPU).
+LIBRARIES = ("numpy", "array_api_strict", "torch", "jax", "cupy", "dask")
 libraries = pytest.mark.parametrize("library", LIBRARIES)
 
 
@@ -83,6 +84,17 @@ class Library:
             self.lib = pytest.importorskip(name)
         if name == "dask":
             self.da = pytest.importorskip("dask.array")
+        if name == "cupy":
+            try:
+                gpus = self.lib.cuda.runtime.getDeviceCount()
+            except Exception as e:  # no driver: cupy imports, the runtime fails
+                pytest.skip(f"cupy without a GPU: {e}")
+            if gpus == 0:
+                pytest.skip("cupy without a GPU")
+        if name == "jax":
+            # float64 arrays: JAX makes float32 ones unless x64 is switched on
+            self.lib.config.update("jax_enable_x64", True)
+            self.jnp = pytest.importorskip("jax.numpy")
 
     def array(self, value: Any) -> Any:
         a = np.asarray(value)
@@ -92,6 +104,10 @@ class Library:
             return self.lib.asarray(a)
         if self.name == "torch":
             return self.lib.asarray(a.copy())
+        if self.name == "jax":
+            return self.jnp.asarray(a)
+        if self.name == "cupy":
+            return self.lib.asarray(a)
         # dask: two chunks along the first axis where it has two rows
         chunks = tuple(
             max(1, (n + 1) // 2) if i == 0 else n for i, n in enumerate(a.shape)
@@ -104,6 +120,8 @@ class Library:
             "numpy": lambda: (np.ndarray, np.generic),
             "array_api_strict": lambda: type(self.lib.asarray(0.0)),
             "torch": lambda: self.lib.Tensor,
+            "jax": lambda: self.lib.Array,
+            "cupy": lambda: self.lib.ndarray,
             "dask": lambda: self.da.Array,
         }
         return isinstance(value, types[self.name]())
@@ -113,6 +131,8 @@ class Library:
             return np.from_dlpack(value)
         if self.name == "torch":
             return value.numpy()
+        if self.name == "cupy":
+            return self.lib.asnumpy(value)
         if self.name == "dask":
             return np.asarray(value.compute())
         return np.asarray(value)
@@ -211,8 +231,33 @@ def test_python_floats_are_accepted_beside_arrays() -> None:
         assert_close(g, e, "gradient")
 
 
+SCALAR_EXAMPLES = [
+    ex
+    for ex in XP_EXAMPLES
+    if all(v == 0 for v in map(np.ndim, smooth_point(ex, 0).values()))
+]
+
+
+@pytest.mark.parametrize("ex", SCALAR_EXAMPLES, ids=example_id)
+def test_python_numbers_alone_are_accepted(ex: Example) -> None:
+    """A model of scalars called on Python numbers only (no array names a library):
+    every function runs on numpy's namespace, as the numpy module does."""
+    values = {k: float(v) for k, v in smooth_point(ex, 0).items()}
+    got = results(xp_module(ex.name), ex, values)
+    expected = results(ex.module, ex, values)
+    for name, value in got.items():
+        for g, e in zip(leaves(value), leaves(expected[name]), strict=True):
+            assert_close(g, e, f"{ex.name}.{name}")
+
+
+def test_some_examples_are_scalars_only() -> None:
+    assert len(SCALAR_EXAMPLES) >= 2, [ex.name for ex in SCALAR_EXAMPLES]
+
+
 @pytest.mark.parametrize("ex", XP_LOSS_EXAMPLES, ids=example_id)
-@pytest.mark.parametrize("library", ("numpy", "array_api_strict", "torch"))
+@pytest.mark.parametrize(
+    "library", ("numpy", "array_api_strict", "torch", "jax", "cupy")
+)
 def test_step_and_flat_vector(ex: Example, library: str) -> None:
     """`step` (with its optimizer state), `pack`, `unpack` and
     `loss_and_gradient_flat` agree with the numpy module's."""
@@ -346,7 +391,7 @@ STABLE_SPEC = (
 )
 
 
-@pytest.mark.parametrize("library", ("numpy", "array_api_strict"))
+@pytest.mark.parametrize("library", LIBRARIES)
 def test_cross_entropy_is_finite_at_800(library: str, tmp_path: Path) -> None:
     """As tests/test_generated_code.py's numpy test: at |z| = 800 the naive forms
     overflow; the array-API module's stable forms are exact there."""
@@ -380,7 +425,7 @@ def test_cross_entropy_is_finite_at_800(library: str, tmp_path: Path) -> None:
     assert soft[0] == pytest.approx(800.0) and soft[1] == pytest.approx(0.0, abs=1e-300)
 
 
-@pytest.mark.parametrize("library", ("numpy", "array_api_strict"))
+@pytest.mark.parametrize("library", LIBRARIES)
 @pytest.mark.parametrize("scale", (1e3, 1e4))
 def test_softmax_cross_entropy_is_finite_for_huge_logits(
     library: str, scale: float
@@ -407,7 +452,9 @@ def test_softmax_cross_entropy_is_finite_for_huge_logits(
     assert np.all(np.isfinite(lib.numpy(grads.b)))
 
 
-@pytest.mark.parametrize("library", ("numpy", "array_api_strict", "torch"))
+@pytest.mark.parametrize(
+    "library", ("numpy", "array_api_strict", "torch", "jax", "cupy")
+)
 def test_float32_stays_float32(library: str) -> None:
     """`dtype: float32` with the array-API backend: float32 in, float32 out."""
     lib = Library(library)
@@ -461,7 +508,9 @@ def test_every_namespace_name_is_in_the_standard() -> None:
 
 @examples
 def test_module_imports_the_standard_only(ex: Example) -> None:
-    """No numpy: typing, and array_namespace (and device) from array_api_compat."""
+    """No numpy: typing, and array_namespace (device, is_writeable_array) from
+    array_api_compat; only `_arrays`, for Python numbers alone, asks array_api_compat
+    for numpy's namespace."""
     tree = ast.parse(xp_text(ex.name))
     imported = set()
     for node in ast.walk(tree):
@@ -472,6 +521,8 @@ def test_module_imports_the_standard_only(ex: Example) -> None:
     assert imported - {"typing.Any", "typing.NamedTuple"} <= {
         "array_api_compat.array_namespace",
         "array_api_compat.device",
+        "array_api_compat.is_writeable_array",
+        "array_api_compat.numpy",
     }
     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     assert "np" not in names
