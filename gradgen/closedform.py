@@ -2004,6 +2004,9 @@ def _simplify(expr: Any, ranks: Mapping[sp.Symbol, int]) -> Any:
         if isinstance(expr, Sum) and not isinstance(expr, SumKeep):
             if rank(args[0], ranks) == 0:
                 return factor * args[0]
+            filled = _sum_of_fill(args[0], int(args[1]), ranks)
+            if filled is not None:
+                return factor * filled
         if isinstance(expr, Sum):
             along = _sum_of_onehot(args[0], int(args[1]), ranks)
             if along is not None:
@@ -2026,6 +2029,20 @@ def _simplify(expr: Any, ranks: Mapping[sp.Symbol, int]) -> Any:
     region = hide(expr.xreplace(inner))
     region = _wheres(_best(region))
     return region.xreplace({s: e for e, s in opaque.items()})
+
+
+def _sum_of_fill(x: Any, axis: int, ranks: Mapping[sp.Symbol, int]) -> Any:
+    """The sum of a number filled into an array is the number times the count
+    (along `axis`, or -1: every axis). None: not that form."""
+    if not isinstance(x, Fill) or isinstance(x, Reshape):
+        return None
+    if rank(x.args[0], ranks) != 0:
+        return None
+    dims = list(x.extra)
+    if axis == -1:
+        return sp.Mul(*dims) * x.args[0]
+    count = dims.pop(axis)
+    return count * (Fill(x.args[0], *dims) if dims else x.args[0])
 
 
 def _sum_of_onehot(x: Any, axis: int, ranks: Mapping[sp.Symbol, int]) -> Any:
@@ -2188,6 +2205,11 @@ class Shadow:
             if isinstance(expr, sp.Symbol):
                 self.ranks[expr] = node.rank
         self._memo: dict[Node, Any] = {}
+        # the shape of the array each memoised expression computes: an element-wise
+        # expression broadcasts, so it can be smaller than its node's (a `tfill`
+        # prints as its operand, a scalar gradient stands for an array of equal
+        # entries); an operation that is not element-wise gets it filled back
+        self._shapes: dict[Node, tuple[object, ...]] = {}
 
     def symbol(self, name: str, node: Node) -> sp.Symbol:
         s = sp.Symbol(name, real=True)
@@ -2204,12 +2226,36 @@ class Shadow:
             if n is not root or stop_at_root:
                 if n in self.atoms:
                     self._memo[n] = self.atoms[n]
+                    self._shapes[n] = n.shape
                     continue
-            self._memo[n] = self._convert(n)
+            self._memo[n], self._shapes[n] = self._shaped(n)
         result = self._memo[root]
+        if self._shapes[root] not in ((), root.shape) and result != 0:
+            result = Fill(result, *(self._dim(d) for d in root.shape))
         if root in self.atoms and not stop_at_root:
             del self._memo[root]  # the expansion is for this call only
+            del self._shapes[root]
         return result
+
+    def _shaped(self, n: Node) -> tuple[Any, tuple[object, ...]]:
+        """`n` as sympy, and the shape of the array that expression computes."""
+        if n.op in ("const", "dim"):
+            return self._convert(n), ()
+        if n.op in _TRANSPARENT:
+            return self._memo[n.args[0]], self._shapes[n.args[0]]
+        if _is_elementwise(n):
+            return self._convert(n), _broadcast([self._shapes[a] for a in n.args])
+        if n.op in ("getitem", "index") and self._shapes[n.args[0]] == ():
+            return self._memo[n.args[0]], ()  # a scalar standing for an array
+        saved = {}
+        for a in n.args:
+            if self._shapes[a] != a.shape and self._memo[a] != 0:
+                saved[a] = self._memo[a]
+                self._memo[a] = Fill(saved[a], *(self._dim(d) for d in a.shape))
+        try:
+            return self._convert(n), n.shape
+        finally:
+            self._memo.update(saved)
 
     def _convert(self, n: Node) -> Any:
         args = [self._memo[a] for a in n.args]
@@ -2445,6 +2491,32 @@ def _unknown(n: Node, args: list[Any]) -> Any:
     if rule is not None and rule.elementwise is not None and len(args) == 1:
         return rule.elementwise[0].xreplace({X: args[0]})
     return _generic(n.op)(*args, sp.Integer(n.rank))
+
+
+_NOT_ELEMENTWISE = frozenset({"matmul", "transpose", "outer", "swap01"})
+
+
+def _is_elementwise(n: Node) -> bool:
+    """An op whose sympy expression is element-wise (operands broadcast)."""
+    if n.op in _FUNCTIONS or n.op == "powc":
+        return True
+    if n.op in _ARITHMETIC:
+        return n.op not in _NOT_ELEMENTWISE
+    if n.op in _REDUCTIONS or n.op in _LINEAR_OPS or n.op in _BILINEAR_OPS:
+        return False
+    rule = RULES.get(n.op)
+    return rule is not None and rule.elementwise is not None and len(n.args) == 1
+
+
+def _broadcast(shapes: list[tuple[object, ...]]) -> tuple[object, ...]:
+    """numpy's broadcast of shapes of dims (aligned from the right)."""
+    rank_ = max((len(s) for s in shapes), default=0)
+    out: list[object] = [1] * rank_
+    for s in shapes:
+        for i, d in enumerate(s, start=rank_ - len(s)):
+            if d != 1:
+                out[i] = d
+    return tuple(out)
 
 
 def _several(n: Node) -> bool:

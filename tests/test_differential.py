@@ -54,7 +54,15 @@ from conftest import (
     random_value,
 )
 
-from gradgen import pipeline
+from gradgen import closedform, pipeline
+from gradgen.derive import derive
+from gradgen.explanation import Explanation
+from gradgen.explanation import explain as explain_derivation
+from gradgen.load import load_yaml_text, read_spec_bytes
+from gradgen.lower import lower
+from gradgen.model import build
+from gradgen.printer import print_program
+from gradgen.spec import validate
 
 autograd = pytest.importorskip("autograd")
 anp = pytest.importorskip("autograd.numpy")
@@ -75,6 +83,8 @@ AD_RTOL, AD_ATOL = 1e-8, 1e-9
 # Against central differences (FD_STEPS, the better of the two counts).
 FD_RTOL, FD_ATOL = 1e-5, 1e-6
 FD_STEPS = (1e-6, 1e-5)
+# A closed form against the generated code: the same math, evaluated another way.
+CLOSED_RTOL, CLOSED_ATOL = 1e-9, 1e-9
 MAX_SKIPPED_FRACTION = 0.05
 
 
@@ -719,6 +729,58 @@ def generate_module(spec_text: str, name: str, folder: Path) -> ModuleType:
     return import_file(generated.target, f"gradgen_differential_{name}")
 
 
+def explained(spec_text: str, name: str, folder: Path) -> Explanation:
+    """The spec's explanation (its closed forms), as the pipeline builds it."""
+    path = folder / f"{name}.yaml"
+    path.write_text(spec_text, encoding="utf-8")
+    shown = str(path)
+    data = read_spec_bytes(path, shown)
+    model = build(validate(load_yaml_text(data, shown), shown, name, None))
+    derivatives = derive(model)
+    program = lower(model, derivatives)
+    return explain_derivation(
+        model, derivatives, program, print_program(program), steps=False
+    )
+
+
+def closed_form_problems(
+    spec: RandomSpec, module: ModuleType, values: dict[str, Any], folder: Path
+) -> list[str]:
+    """Every closed form the explanation prints (the docstrings' `dL/dw = ...`),
+    evaluated on numpy (`closedform.evaluate`) at `values`, against the generated
+    module's gradient or Jacobian there (itself checked against autograd and
+    differences). A scalar closed form stands for an array of equal entries."""
+    explanation = explained(spec.text(), spec.name, folder)
+    point = {**values, **reference(spec, values).define}
+    point.update({d: int(size) for d, size in spec.dims.items()})
+    want: dict[str, Any] = {}
+    if spec.loss is not None:
+        for p, g in call(module.gradients, values)._asdict().items():
+            want[f"dL/d{p}"] = g
+    for out in spec.outputs:
+        for p, j in call(getattr(module, f"jacobian_{out}"), values)._asdict().items():
+            want[f"d{out}/d{p}"] = j
+    problems: list[str] = []
+    for r in [*explanation.gradients, *explanation.jacobians]:
+        if r.closed is None:  # no closed form printed: nothing to check
+            continue
+        what = f"closed form {r.name} = {r.closed.text}"
+        if r.name not in want:
+            problems.append(f"{what}: the module has no such derivative")
+            continue
+        expected = np.asarray(want[r.name], dtype=float)
+        try:
+            got = np.asarray(closedform.evaluate(r.closed.expr, point), dtype=float)
+            got = np.broadcast_to(got, expected.shape)
+        except Exception as error:
+            problems.append(f"{what}: evaluating raised {type(error).__name__}: {error}")
+            continue
+        note = mismatch(got, expected, CLOSED_RTOL, CLOSED_ATOL)
+        if note is not None:
+            problems.append(f"{what}: {note}")
+    return problems
+
+
 def smooth_point(spec: RandomSpec, seed: int, limit: float = 1e8) -> dict[str, Any]:
     """A seeded random point where every value is finite and moderate and every
     relu/abs/max/min switch is further than KINK_MARGIN from its kink."""
@@ -994,6 +1056,7 @@ def check_spec(spec: RandomSpec, seed: int, folder: Path) -> Outcome:
         with np.errstate(all="ignore"):
             outcome.problems += check_module(spec, module, values, unchecked)
             outcome.problems += zero_d_problems(module, values)
+            outcome.problems += closed_form_problems(spec, module, values, folder)
     except Exception as error:
         outcome.problems.append(
             f"running the module raised {type(error).__name__}: {error}"
@@ -1139,6 +1202,7 @@ def check_explicit(spec: RandomSpec, folder: Path, seed: int = 0) -> None:
     module = generate_module(spec.text(), spec.name, folder)
     with np.errstate(all="ignore"):
         problems = check_module(spec, module, values)
+        problems += closed_form_problems(spec, module, values, folder)
     assert not problems, spec.text() + "\n".join(problems)
 
 
@@ -1442,3 +1506,26 @@ def test_shared_memory_is_caught() -> None:
     assert any("a and c share memory" in p for p in problems), problems
     assert any("a shares memory with the argument x" in p for p in problems)
     assert not any(p.startswith("b") for p in problems)
+
+
+# ------------------------------------------------------------------ closed forms
+
+# Found by checking every closed form of the random specs against the generated
+# code (`closed_form_problems`): closed forms that printed a wrong derivative.
+CLOSED_FORM_CASES = {
+    # a scalar adjoint filled over [D, D, D] (tfill) then summed over two axes:
+    # the sum did not count the filled axis (1/D**2 instead of 1/D)
+    "sum of a filled tensor": (
+        {"Z": ("D", "D")},
+        {"u": ("D",)},
+        "mean(Z - exp(u))",
+        {"o": "mean(Z - exp(u))"},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CLOSED_FORM_CASES))
+def test_bug_closed_forms(tmp_path: Path, case: str) -> None:
+    inputs, params, loss, outputs = CLOSED_FORM_CASES[case]
+    spec = explicit_spec("closed", inputs, params, loss=loss, outputs=outputs)
+    check_explicit(spec, tmp_path)
