@@ -1992,7 +1992,9 @@ def _simplify(expr: Any, ranks: Mapping[sp.Symbol, int]) -> Any:
     if not expr.args or isinstance(expr, sp.Symbol):
         return expr
     if isinstance(expr, Op) and not isinstance(expr, Elementwise):
-        args = [_simplify(a, ranks) for a in expr.args]
+        # an operand whose simplification lost axes (a * b / a is b) stays as it
+        # was: the operation needs its shape
+        args = [_keep_rank(a, _simplify(a, ranks), ranks) for a in expr.args]
         if not isinstance(expr, _LINEAR):
             return expr.func(*args)
         factor = sp.Integer(1)
@@ -2029,6 +2031,12 @@ def _simplify(expr: Any, ranks: Mapping[sp.Symbol, int]) -> Any:
     region = hide(expr.xreplace(inner))
     region = _wheres(_best(region))
     return region.xreplace({s: e for e, s in opaque.items()})
+
+
+def _keep_rank(before: Any, after: Any, ranks: Mapping[sp.Symbol, int]) -> Any:
+    if after != 0 and rank(after, ranks) < rank(before, ranks):
+        return before
+    return after
 
 
 def _sum_of_fill(x: Any, axis: int, ranks: Mapping[sp.Symbol, int]) -> Any:
@@ -2229,9 +2237,7 @@ class Shadow:
                     self._shapes[n] = n.shape
                     continue
             self._memo[n], self._shapes[n] = self._shaped(n)
-        result = self._memo[root]
-        if self._shapes[root] not in ((), root.shape) and result != 0:
-            result = Fill(result, *(self._dim(d) for d in root.shape))
+        result = self._memo[root]  # smaller than root.shape: broadcast to it
         if root in self.atoms and not stop_at_root:
             del self._memo[root]  # the expansion is for this call only
             del self._shapes[root]
@@ -2244,7 +2250,12 @@ class Shadow:
         if n.op in _TRANSPARENT:
             return self._memo[n.args[0]], self._shapes[n.args[0]]
         if _is_elementwise(n):
-            return self._convert(n), _broadcast([self._shapes[a] for a in n.args])
+            converted = self._convert(n)
+            shape = _broadcast([self._shapes[a] for a in n.args])
+            operands = [rank(self._memo[a], self.ranks) for a in n.args]
+            if rank(converted, self.ranks) < max(operands, default=0):
+                shape = _UNKNOWN  # sympy simplified an operand away (y - y is 0)
+            return converted, shape
         if n.op in ("getitem", "index") and self._shapes[n.args[0]] == ():
             return self._memo[n.args[0]], ()  # a scalar standing for an array
         saved = {}
@@ -2493,6 +2504,8 @@ def _unknown(n: Node, args: list[Any]) -> Any:
     return _generic(n.op)(*args, sp.Integer(n.rank))
 
 
+#: The shape of an expression sympy made smaller than its operands broadcast to.
+_UNKNOWN: tuple[object, ...] = ("?",)
 _NOT_ELEMENTWISE = frozenset({"matmul", "transpose", "outer", "swap01"})
 
 

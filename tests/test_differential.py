@@ -1521,6 +1521,45 @@ CLOSED_FORM_CASES = {
         "mean(Z - exp(u))",
         {"o": "mean(Z - exp(u))"},
     ),
+    # u broadcast over the rows of [D, 3] and summed: the closed form summed the
+    # identity's rows as if unbroadcast (1 for 3)
+    "sum of a broadcast vector": (
+        {},
+        {"u": ("3",), "w": ("D", "3")},
+        None,
+        {"o": "sum(u + 3 - w)"},
+    ),
+    # a scalar added to every entry, summed: the Jacobian is D * D, printed as 1
+    "sum of a broadcast scalar": (
+        {"Z": ("D", "D")},
+        {"u": ()},
+        None,
+        {"o": "sum(Z + sum(u))"},
+    ),
+    # einsum with '...' given a scalar standing for a vector (the tangent of s**2
+    # filled over [D]): the subscripts had the wrong rank for it
+    "einsum of a filled scalar": (
+        {"v": ("D",)},
+        {"s": ()},
+        None,
+        {"o": "(s ** 2 + v) @ v"},
+    ),
+    # sympy simplifies u - u to 0: the [D] array it stood in was a scalar in the
+    # matrix product's einsum
+    "einsum of an array simplified to 0": (
+        {},
+        {"W": (), "u": ("D",)},
+        None,
+        {"o": "u @ (W - (u - u))"},
+    ),
+    # max(y @ w, y - y): y - y is 0, and the mask max(...) == y @ w a vector, not
+    # the [D, D] matrix the sum over axis 0 needs
+    "a mask whose shape sympy simplified away": (
+        {"y": ("D", "D")},
+        {"w": ("D",)},
+        "mean(max(y @ w, y - y))",
+        {},
+    ),
 }
 
 
