@@ -2258,6 +2258,8 @@ class Shadow:
             return converted, shape
         if n.op in ("getitem", "index") and self._shapes[n.args[0]] == ():
             return self._memo[n.args[0]], ()  # a scalar standing for an array
+        if n.op == "put" and _squeezes(n) and self._shapes[n.args[0]] == ():
+            return self._memo[n.args[0]], ()  # new axes of a scalar dropped
         saved = {}
         for a in n.args:
             if self._shapes[a] != a.shape and self._memo[a] != 0:
@@ -2419,7 +2421,12 @@ class Shadow:
         size-1 axes (`sum(..., keepdims=True)` put back is the plain sum)."""
         items = attr(n, IndexAttr).items
         g = args[0]
-        if all(i in (":", "None") for i in items):
+        if _squeezes(n):
+            dims = iter(n.shape)
+            spread = tuple(1 if i == "None" else next(dims) for i in items)
+            spread += tuple(dims)  # the axes after the index
+            if n.args[0].shape != spread:  # g broadcasts to the indexed shape
+                g = Fill(g, *(self._dim(d) for d in spread))
             dropped = [k for k, i in enumerate(items) if i == "None"]
             if len(dropped) == 1 and isinstance(g, SumKeep):
                 if int(g.args[1]) == dropped[0]:
@@ -2530,6 +2537,11 @@ def _broadcast(shapes: list[tuple[object, ...]]) -> tuple[object, ...]:
             if d != 1:
                 out[i] = d
     return tuple(out)
+
+
+def _squeezes(n: Node) -> bool:
+    """A `put` at an index of `:` and `None` only: it drops the new axes."""
+    return all(i in (":", "None") for i in attr(n, IndexAttr).items)
 
 
 def _several(n: Node) -> bool:

@@ -1560,6 +1560,27 @@ CLOSED_FORM_CASES = {
         "mean(max(y @ w, y - y))",
         {},
     ),
+    # the adjoint of a new axis (u[:, None]) is the gradient with that axis
+    # dropped; of a scalar gradient (the sum's 1, a constant 2) it was printed
+    # 1[:, 0], which no array can be indexed as
+    "a new axis given a scalar gradient": (
+        {},
+        {"u": ("D",)},
+        "sum(u[:, None])",
+        {"o": "u[:, None]"},
+    ),
+    "a leading new axis given a scalar gradient": (
+        {},
+        {"u": ("D",)},
+        "sum(exp(u)[None, :] * 2)",
+        {},
+    ),
+    "a new axis broadcast": (
+        {"Z": ("D", "D")},
+        {"u": ("D",)},
+        "sum(u[:, None] + Z)",
+        {"o": "sum(u[:, None] + Z, axis=0)"},
+    ),
 }
 
 
