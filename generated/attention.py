@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/attention.yaml
 spec-sha256: ef0893b4b79e8baab0afd088cfe8106b94d54974471fbd0cd27adf243a4650e3
-body-sha256: b463fd0d08ad6ef6002fcb3de3ed9006050a0a0aeb234d4a6039363698faa9af
+body-sha256: 201bd221c425dac37f01d3998ef10d496b9a8a6a2e2723b33fb3755b3d7695fe
 
 One head of batched self-attention over sequences X [B, T, d]: queries, keys and values are batched matrix products with shared weights, the scores are scaled dot products softmaxed along the last axis, fitted by mean squared error. The weight gradients come out as one tensordot each over the batch and time axes.
 
@@ -18,7 +18,7 @@ Model:
     optimizer: adam (lr=0.01, beta1=0.9, beta2=0.999, eps=1e-08)
 
 Where a derivative does not exist, the gradients use:
-    sqrt: sqrt'(0) = 1/(2*0) = inf; gradgen has no norm, and the gradient of sqrt(sum(x**2)) at x = 0 is nan (inf * 0), not 0
+    sqrt: sqrt'(0) = 1/(2*0) = inf: the gradient of sqrt(sum(x**2)) at x = 0 is nan (inf * 0), not 0 (norm(x)'s is 0)
 
 Regenerate with `gradgen generate`; `gradgen check` fails while this file is stale.
 """

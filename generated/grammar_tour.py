@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/grammar_tour.yaml
 spec-sha256: 95f44d4952aa211a009dfb95fdb564acca1cf7c24e5b204ec2e86c68921c616f
-body-sha256: 59eabaa07f11992200ff9468232e990c7784a4d4bacedc572c3ca75f1785f20e
+body-sha256: 23bde2c88b7453e81984d8909d5b12043a66a77d0bda788b363848a324b1e051
 
 Exercises the rest of the expression grammar in one smooth-enough loss: a bias row, a leaky ReLU built from max(0, z) and min(z, 0), abs, square, sqrt, exp, log, cos, tanh, sigmoid, unary minus, division, .T, dot, sum(..., axis=0), mean(..., axis=1), a dim used as a number, a scalar input and a scalar param broadcast over arrays. Every argument stays inside its domain (sqrt(square(.) + 1), log(1 + exp(.))). Trained with momentum with a non-default beta. The outputs depend on only some of the params and inputs.
 
@@ -28,7 +28,7 @@ Where a derivative does not exist, the gradients use:
     abs: abs'(0) = sign(0) = 0
     max: at a tie a == b the whole gradient goes to one operand: a constant one if there is one (so max(0, z) is relu, 0 at z = 0), else the first
     min: at a tie, as max: a constant operand, else the first
-    sqrt: sqrt'(0) = 1/(2*0) = inf; gradgen has no norm, and the gradient of sqrt(sum(x**2)) at x = 0 is nan (inf * 0), not 0
+    sqrt: sqrt'(0) = 1/(2*0) = inf: the gradient of sqrt(sum(x**2)) at x = 0 is nan (inf * 0), not 0 (norm(x)'s is 0)
 
 Regenerate with `gradgen generate`; `gradgen check` fails while this file is stale.
 """

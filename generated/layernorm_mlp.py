@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/layernorm_mlp.yaml
 spec-sha256: 9c744947f8ac7893ccc06dbace7ff6650fb3223e25e2c515673af049e5977736
-body-sha256: 492a968b4ddd2c320e8e5b2862187db1aab82536af646d9ac8c944460876baf8
+body-sha256: 9ab57d2b9b205ac60100f0a580cf6a6d2ab9f088fa094448f023f11bace5cd20
 
 An MLP with layer normalisation of the hidden layer: each row centred and scaled by its own mean and standard deviation (keepdims, as in numpy), then a learned gain and shift (beta: a param name adam's beta1/beta2 do not clash with).
 
@@ -18,7 +18,7 @@ Model:
     optimizer: adam (lr=0.01, beta1=0.9, beta2=0.999, eps=1e-08)
 
 Where a derivative does not exist, the gradients use:
-    sqrt: sqrt'(0) = 1/(2*0) = inf; gradgen has no norm, and the gradient of sqrt(sum(x**2)) at x = 0 is nan (inf * 0), not 0
+    sqrt: sqrt'(0) = 1/(2*0) = inf: the gradient of sqrt(sum(x**2)) at x = 0 is nan (inf * 0), not 0 (norm(x)'s is 0)
 
 Regenerate with `gradgen generate`; `gradgen check` fails while this file is stale.
 """

@@ -1402,8 +1402,18 @@ CONVENTIONS: dict[str, tuple[str, str]] = {
     "minimum": ("min", "at a tie, as max: a constant operand, else the first"),
     "sqrt": (
         "sqrt",
-        "sqrt'(0) = 1/(2*0) = inf; gradgen has no norm, and the gradient of"
-        " sqrt(sum(x**2)) at x = 0 is nan (inf * 0), not 0",
+        "sqrt'(0) = 1/(2*0) = inf: the gradient of sqrt(sum(x**2)) at x = 0 is nan"
+        " (inf * 0), not 0 (norm(x)'s is 0)",
+    ),
+    "norm": (
+        "norm",
+        "norm'(x) = x / norm(x), taken as 0 at x = 0 (the closed form's division"
+        " by norm(x) is by 1 there)",
+    ),
+    "std": (
+        "std",
+        "std'(x) = (x - mean(x)) / (count * std(x)), taken as 0 where std(x) = 0"
+        " (the closed form's division by std(x) is by 1 there)",
     ),
     "pow": (
         "a**b",

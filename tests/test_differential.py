@@ -773,7 +773,9 @@ def closed_form_problems(
             got = np.asarray(closedform.evaluate(r.closed.expr, point), dtype=float)
             got = np.broadcast_to(got, expected.shape)
         except Exception as error:
-            problems.append(f"{what}: evaluating raised {type(error).__name__}: {error}")
+            problems.append(
+                f"{what}: evaluating raised {type(error).__name__}: {error}"
+            )
             continue
         note = mismatch(got, expected, CLOSED_RTOL, CLOSED_ATOL)
         if note is not None:

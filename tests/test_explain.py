@@ -581,6 +581,19 @@ def test_conventions_are_what_the_code_does(tmp_path: Path) -> None:
     with np.errstate(divide="ignore", invalid="ignore"):
         assert np.isnan(norm.gradients(np.zeros(3)).x).all()
     assert "sqrt'(0)" in text
+    body = "params: {x: [n]}\nloss: norm(x) + std(x)\n"
+    both, text = _module(tmp_path, "k_normstd", body)
+    assert np.array_equal(both.gradients(np.zeros(3)).x, np.zeros(3))
+    assert "norm'(x) = x / norm(x), taken as 0 at x = 0" in text
+    assert "std'(x) = (x - mean(x)) / (count * std(x)), taken as 0" in text
+    spec = tmp_path / "k_normstd.yaml"
+    e = explained(Example(spec))
+    (g,) = e.gradients
+    assert g.closed.text == (  # undefined at 0 as written: the rows above say so
+        "x / norm(x) + 1/n * (x - 1/n * sum(x, axis=0, keepdims=True)) / std(x)"
+    )
+    at_zero = closedform.evaluate(g.closed.expr, {"x": np.zeros(3), "n": 3})
+    assert np.array_equal(np.broadcast_to(at_zero, (3,)), np.zeros(3))
     power, text = _module(tmp_path, "k_pow", "params: {a: [], b: []}\nloss: a**b\n")
     zero = np.float64(0.0)  # numpy, not a Python float, which raises instead
     with np.errstate(divide="ignore", invalid="ignore"):
