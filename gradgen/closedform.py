@@ -2281,8 +2281,10 @@ class Shadow:
             return number(n.value)
         if op in _TRANSPARENT:
             return args[0]
-        if (op in _LINEAR_OPS and args[0] == 0) or (
-            op in _BILINEAR_OPS and 0 in args[:2]
+        if (
+            (op in _LINEAR_OPS and args[0] == 0)
+            or (op in _BILINEAR_OPS and 0 in args[:2])
+            or (op == "einsum" and 0 in args)  # linear in every operand
         ):
             return sp.Integer(0)
         if op in ("getitem", "index") and rank(args[0], self.ranks) < n.args[0].rank:

@@ -1577,6 +1577,14 @@ CLOSED_FORM_CASES = {
         "sum(exp(u)[None, :] * 2)",
         {},
     ),
+    # the forward-mode product of three or more factors is one einsum: a factor
+    # simplified to 0 (sum(s) - sum(s)) past the first two was a scalar operand
+    "einsum with a third factor simplified to 0": (
+        {},
+        {"b": ("D", "N"), "s": ("D", "N"), "u": ("D",)},
+        None,
+        {"o": "cos(u @ s) * (sum(s) - sum(s)) * log(1 + square(s.T @ b))"},
+    ),
     "a new axis broadcast": (
         {"Z": ("D", "D")},
         {"u": ("D",)},
