@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 from xml.dom.minidom import Element
@@ -2262,7 +2263,9 @@ class Shadow:
             return self._memo[n.args[0]], ()  # new axes of a scalar dropped
         saved = {}
         for a in n.args:
-            if self._shapes[a] != a.shape and self._memo[a] != 0:
+            if self._shapes[a] == a.shape:
+                continue
+            if self._memo[a] != 0 or n.op in _REDUCTIONS or n.op in _KEEP_ZERO:
                 saved[a] = self._memo[a]
                 self._memo[a] = Fill(saved[a], *(self._dim(d) for d in a.shape))
         try:
@@ -2456,10 +2459,10 @@ class Shadow:
     def _dim(self, d: object) -> Any:
         if isinstance(d, int):
             return sp.Integer(d)
-        if isinstance(d, str) and "*" not in d:
-            return sp.Symbol(d, positive=True, integer=True)
         assert isinstance(d, str)
-        return sp.Mul(*(self._dim(p) for p in d.split("*")))
+        if d.isidentifier():
+            return sp.Symbol(d, positive=True, integer=True)
+        return _dim_expr(d)  # T * 2 * d, T**2*e: dims in arithmetic
 
 
 class Generic(Op):
@@ -2513,6 +2516,9 @@ def _unknown(n: Node, args: list[Any]) -> Any:
     return _generic(n.op)(*args, sp.Integer(n.rank))
 
 
+#: Ops of a 0 standing for an array of zeros that need the array (logsumexp of
+#: zeros is not 0); the linear ones are 0 themselves.
+_KEEP_ZERO = frozenset({"logsumexp", "softmax", "log_softmax"})
 #: The shape of an expression sympy made smaller than its operands broadcast to.
 _UNKNOWN: tuple[object, ...] = ("?",)
 _NOT_ELEMENTWISE = frozenset({"matmul", "transpose", "outer", "swap01"})
@@ -2539,6 +2545,16 @@ def _broadcast(shapes: list[tuple[object, ...]]) -> tuple[object, ...]:
             if d != 1:
                 out[i] = d
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _dim_expr(d: str) -> Any:
+    """A dim written as arithmetic on dims and sizes, as sympy."""
+    names = {
+        name: sp.Symbol(name, positive=True, integer=True)
+        for name in re.findall(r"[A-Za-z_][A-Za-z_0-9]*", d)
+    }
+    return sp.parse_expr(d, local_dict=names)
 
 
 def _squeezes(n: Node) -> bool:

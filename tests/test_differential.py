@@ -1585,6 +1585,15 @@ CLOSED_FORM_CASES = {
         None,
         {"o": "cos(u @ s) * (sum(s) - sum(s)) * log(1 + square(s.T @ b))"},
     ),
+    # max over the axis of w - w, which sympy makes 0: a max of a scalar 0 over
+    # axis 0 could not be evaluated (logsumexp of zeros is not even 0)
+    "a reduction of an array simplified to 0": (
+        {},
+        {"w": ("D",)},
+        "sum(w * ((w - w) - max(w - w, axis=0, keepdims=True)))"
+        " + sum(w * logsumexp(w - w, axis=0, keepdims=True))",
+        {},
+    ),
     "a new axis broadcast": (
         {"Z": ("D", "D")},
         {"u": ("D",)},
@@ -1592,6 +1601,29 @@ CLOSED_FORM_CASES = {
         {"o": "sum(u[:, None] + Z, axis=0)"},
     ),
 }
+
+
+# found by the closed-form check in tests/test_differential_ranks.py: dims in
+# arithmetic (T * T * e) in the shape of a reshape or a filled array were read
+# as names ("T * T * e" split at *), and sizes in them (T * 2 * d) as names too
+RESHAPE_CASES = {
+    "T * T * e": "reshape(tanh(reshape(ones([B, T, T, e]) * mean(W), [B, T * T * e])),"
+    " [B, T, T, e])",
+    "T * 2 * e": "reshape(sigmoid(reshape(ones([B, T, 2, e]) * mean(W), [B, T * 2 * e])),"
+    " [B, T, 2, e])",
+}
+
+
+@pytest.mark.parametrize("case", list(RESHAPE_CASES))
+def test_bug_closed_forms_of_reshapes(tmp_path: Path, case: str) -> None:
+    spec = explicit_spec(
+        "reshapes",
+        {"X": ("B", "T", "d")},
+        {"W": ("d", "e")},
+        outputs={"o": RESHAPE_CASES[case]},
+        sizes={"B": 2, "T": 3, "d": 2, "e": 3},
+    )
+    check_explicit(spec, tmp_path)
 
 
 @pytest.mark.parametrize("case", list(CLOSED_FORM_CASES))
