@@ -96,3 +96,16 @@ def test_replot_writes_a_png(speed: ModuleType, tmp_path: Path) -> None:
     png = tmp_path / "speed.png"
     assert speed.main(["--replot", str(source), "--plot", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_interleaved_runs_and_checks_agreement(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """benchmarks/interleaved.py at a tiny size: every model's generated code and
+    hand-written code agree (it raises otherwise) and a ratio is printed."""
+    script = import_file(ROOT / "benchmarks" / "interleaved.py", "_interleaved")
+    models = "linear_regression,relu_neuron,logistic_regression,elementwise"
+    script.main(["--rows", "200", "--pairs", "2", "--models", models])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == models.split(",")
+    assert all("ratio" in line for line in lines)
