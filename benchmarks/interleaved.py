@@ -16,28 +16,18 @@ speed.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 MODELS = ("linear_regression", "relu_neuron", "logistic_regression", "elementwise")
-
-
-def _load(path: Path, name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def arguments(model: str, rows: int, features: int) -> tuple[Any, ...]:
@@ -82,9 +72,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     options = parser.parse_args(argv)
     from threadpoolctl import threadpool_limits
 
-    speed = _load(HERE / "speed.py", "_gradgen_speed")
-    bench = _load(HERE / "bench_generated.py", "_gradgen_bench_generated")
+    sys.path.insert(0, str(HERE))  # benchmarks/ is not a package
+    speed = importlib.import_module("speed")
     hands = speed._numpy_builders()
+    # the bench_generated that speed.py loaded for the hand-written code
+    bench = speed._load_sibling("bench_generated")
     with threadpool_limits(1):
         for model in options.models.split(","):
             generated = bench.load_generated(model).loss_and_gradients
