@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/attention.yaml
 spec-sha256: ef0893b4b79e8baab0afd088cfe8106b94d54974471fbd0cd27adf243a4650e3
-body-sha256: 201bd221c425dac37f01d3998ef10d496b9a8a6a2e2723b33fb3755b3d7695fe
+body-sha256: 6b790369269c54a2184544141589851361423b79eed6ccd3a08eb4f9c0dbf84a
 
 One head of batched self-attention over sequences X [B, T, d]: queries, keys and values are batched matrix products with shared weights, the scores are scaled dot products softmaxed along the last axis, fitted by mean squared error. The weight gradients come out as one tensordot each over the batch and time axes.
 
@@ -86,15 +86,17 @@ def loss_and_gradients(
     A = _softmax(Q @ t0 / t1, axis=2)
     t2 = A @ V - Y
     t3 = t2 @ np.swapaxes(V, -1, -2)
-    t4 = A * (t3 - np.sum(t3 * A, axis=2, keepdims=True)) / t1
-    t5 = np.tensordot(X, np.swapaxes(A, -1, -2) @ t2, axes=([0, 1], [0, 1]))
-    t6 = np.tensordot(
-        X, np.transpose(np.swapaxes(Q, -1, -2) @ t4, (0, 2, 1)), axes=([0, 1], [0, 1])
+    t3 -= np.sum(t3 * A, axis=2, keepdims=True)
+    t3 *= A
+    t3 /= t1
+    t4 = np.tensordot(X, np.swapaxes(A, -1, -2) @ t2, axes=([0, 1], [0, 1]))
+    t5 = np.tensordot(
+        X, np.transpose(np.swapaxes(Q, -1, -2) @ t3, (0, 2, 1)), axes=([0, 1], [0, 1])
     )
-    t7 = np.tensordot(X, t4 @ np.swapaxes(t0, -1, -2), axes=([0, 1], [0, 1]))
-    dL_dWv = 2 / (B * T * e) * t5
-    dL_dWk = 2 / (B * T * e) * t6
-    dL_dWq = 2 / (B * T * e) * t7
+    t6 = np.tensordot(X, t3 @ np.swapaxes(t0, -1, -2), axes=([0, 1], [0, 1]))
+    dL_dWv = 2 / (B * T * e) * t4
+    dL_dWk = 2 / (B * T * e) * t5
+    dL_dWq = 2 / (B * T * e) * t6
     return float(np.vdot(t2, t2) / (B * T * e)), Gradients(
         Wq=dL_dWq, Wk=dL_dWk, Wv=dL_dWv
     )

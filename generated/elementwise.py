@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/elementwise.yaml
 spec-sha256: 37f4e3b6ac807c7cf601e607371333b8342bc5523d18201bb812a1d544bf8882
-body-sha256: 0428f79737c610256f6ad331bc5c2790df9543ef67882cb053a7603bcbc5243e
+body-sha256: f1e4dee589981d3f9d6b8ab547093d96fc4c6e64c5e83dbc3416b80f9b6dac55
 
 An element-wise function summed over a vector, the issue-11 speed benchmark's model: sum(log(1 + exp(sin(x)**2)) * cos(x)**3). Every array operation is element-wise (no matrix product), so its speed is numpy's ufunc speed and the number of temporaries the generated code makes.
 
@@ -50,8 +50,14 @@ def loss_and_gradients(x: np.ndarray) -> tuple[float, Gradients]:
     t3 = np.cos(x)
     t4 = t3 * t3
     t5 = np.log(t2)
-    dL_dx = t4 * (2 * t4 * (t1 / t2) - 3 * t5) * t0
-    return float(t5 @ (t4 * t3)), Gradients(x=dL_dx)
+    dL_dx = np.divide(t1, t2, out=t1)
+    np.multiply(2, t4, out=t2)
+    dL_dx *= t2
+    dL_dx -= 3 * t5
+    dL_dx *= t4
+    dL_dx *= t0
+    t3 *= t4
+    return float(t5 @ t3), Gradients(x=dL_dx)
 
 
 def gradients(x: np.ndarray) -> Gradients:

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/grammar_tour.yaml
 spec-sha256: 95f44d4952aa211a009dfb95fdb564acca1cf7c24e5b204ec2e86c68921c616f
-body-sha256: 23bde2c88b7453e81984d8909d5b12043a66a77d0bda788b363848a324b1e051
+body-sha256: 6767a7343e14abd6aea4612bc2b81c64a8d28371480b12dd96d87922b6744072
 
 Exercises the rest of the expression grammar in one smooth-enough loss: a bias row, a leaky ReLU built from max(0, z) and min(z, 0), abs, square, sqrt, exp, log, cos, tanh, sigmoid, unary minus, division, .T, dot, sum(..., axis=0), mean(..., axis=1), a dim used as a number, a scalar input and a scalar param broadcast over arrays. Every argument stays inside its domain (sqrt(square(.) + 1), log(1 + exp(.))). Trained with momentum with a non-default beta. The outputs depend on only some of the params and inputs.
 
@@ -146,9 +146,15 @@ def loss_and_gradients(
     dL_drow = X @ dL_dback
     t14 = (dL_drow / k)[:, None]
     dL_du = W @ t11 - dL_dg * t5 * np.sin(u) - dL_dg * t6 * t5 * (2 * u) + t13 * back
-    dL_ds = t10 / t9 * (2 * s) + t7 * (1 - t7) + np.sum(t14 * t3, axis=(0, 1))
+    t3 *= t14
+    dL_ds = t10 / t9 * (2 * s) + t7 * (1 - t7) + np.sum(t3, axis=(0, 1))
     t15 = np.sum(col) + (np.maximum(q, 0) + np.log1p(t12)) + t5 @ t6 / n * tau
-    dL_dZ = t14 * s * np.sign(Z) + 0.1 * dL_dA * (t1 != 0) + dL_dA * (t0 != 0)
+    dL_dZ = np.sign(Z, out=t2)
+    dL_dZ *= t14 * s
+    np.multiply(0.1, dL_dA, out=t3)
+    t3 *= t1 != 0
+    dL_dZ += t3
+    dL_dZ += dL_dA * (t0 != 0)
     dL_dc = np.sum(dL_dZ, axis=0)
     dL_dW = np.outer(u, t11) + t4 @ dL_dZ
     return float(t15 + t7 - t10 + 2 * k), Gradients(W=dL_dW, c=dL_dc, s=dL_ds, u=dL_du)
@@ -359,7 +365,8 @@ def jacobian_score(
     t3 = s / k
     t4 = np.einsum("ik,k...->i...", t1, t3 * np.einsum("ij,ik->ijk", X, t2))
     t5 = np.array([np.einsum("k,k...->...", u, t4) / n, np.zeros((n, k))])
-    t6 = np.einsum("k,k...->...", u, np.einsum("ik,k...->i...", t1, t3 * t2))
+    t2 *= t3
+    t6 = np.einsum("k,k...->...", u, np.einsum("ik,k...->i...", t1, t2))
     t7 = np.einsum(
         "k,k...->...", u, np.einsum("ik,k...->i...", t1, np.sum(t0, axis=1) / k)
     )

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/huber_regression.yaml
 spec-sha256: b7c59028ab8e9d6ae769967998aeff0db10482d1e56505e9631f658d51af11f0
-body-sha256: e053da4fd1e05e5b2f25c6bc566c31764157ea5f59c2a1703edcbc5b4fbfa99b
+body-sha256: 29492c121f268ce9de6ef5e77d235e15d6571d0507c806bd98ee9501d185e4ce
 
 Linear regression with the Huber loss, written with where: quadratic for small residuals, linear for large ones (robust to outliers). The condition gets no gradient, and the branch not taken passes none.
 
@@ -62,9 +62,9 @@ def loss_and_gradients(
     t2 = r * np.asarray(t1, dtype=float) + np.asarray(~t1, dtype=float) * np.sign(r)
     dL_db = np.sum(t2, axis=0) / N
     dL_dw = X.T @ t2 / N
-    return float(np.mean(np.where(t1, np.square(r) / 2, t0 - 0.5))), Gradients(
-        w=dL_dw, b=dL_db
-    )
+    np.square(r, out=t2)
+    t2 /= 2
+    return float(np.mean(np.where(t1, t2, t0 - 0.5))), Gradients(w=dL_dw, b=dL_db)
 
 
 def gradients(X: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> Gradients:

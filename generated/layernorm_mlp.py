@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/layernorm_mlp.yaml
 spec-sha256: 9c744947f8ac7893ccc06dbace7ff6650fb3223e25e2c515673af049e5977736
-body-sha256: 9ab57d2b9b205ac60100f0a580cf6a6d2ab9f088fa094448f023f11bace5cd20
+body-sha256: e67bf39725ecb8618e84efd3a3d2709824ec015f61f0d0b1b93c97d6aa9b6da3
 
 An MLP with layer normalisation of the hidden layer: each row centred and scaled by its own mean and standard deviation (keepdims, as in numpy), then a learned gain and shift (beta: a param name adam's beta1/beta2 do not clash with).
 
@@ -61,7 +61,7 @@ def loss(
     centred = A - np.mean(A, axis=1, keepdims=True)
     t0 = centred / np.sqrt(np.var(A, axis=1, keepdims=True) + 1e-05)
     t0 *= gain
-    H = t0 + beta
+    H = np.add(t0, beta, out=t0)
     np.tanh(H, out=H)
     t1 = H @ W2 - Y
     return float(np.vdot(t1, t1) / (N * k))
@@ -103,8 +103,10 @@ def loss_and_gradients(
     dL_dgain = np.sum(t4 * t1, axis=0)
     dL_dcentred = t5 / t0
     t6 = 2 / h * (np.sum(-(t5 * t1 / t0), axis=1, keepdims=True) * (0.5 / t0))
-    dL_dA = t6 * centred + dL_dcentred
-    dL_dA += np.sum(-dL_dcentred, axis=1, keepdims=True) / h
+    dL_dA = np.multiply(t6, centred, out=t1)
+    dL_dA += dL_dcentred
+    np.divide(np.sum(-dL_dcentred, axis=1, keepdims=True), h, out=t0)
+    dL_dA += t0
     dL_dW1 = X.T @ dL_dA
     return float(np.vdot(t2, t2) / (N * k)), Gradients(
         W1=dL_dW1, gain=dL_dgain, beta=dL_dbeta, W2=dL_dW2
@@ -242,7 +244,7 @@ def prediction(
     centred = A - np.mean(A, axis=1, keepdims=True)
     t0 = centred / np.sqrt(np.var(A, axis=1, keepdims=True) + 1e-05)
     t0 *= gain
-    H = t0 + beta
+    H = np.add(t0, beta, out=t0)
     np.tanh(H, out=H)
     return H @ W2
 
@@ -278,9 +280,9 @@ def jacobian_prediction(
         * (-(t1 / t0))[..., None, None]
         * np.sum(t5, axis=1, keepdims=True)
     )
-    t8 = np.einsum(
-        "ik...,kj->ij...", gain[..., None, None] * t2[..., None, None] * (t6 + t7), W2
-    )
+    t6 += t7
+    t6 *= gain[..., None, None] * t2[..., None, None]
+    t8 = np.einsum("ik...,kj->ij...", t6, W2)
     return PredictionJacobian(
         W1=t8,
         gain=np.einsum("kj,ik->ijk", W2, np.einsum("ij,ij->ij", t1, t2)),

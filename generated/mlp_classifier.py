@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/mlp_classifier.yaml
 spec-sha256: 6711f4cdf222625de8a383ed1c4a72250485a6455d298ddd17a2863a721ba644
-body-sha256: 61928829687ca82ce0a4e62e695e3847db62bc6e631ea0b54d52ccd1bfb9239a
+body-sha256: 4fc3f83ba82f2b19cc0527968988c8ce00a9ad463593547c376c12ed3d965172
 
 A two-layer classifier: a ReLU hidden layer, softmax cross-entropy on integer labels, and L2 weight decay on both weight matrices. examples/train_digits.py trains it on scikit-learn's 8x8 digits with the generated step.
 
@@ -293,9 +293,11 @@ def jacobian_probabilities(
     t9 = np.sum(np.einsum("ij,ijk->ijk", t1, t3), axis=1, keepdims=True)
     t10 = np.einsum("jl,ijk->ijkl", t5, np.einsum("ik,ij->ijk", H, t1))
     t11 = np.einsum("ip,jq->ijpq", H, t5) - np.sum(t10, axis=1, keepdims=True)
+    t8 *= t2
+    t11 *= t2
     return ProbabilitiesJacobian(
-        W1=t2 * t8,
+        W1=t8,
         b1=t4 * (t3 - t9),
-        W2=t2 * t11,
+        W2=t11,
         b2=t4 * (t6 - np.sum(t4 * t6, axis=1, keepdims=True)),
     )

@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/skipgram.yaml
 spec-sha256: 740d11e3a4269c9ba45360d3deb8c571d302d1948f34b10bdda0745ecabd20f6
-body-sha256: 96cc4ddf4b2550584f6807dc31c2c551bab7d5ea5105c85bfc91ce33aa69a756
+body-sha256: adf3e6806547b084aa24a9e62fa1e01ae8e7576c69a681691e88ec18ef75c677
 
 Skip-gram with negative sampling (word2vec): each center word's embedding is pulled towards its context word's output embedding and pushed away from K sampled negatives. Embedding lookups are E[ids]; their gradients are scatter-adds (repeated ids add up), never one-hot matrices.
 
@@ -121,9 +121,9 @@ def loss_and_gradients(
     dL_dF = _scatter_add(t7 * t1, negatives, V, float) + _scatter_add(
         t6 * u, context, V, float
     )
-    return float(-np.mean(np.minimum(positive, 0) - np.log1p(t3)) - t5), Gradients(
-        E=dL_dE, F=dL_dF
-    )
+    np.log1p(t3, out=t3)
+    np.subtract(np.minimum(positive, 0), t3, out=t3)
+    return float(-np.mean(t3) - t5), Gradients(E=dL_dE, F=dL_dF)
 
 
 def gradients(

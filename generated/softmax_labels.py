@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/softmax_labels.yaml
 spec-sha256: 3625f09f48edb59c7ebf8fb27560e7c3ea792724eabad5c1a5d79256febc7ce6
-body-sha256: aa0e3cb71153259c5d0c12d93e297973a917cb81fb05390e29351590eea128de
+body-sha256: 2a3d30a9052257d9b024ee78243985833221748ac58f3e55c4f92be3b6cf3995
 
 Softmax regression with integer class labels, written as a numpy user writes it: cross_entropy(logits, y) with y the class ids. The gradient is (softmax(Z) - onehot(y)) / N, the one-hot written by index (no N x k one-hot matrix is passed in or built as an input).
 
@@ -189,6 +189,7 @@ def jacobian_probabilities(
     t3 = t0[..., None]
     t4 = np.einsum("jl,ijk->ijkl", t1, np.einsum("ik,ij->ijk", X, t0))
     t5 = np.einsum("ip,jq->ijpq", X, t1) - np.sum(t4, axis=1, keepdims=True)
+    t5 *= t0[..., None, None]
     return ProbabilitiesJacobian(
-        W=t0[..., None, None] * t5, b=t3 * (t2 - np.sum(t3 * t2, axis=1, keepdims=True))
+        W=t5, b=t3 * (t2 - np.sum(t3 * t2, axis=1, keepdims=True))
     )

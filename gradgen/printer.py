@@ -21,11 +21,9 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-import numpy as np
-
-from . import naming
+from . import buffers, naming
 from .graph import LEAVES, Index, Node, ancestors
-from .lower import Program, integral, of_sizes
+from .lower import Program, of_sizes
 from .rules import ATOM, HELPERS_NEED, UNARY, Spelling, number
 from .rules import spelling as spelling_of
 from .simplify import MASKS
@@ -126,6 +124,8 @@ def print_body(
 
     named: set[str] = set()
     lined: list[tuple[Node, str]] = []
+    fresh: list[str] = []  # the temporaries' names
+    prefix = len(lines)
     device = f", device=device({(list(arrays) or args)[0]})" if args else ""
     for n in needed:
         code, prec = _spell_noting(n, text, dtype, helpers, device if xp else None)
@@ -138,15 +138,26 @@ def print_body(
         shared = uses[n] > 1 and not of_sizes(n)  # `2 / (N * k)`, written out
         if preferred is not None or shared or len(code) > INLINE_LIMIT:
             name = preferred if preferred is not None else temps.fresh()
+            if preferred is None:
+                fresh.append(name)
             named.add(name)
             lined.append((n, name))
             # in place needs `out=`, which the array API standard does not have
-            in_place = None if xp else _in_place(n, name, text, uses, lined, dtype)
+            in_place = (
+                None
+                if xp
+                else buffers.in_place(n, name, text, uses, [m for m, _ in lined], spell)
+            )
             lines += in_place if in_place is not None else [f"{name} = {code}"]
             text[n] = (name, ATOM)
         else:
             text[n] = (code, prec)
     returned = tuple(text[r][0] for r in results)
+    if not xp:
+        again = _reusing(results, lined, names, text, uses, dtype, fresh, temps.taken)
+        if again is not None:
+            lines = lines[:prefix] + again[0]
+            returned, lined = again[1], again[2]
     namespace = xp and any("xp." in t or "device(" in t for t in (*lines, *returned))
     if namespace:
         # the namespace of the arguments (Python numbers among them are skipped)
@@ -164,70 +175,61 @@ def print_body(
     )
 
 
-#: Binary operators an expert applies in place: `H = X @ W; H += b`.
-AUGMENTED = {"add": "+=", "sub": "-=", "mul": "*=", "div": "/="}
-COMMUTATIVE = frozenset({"add", "mul"})
-#: Ops whose numpy spelling always makes a new array (`a @ b`, `x**2`, `-x`...).
-FRESH = frozenset({*AUGMENTED, "matmul", "powc", "neg"})
-_UFUNC_CALL = re.compile(r"np\.(\w+)\((\w+)(, -?[\d.]+)?\)")
-
-
-def _in_place(
-    node: Node,
-    name: str,
+def _reusing(
+    results: list[Node],
+    lined: list[tuple[Node, str]],
+    preferred: Mapping[Node, str],
     text: Mapping[Node, tuple[str, int]],
     uses: Counter[Node],
-    lined: list[tuple[Node, str]],
     dtype: str,
-) -> list[str] | None:
-    """Statements computing `node` into one new array `name`, updated in place, as
-    an expert writes a layer: `H = X @ W1`, `H += b1`, `np.tanh(H, out=H)`; or None
-    where plain `name = ...` is as good. numpy reuses a temporary for `+ - * /` by
-    itself only when the other operand has its shape (or is a number), and never
-    for a function call; each array of the batch's size saved is an allocation and
-    its page faults. In place only over a temporary nothing else reads: an inline
-    value of the same shape, made by arithmetic or a numpy function (never a view or
-    an argument), holding floats."""
-
-    def temporary(operand: Node) -> bool:
-        return (
-            operand.shape == node.shape
-            and operand.rank > 0
-            and uses[operand] == 1
-            and not any(n is operand for n, _ in lined)
-            and not integral(operand)
-            and (operand.op in FRESH or ufunc(operand))
-        )
-
-    def ufunc(n: Node) -> bool:
-        match = _UFUNC_CALL.fullmatch(text[n][0])
-        return match is not None and ufunc_name(match.group(1))
-
-    def into(operand: Node) -> list[str]:
-        steps = _in_place(operand, name, text, uses, lined, dtype)
-        return steps if steps is not None else [f"{name} = {text[operand][0]}"]
-
-    if node.rank == 0:
+    fresh: list[str],
+    taken: set[str],
+) -> tuple[list[str], tuple[str, ...], list[tuple[Node, str]]] | None:
+    """The statements again, with dead temporaries' arrays reused
+    (`buffers.Reuse`): the lines after the dims', the results, the named values;
+    None where no array is reused."""
+    leaves = {n: t for n, t in text.items() if n.op in LEAVES}
+    reuse = buffers.Reuse(
+        results, lined, preferred, leaves, lambda n, t: spell(n, t, dtype)
+    )
+    lines: list[str] = []
+    named: list[tuple[Node, str]] = []
+    for i, (n, name) in enumerate(lined):
+        lines += reuse.statement(i, n, name)
+        if n in reuse.text:  # computed into a buffer, under its name or `name`
+            if reuse.text[n][0] == name:
+                named.append((n, name))
+            continue
+        texts = reuse.texts(n)
+        done = [m for m, _ in lined[:i]]
+        steps = buffers.in_place(n, name, texts, uses, done, reuse.spell)
+        lines += steps if steps is not None else [f"{name} = {texts[n][0]}"]
+        reuse.text[n] = (name, ATOM)
+        reuse.hold(n, name)
+        named.append((n, name))
+    lines += reuse.statement(len(lined), None)
+    if not reuse.regions:
         return None
-    if node.op in AUGMENTED:
-        left, right = node.args
-        if node.op in COMMUTATIVE and temporary(right) and not temporary(left):
-            left, right = right, left  # b + X @ W: the same sum, exactly
-        if temporary(left) and right.rank > 0 and right.shape != node.shape:
-            # a broadcast row or column: where numpy's own reuse of `left` fails
-            return [*into(left), f"{name} {AUGMENTED[node.op]} {text[right][0]}"]
-        return None
-    if node.args and temporary(node.args[0]) and all(a.is_const for a in node.args[1:]):
-        operand = node.args[0]
-        code = spell(node, {**text, operand: (name, ATOM)}, dtype)[0]
-        match = _UFUNC_CALL.fullmatch(code)
-        if match is not None and match.group(2) == name and ufunc_name(match.group(1)):
-            return [*into(operand), f"{code[:-1]}, out={name})"]
-    return None
+    returned = [reuse.code(r)[0] for r in results]
+    # the temporaries numbered afresh in order of appearance: some went unused
+    renamed = naming.Temporaries(taken - set(fresh))
+    mapping: dict[str, str] = {}
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, fresh)) + r")\b")
 
+    def new(match: re.Match[str]) -> str:
+        if match.group(1) not in mapping:
+            mapping[match.group(1)] = renamed.fresh()
+        return mapping[match.group(1)]
 
-def ufunc_name(name: str) -> bool:
-    return isinstance(getattr(np, name, None), np.ufunc)
+    def rename(code: str) -> str:
+        return pattern.sub(new, code) if fresh else code
+
+    lines = [rename(line) for line in lines]
+    return (
+        lines,
+        tuple(rename(r) for r in returned),
+        [(n, rename(name)) for n, name in named],
+    )
 
 
 def _spell_noting(

@@ -35,7 +35,7 @@ LAYERS: list[set[str]] = [
     {"closedform"},  # graph <-> sympy: closed forms, printed as math
     {"lower", "regions"},
     {"threads"},  # the threaded kernel's schedule
-    {"printer"},
+    {"buffers", "printer"},  # numpy text; arrays written in place
     {"explain", "explanation"},  # dumps of the stages above; the explain stage
     {"render"},
     {"formatting"},

@@ -83,8 +83,11 @@ AD_RTOL, AD_ATOL = 1e-8, 1e-9
 # Against central differences (FD_STEPS, the better of the two counts).
 FD_RTOL, FD_ATOL = 1e-5, 1e-6
 FD_STEPS = (1e-6, 1e-5)
-# A closed form against the generated code: the same math, evaluated another way.
-CLOSED_RTOL, CLOSED_ATOL = 1e-9, 1e-9
+# A closed form against the generated code: the same math, evaluated another way,
+# as loose as against autograd: `cos(((s @ s.T) @ (s @ s.T))**(3*D))` of a large
+# argument, evaluated in another order, differs by 2.5e-8 (random spec 83, one
+# machine of two).
+CLOSED_RTOL, CLOSED_ATOL = 1e-7, 1e-9
 MAX_SKIPPED_FRACTION = 0.05
 
 
