@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/elementwise_threads.yaml
 spec-sha256: bf442042446723515b6d72323e80048db28c77878e50fff9c35db086f1cebbec
-body-sha256: 98c18775a8006f72cecc7c3e0672e0dcee808fa0672097eb933a7932899b1eea
+body-sha256: 999ec91fbafd93f3b5b7a3a6200b2421d9abef2b3a6c299a16c0f6814bbaa00a
 
 The element-wise model of examples/elementwise.yaml with `threads: true`: loss_and_gradients runs over chunks of about 128K elements of x on a small thread pool (numpy releases the GIL in its ufuncs), each chunk computing its part of the loss and its rows of the gradient.
 
@@ -66,6 +66,31 @@ def _under(errors: dict, rows):
     return run
 
 
+_scratch_of = threading.local()  # each thread's block of scratch arrays
+
+
+def _scratch(*shapes, dtype=float) -> list:
+    """Arrays of these shapes for the calling thread's chunk, views of one block
+    that the thread allocates on its first chunk and reuses for the next ones (a
+    worker fills every element before it reads one). Values never leave a chunk:
+    results go into the full-size arrays, partial sums are new arrays."""
+    sizes = [int(np.prod(shape)) for shape in shapes]
+    block = getattr(_scratch_of, "block", None)
+    if (
+        block is None
+        or block.dtype != dtype
+        or block.shape[0] < len(sizes)
+        or block.shape[1] < max(sizes, default=0)
+    ):
+        rows = max(len(sizes), 0 if block is None else block.shape[0])
+        width = max(max(sizes, default=0), 0 if block is None else block.shape[1])
+        block = _scratch_of.block = np.empty((rows, width), dtype)
+    return [
+        block[i, :size].reshape(shape)
+        for i, (size, shape) in enumerate(zip(sizes, shapes))
+    ]
+
+
 class Params(NamedTuple):
     """The trainable parameters, in spec order."""
 
@@ -93,18 +118,30 @@ def loss_and_gradients(x: np.ndarray) -> tuple[float, Gradients]:
     dL_dx = np.empty((N,))
 
     def _rows_0(lo, hi):
-        t0 = x[lo:hi]
-        t1 = np.sin(t0)
-        t2 = np.exp(t1**2)
-        t3 = 1 + t2
-        t4 = np.cos(t0)
-        t5 = t4 * t4
-        t6 = np.log(t3)
-        dL_dx[lo:hi] = t5 * (2 * t5 * (t2 / t3) - 3 * t6) * t1
-        return (np.einsum("i,i->", t6, t5 * t4),)
+        t0, t1, t2, t3, t4, t5 = _scratch(
+            (hi - lo,), (hi - lo,), (hi - lo,), (hi - lo,), (hi - lo,), (hi - lo,)
+        )
+        t6 = x[lo:hi]
+        np.sin(t6, out=t0)
+        np.square(t0, out=t1)
+        np.exp(t1, out=t1)
+        np.add(1, t1, out=t2)
+        np.cos(t6, out=t3)
+        np.multiply(t3, t3, out=t4)
+        np.log(t2, out=t5)
+        t7 = dL_dx[lo:hi]
+        np.multiply(2, t4, out=t7)
+        t1 /= t2
+        t7 *= t1
+        np.multiply(3, t5, out=t2)
+        t7 -= t2
+        t7 *= t4
+        t7 *= t0
+        t3 *= t4
+        return (np.einsum("i,i->", t5, t3),)
 
-    (t7,) = _chunked(_rows_0, N, 1)
-    return float(t7), Gradients(x=dL_dx)
+    (t8,) = _chunked(_rows_0, N, 1)
+    return float(t8), Gradients(x=dL_dx)
 
 
 def gradients(x: np.ndarray) -> Gradients:

@@ -162,12 +162,18 @@ class Reuse:
         preferred: Mapping[Node, str],
         leaves: Mapping[Node, Text],
         spell: Spell,
+        destinations: Mapping[Node, tuple[str, str]] | None = None,
+        scratch: Callable[[Node], str | None] | None = None,
     ) -> None:
         self.results = list(results)
+        # a result to compute straight into an array of the caller's, by the name
+        # of a view of it: {value: (name, `dL_dx[lo:hi]`)}
+        self.destinations = dict(destinations or {})
         self.lined = dict(lined)
         self.preferred = preferred
         self.spell = spell
         self.text: dict[Node, Text] = dict(leaves)
+        self.known = frozenset(leaves)  # written as given, never recomputed
         # the last statement that reads each lined value; the results' comes last
         self.last: dict[Node, int] = {}
         for i, root in enumerate([*self.lined, None]):
@@ -190,6 +196,11 @@ class Reuse:
         self.holder: dict[str, Node] = {}  # buffer -> the value it holds now
         self.held: dict[Node, str] = {}  # value -> its buffer
         self.regions = 0  # how many regions went into buffers
+        self.written: set[Node] = set()  # the destinations used
+        # where no dead array fits, a new scratch array by this name (None: not
+        # for this value), instead of an allocation: [(name, value)]
+        self.scratch = scratch
+        self.slots: list[tuple[str, Node]] = []
 
     # -- the statements' trees ----------------------------------------------------
 
@@ -233,7 +244,7 @@ class Reuse:
 
     def fusable(self, n: Node, root: Node | None) -> bool:
         """An op of an element-wise region not computed yet."""
-        if n.op in LEAVES or n in self.held or n.rank == 0:
+        if n.op in LEAVES or n in self.held or n.rank == 0 or n in self.known:
             return False
         if n is not root and n in self.lined:
             return False
@@ -279,6 +290,12 @@ class Reuse:
             target, steps = planned
             named = region is root and root in self.preferred and name is not None
             display = name if named and name is not None else target
+            if region in self.destinations:
+                view, where = self.destinations[region]
+                if target == view:
+                    lines.append(f"{view} = {where}")
+                    display = view
+                    self.written.add(region)
             lines += self._render(steps, target, display)
             self.text[region] = (display, ATOM)
             self.holder[target] = region
@@ -333,6 +350,8 @@ class Reuse:
             (b for b in free if self.holder[b].shape == region.shape),
             key=lambda b: inside[self.holder[b]] == 0,
         )
+        if region in self.destinations:
+            fitting.insert(0, self.destinations[region][0])
         for target in fitting:
             spares = [b for b in free if b != target]
             while True:  # without the spare buffers that a plan wrote too early
@@ -345,6 +364,13 @@ class Reuse:
                 if not early & set(spares):
                     break
                 spares = [b for b in spares if b not in early]
+        slot = None if self.scratch is None else self.scratch(region)
+        if slot is not None:
+            for spares in ([b for b in free if b != slot], []):
+                steps = self._into(region, slot, list(spares), root)
+                if steps is not None and not self.verify(steps):
+                    self.slots.append((slot, region))
+                    return slot, steps
         return None
 
     def _operand(
@@ -367,7 +393,7 @@ class Reuse:
         self, n: Node, target: str, spares: list[str], root: Node | None
     ) -> list[Step] | None:
         """Steps that leave `n`'s value in `target`, or None."""
-        old = self.holder[target]
+        old = self.holder.get(target)  # None: a destination
         mine = Operand(target, ATOM, frozenset(), target)
 
         def chained(a: Node) -> bool:  # computed into `target` first
@@ -376,7 +402,7 @@ class Reuse:
         if n.op in BINARY:
             chain = [a for a in n.args if chained(a)]
             # the operand that reads the buffer's old value goes first
-            chain.sort(key=lambda a: self._reads(a, root)[old] == 0)
+            chain.sort(key=lambda a: old is None or self._reads(a, root)[old] == 0)
             if not chain:
                 pieces = [self._operand(a, [], root) for a in n.args]
                 operands = tuple(p[1] for p in pieces if p is not None)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from . import buffers, naming
@@ -154,7 +154,7 @@ def print_body(
             text[n] = (code, prec)
     returned = tuple(text[r][0] for r in results)
     if not xp:
-        again = _reusing(results, lined, names, text, uses, dtype, fresh, temps.taken)
+        again = _reusing(results, lined, names, text, uses, dtype, fresh)
         if again is not None:
             lines = lines[:prefix] + again[0]
             returned, lined = again[1], again[2]
@@ -183,14 +183,28 @@ def _reusing(
     uses: Counter[Node],
     dtype: str,
     fresh: list[str],
-    taken: set[str],
-) -> tuple[list[str], tuple[str, ...], list[tuple[Node, str]]] | None:
+    known: Mapping[Node, tuple[str, int]] | None = None,
+    destinations: Mapping[Node, tuple[str, str]] | None = None,
+    scratch: tuple[Callable[[Node], str | None], Callable[[Node], str]] | None = None,
+) -> tuple[list[str], tuple[str, ...], list[tuple[Node, str]], set[Node]] | None:
     """The statements again, with dead temporaries' arrays reused
     (`buffers.Reuse`): the lines after the dims', the results, the named values;
-    None where no array is reused."""
-    leaves = {n: t for n, t in text.items() if n.op in LEAVES}
+    the destinations used; None where no array is reused. `known`: values written as given (default: the
+    leaves in `text`); `destinations`: results to compute into a view of an array
+    of the caller's, {value: (name, view)}, the view's line printed where used;
+    `scratch`: a new scratch array's name for a value where no dead one fits (or
+    None), and the text of a value's shape, for the line that takes them all
+    (`t1, t2 = _scratch((hi - lo,), (hi - lo, k))`)."""
+    if known is None:
+        known = {n: t for n, t in text.items() if n.op in LEAVES}
     reuse = buffers.Reuse(
-        results, lined, preferred, leaves, lambda n, t: spell(n, t, dtype)
+        results,
+        lined,
+        preferred,
+        known,
+        lambda n, t: spell(n, t, dtype),
+        destinations,
+        None if scratch is None else scratch[0],
     )
     lines: list[str] = []
     named: list[tuple[Node, str]] = []
@@ -210,26 +224,37 @@ def _reusing(
     lines += reuse.statement(len(lined), None)
     if not reuse.regions:
         return None
+    if reuse.slots and scratch is not None:
+        names = [name for name, _ in reuse.slots]
+        shapes = ", ".join(scratch[1](n) for _, n in reuse.slots)
+        fill = DTYPE_FIELDS[dtype]["dtype"]
+        lines.insert(0, f"{_unpack(names)}_scratch({shapes}{fill})")
     returned = [reuse.code(r)[0] for r in results]
     # the temporaries numbered afresh in order of appearance: some went unused
-    renamed = naming.Temporaries(taken - set(fresh))
-    mapping: dict[str, str] = {}
-    pattern = re.compile(r"\b(" + "|".join(map(re.escape, fresh)) + r")\b")
-
-    def new(match: re.Match[str]) -> str:
-        if match.group(1) not in mapping:
-            mapping[match.group(1)] = renamed.fresh()
-        return mapping[match.group(1)]
-
-    def rename(code: str) -> str:
-        return pattern.sub(new, code) if fresh else code
-
+    fresh = [*fresh, *(name for name, _ in reuse.slots)]
+    rename = _renumber(fresh, [*lines, *returned])
     lines = [rename(line) for line in lines]
     return (
         lines,
         tuple(rename(r) for r in returned),
         [(n, rename(name)) for n, name in named],
+        reuse.written,
     )
+
+
+def _renumber(names: Sequence[str], texts: Iterable[str]) -> Callable[[str], str]:
+    """A renaming of the temporaries `names` (in the order they were made) that
+    numbers them by their first appearance in `texts`: t0, t1... without gaps where
+    some went unused."""
+    if not names:
+        return lambda code: code
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b")
+    mapping: dict[str, str] = {}
+    for code in texts:
+        for found in pattern.findall(code):
+            if found not in mapping:
+                mapping[found] = names[len(mapping)]
+    return lambda code: pattern.sub(lambda m: mapping.get(m[1], m[1]), code)
 
 
 def _spell_noting(
@@ -295,6 +320,7 @@ def print_threaded(schedule: Schedule) -> Body:
                 crossing.add(a)
     lo, hi = schedule.bounds.split(", ")
     temps = naming.Temporaries([*k.args, *k.names.values(), *k.dims, lo, hi])
+    first = set(temps.taken)
     dims = {n.name for n in printed if n.op == "dim"}
     dims |= {d for n in schedule.stored for d in n.shape if isinstance(d, str)}
     for phase in phases:
@@ -319,9 +345,11 @@ def print_threaded(schedule: Schedule) -> Body:
         counts: Mapping[Node, int],
         keep: set[Node],
         names: Mapping[Node, Node],
+        record: list[tuple[Node, str, bool]] | None = None,
     ) -> list[str]:
         """Statements for `nodes` (those not in `local` yet); `keep` get a line,
-        `names` maps a node to the kernel's node whose name it may take."""
+        `names` maps a node to the kernel's node whose name it may take; `record`
+        gets each line's value, name, and whether the name is a temporary's."""
         lines = []
         for n in nodes:
             if n in local:
@@ -336,6 +364,8 @@ def print_threaded(schedule: Schedule) -> Body:
                 name = name_for(origin) if origin is not None else temps.fresh()
                 if origin is not None:
                     named.append((origin, name))
+                if record is not None:
+                    record.append((n, name, not wanted))
                 lines.append(f"{name} = {code}")
                 local[n] = (name, ATOM)
             else:
@@ -362,9 +392,49 @@ def print_threaded(schedule: Schedule) -> Body:
         for m in needed:
             counts.update(m.args)
         names = {m: n for m, n in origin.items() if n not in stored}
-        lines = emit(needed, local, counts, set(), names)
-        lines += [f"{arrays[n]}[{lo}:{hi}] = {local[m][0]}" for n, m in phase.stores]
-        parts = [local[p][0] for _, p in phase.partials]
+        known = dict(local)
+
+        def slot(value: Node) -> str | None:
+            """A scratch array for a value with the chunk's rows, if any."""
+            rows = [i for i, d in enumerate(value.shape) if d == schedule.batch]
+            return temps.fresh() if rows == [0] else None
+
+        def shape_of(value: Node) -> str:
+            dims = [f"{hi} - {lo}", *(str(d) for d in value.shape[1:])]
+            return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+
+        record: list[tuple[Node, str, bool]] = []
+        lines = emit(needed, local, counts, set(), names, record)
+        texts = [local[r][0] for r in roots]
+        # the stored values computed straight into their rows of the full array
+        views = {
+            m: (temps.fresh(), f"{arrays[n]}[{lo}:{hi}]")
+            for n, m in phase.stores
+            if m not in known and m.rank == n.rank and m.shape[1:] == n.shape[1:]
+        }
+        again = _reusing(
+            roots,
+            [(n, name) for n, name, _ in record],
+            {n: name for n, name, temporary in record if not temporary},
+            known,
+            counts,
+            dtype,
+            [
+                *(name for _, name, temporary in record if temporary),
+                *(name for name, _ in views.values()),
+            ],
+            known,
+            {m: view for m, view in views.items()},
+            (slot, shape_of),
+        )
+        written: set[Node] = set()
+        if again is not None:
+            lines, texts, written = again[0], list(again[1]), again[3]
+        done = dict(zip(roots, texts, strict=True))
+        for n, m in phase.stores:
+            if m not in written:
+                lines.append(f"{arrays[n]}[{lo}:{hi}] = {done[m]}")
+        parts = [done[p] for _, p in phase.partials]
         worker = f"_rows_{chunks}"
         chunks += 1
         steps.append(Worker(worker, schedule.bounds, tuple(lines), _tuple(parts)))
@@ -384,6 +454,27 @@ def print_threaded(schedule: Schedule) -> Body:
             named.append((n, array))
     if chunks:
         helpers.add("chunked")
+    # the temporaries numbered afresh (the workers' reuse of arrays left gaps)
+    made = sorted(temps.taken - first, key=lambda name: int(name[1:]))
+    printed_texts: list[str] = []
+    for step in steps:
+        if isinstance(step, Worker):
+            printed_texts += [*step.lines, step.returns]
+        else:
+            printed_texts.append(step)
+    rename = _renumber(made, [*printed_texts, *(text[r][0] for r in results)])
+    steps = [
+        (
+            replace(
+                step, lines=tuple(map(rename, step.lines)), returns=rename(step.returns)
+            )
+            if isinstance(step, Worker)
+            else rename(step)
+        )
+        for step in steps
+    ]
+    text.update({r: (rename(text[r][0]), text[r][1]) for r in results})
+    named = [(n, rename(name)) for n, name in named]
     flat: list[str] = []  # for `--dump lowered`; the template lays out `steps`
     for step in steps:
         if isinstance(step, Worker):

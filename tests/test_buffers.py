@@ -99,9 +99,9 @@ def graphs(draw: st.DrawFn) -> tuple[list[Node], dict[Node, str]]:
             if a.shape == ("m", "n") and draw(st.booleans()):
                 b = pick(("n",))
             op = draw(st.sampled_from(["add", "sub", "mul", "div"]))
-            if op == "div":
-                b = ops.add(ops.const(2.0), ops.mul(b, b))  # away from zero
             left, right = (a, b) if draw(st.booleans()) else (b, a)
+            if op == "div":  # a denominator away from zero
+                right = ops.add(ops.const(2.0), ops.mul(right, right))
             node = getattr(ops, op)(left, right)
         elif kind == "unary":
             name = draw(st.sampled_from(["exp", "sin", "tanh", "relu", "sigmoid"]))
