@@ -1,16 +1,18 @@
-"""Do per-thread scratch buffers help the threaded kernel? A measurement (issue 11).
+"""Do per-thread scratch arrays help the threaded kernel? A measurement (issue 11).
 
-`generated/elementwise_threads.py` computes each chunk of rows with fresh
-temporaries, as numpy does by default (numpy elides the temporaries of a chained
-expression itself, in place, for arrays of 256 KB and more: a chunk is 1 MB). The
-alternative is one buffer per temporary and per thread, allocated once and written
-with `out=`. This script times, on the element-wise model, with the same operations
-in the same order:
+`generated/elementwise_threads.py` computes each chunk of rows into arrays it
+reuses: every element-wise region goes into an array a dead temporary leaves behind
+or into one of the thread's scratch arrays (`_scratch`: one block per thread, made
+on its first chunk and reused by the next), and the gradient goes straight into its
+rows of the full-size array. This script times, on the element-wise model, with the
+same operations in the same order:
 
-* ``generated``  -- the generated threaded module;
-* ``buffers``    -- its worker with per-thread buffers (`threading.local`), every
-  operation written `out=` into them, the gradient's last product straight into the
-  result;
+* ``generated``  -- the generated threaded module (scratch arrays, reuse, `out=`);
+* ``fresh``      -- the worker the generator printed before (fresh temporaries, as
+  numpy does by default; it elides the temporaries of a chained expression itself,
+  for arrays of 256 KB and more: a chunk is 1 MB), the gradient copied into its rows;
+* ``buffers``    -- a hand-written worker with per-thread buffers (`threading.local`),
+  every operation written `out=` into them;
 * ``store_out``  -- fresh temporaries, only the last product written `out=` into the
   result (no copy);
 
@@ -18,7 +20,7 @@ against the hand-written numpy of benchmarks/speed.py, interleaved in alternatin
 order (a variant timed right after the hand-written code, which frees arrays of
 8-80 MB, came out up to 25% slower than the same code timed first), the lowest of
 --rounds medians. It also counts the page faults per call, which is what buffers
-would save. It asserts nothing about speed; it checks that all variants agree.
+save. It asserts nothing about speed; it checks that all variants agree.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/threads_buffers.py
 """
@@ -93,6 +95,25 @@ def buffers(x: np.ndarray) -> Result:
     return float(t7), (dL_dx,)
 
 
+def fresh(x: np.ndarray) -> Result:
+    N = np.shape(x)[0]
+    dL_dx = np.empty((N,))
+
+    def _rows_0(lo: int, hi: int) -> tuple[Any]:
+        t0 = x[lo:hi]
+        t1 = np.sin(t0)
+        t2 = np.exp(t1**2)
+        t3 = 1 + t2
+        t4 = np.cos(t0)
+        t5 = t4 * t4
+        t6 = np.log(t3)
+        dL_dx[lo:hi] = t5 * (2 * t5 * (t2 / t3) - 3 * t6) * t1
+        return (np.einsum("i,i->", t6, t5 * t4),)
+
+    (t7,) = gen._chunked(_rows_0, N, 1)
+    return float(t7), (dL_dx,)
+
+
 def store_out(x: np.ndarray) -> Result:
     N = np.shape(x)[0]
     dL_dx = np.empty((N,))
@@ -115,6 +136,7 @@ def store_out(x: np.ndarray) -> Result:
 VARIANTS: dict[str, Callable[[np.ndarray], Any]] = {
     "numpy by hand": hand,
     "generated": gen.loss_and_gradients,
+    "fresh": fresh,
     "buffers": buffers,
     "store_out": store_out,
 }

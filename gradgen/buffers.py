@@ -26,7 +26,14 @@ Two things here, both for the numpy backend only (the array API standard has no
 
 A buffer is an array the function made itself: a temporary `t<k>` (never an
 argument, a spec-named value, a result or a view) computed by arithmetic or a ufunc,
-holding floats, of the region's exact shape.
+holding floats, of the region's exact shape. A view (`t4 = t3.T`, `t3[:, None]`)
+keeps its base taken for as long as the view is read.
+
+In a threaded worker (`printer.print_threaded`) two more kinds of array take
+regions: a *destination*, the rows of a full-size result (`t7 = dL_dx[lo:hi]`, the
+gradient computed straight into it), and, where no dead array fits, a new *scratch*
+array of the thread's (`_scratch` in the threaded module's helpers), so that a chunk
+allocates nothing of the chunk's size.
 """
 
 from __future__ import annotations
