@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/mlp_classifier.yaml
 spec-sha256: 6711f4cdf222625de8a383ed1c4a72250485a6455d298ddd17a2863a721ba644
-body-sha256: 4fc3f83ba82f2b19cc0527968988c8ce00a9ad463593547c376c12ed3d965172
+body-sha256: 1f599456c9ba20e164f470d82352b55c110eeef4503587a89249c958de0789fc
 
 A two-layer classifier: a ReLU hidden layer, softmax cross-entropy on integer labels, and L2 weight decay on both weight matrices. examples/train_digits.py trains it on scikit-learn's 8x8 digits with the generated step.
 
@@ -125,14 +125,14 @@ def loss_and_gradients(
     dL_dZ = t2 - np.exp(t1) * np.sum(t2, axis=1, keepdims=True)
     dL_db2 = np.sum(dL_dZ, axis=0)
     dL_dH = dL_dZ @ W2.T
-    t3 = dL_dH * (t0 > 0)
-    dL_db1 = np.sum(t3, axis=0)
+    np.multiply(dL_dH, t0 > 0, out=t0)
+    dL_db1 = np.sum(t0, axis=0)
     dL_dW2 = 0.0001 * W2 + H.T @ dL_dZ
-    dL_dW1 = 0.0001 * W1 + X.T @ t3
-    t4 = 0.0001 * (np.vdot(W1, W1) + np.vdot(W2, W2)) / 2 - np.mean(
+    dL_dW1 = 0.0001 * W1 + X.T @ t0
+    t3 = 0.0001 * (np.vdot(W1, W1) + np.vdot(W2, W2)) / 2 - np.mean(
         _take_along(t1, y, 1)
     )
-    return float(t4), Gradients(W1=dL_dW1, b1=dL_db1, W2=dL_dW2, b2=dL_db2)
+    return float(t3), Gradients(W1=dL_dW1, b1=dL_db1, W2=dL_dW2, b2=dL_db2)
 
 
 def gradients(

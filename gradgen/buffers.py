@@ -75,7 +75,7 @@ def ufunc_call(node: Node) -> bool:
     if not node.args or any(not a.is_const for a in node.args[1:]):
         return False
     template = spelling(node.op).template
-    match = re.fullmatch(r"np\.(\w+)\(\{0\}((?:, \{\d\})*)\)", template)
+    match = re.fullmatch(r"np\.(\w+)\(\{0\}((?:, (?:\{\d\}|-?[\d.]+))*)\)", template)
     return match is not None and ufunc_name(match.group(1))
 
 
@@ -171,6 +171,7 @@ class Reuse:
         spell: Spell,
         destinations: Mapping[Node, tuple[str, str]] | None = None,
         scratch: Callable[[Node], str | None] | None = None,
+        size: Callable[[Node], object] | None = None,
     ) -> None:
         self.results = list(results)
         # a result to compute straight into an array of the caller's, by the name
@@ -193,13 +194,8 @@ class Reuse:
         for v in [*reversed(self.results), *reversed(list(self.lined))]:
             for base in self._bases(v):
                 self.last[base] = max(self.last.get(base, -1), self.last[v])
-        # and reading a view reads its bases' arrays
-        self.views: dict[Node, set[Node]] = {}
-        for v in self.lined:
-            for base in self._bases(v):
-                self.views.setdefault(v, set()).update(
-                    {base, *self.views.get(base, ())}
-                )
+        # and reading a view reads its bases' arrays (`_viewed`: transitively)
+        self.views = {v: set(self._bases(v)) for v in self.lined}
         self.holder: dict[str, Node] = {}  # buffer -> the value it holds now
         self.held: dict[Node, str] = {}  # value -> its buffer
         self.regions = 0  # how many regions went into buffers
@@ -208,6 +204,9 @@ class Reuse:
         # for this value), instead of an allocation: [(name, value)]
         self.scratch = scratch
         self.slots: list[tuple[str, Node]] = []
+        # what makes two values' arrays interchangeable: their shape, and in a
+        # worker whether its rows are the chunk's (`N` is hi - lo rows there) or all
+        self.size: Callable[[Node], object] = size or (lambda n: n.shape)
 
     # -- the statements' trees ----------------------------------------------------
 
@@ -235,6 +234,18 @@ class Reuse:
             elif n.op not in LEAVES and not fresh(n):
                 stack.extend(n.args)
 
+    def _viewed(self, v: Node) -> set[Node]:
+        """The values whose arrays `v` may be a view of, through views of views
+        (`r2 = r[None]` with `r = t0.T`: t0), buffers computed since included."""
+        found: set[Node] = set()
+        stack = [v]
+        while stack:
+            for base in self.views.get(stack.pop(), ()):
+                if base not in found:
+                    found.add(base)
+                    stack.append(base)
+        return found
+
     def _reads(self, n: Node, root: Node | None) -> Counter[Node]:
         """The held values that the code of `n` reads, counted."""
         found: Counter[Node] = Counter()
@@ -244,7 +255,7 @@ class Reuse:
             if m in self.held and m is not root:
                 found[m] += 1
             elif m in self.lined and m is not root:
-                found.update(self.views.get(m, ()))
+                found.update(self._viewed(m))
             elif m.op not in LEAVES and (m is root or m not in self.lined):
                 stack.extend(m.args)
         return found
@@ -354,7 +365,7 @@ class Reuse:
         ]
         # a buffer whose old value the region reads first: updated in place
         fitting = sorted(
-            (b for b in free if self.holder[b].shape == region.shape),
+            (b for b in free if self.size(self.holder[b]) == self.size(region)),
             key=lambda b: inside[self.holder[b]] == 0,
         )
         if region in self.destinations:
@@ -387,7 +398,7 @@ class Reuse:
         its own and one fits, else as inline code."""
         if self.fusable(n, root):
             for b in spares:
-                if self.holder[b].shape == n.shape:
+                if self.size(self.holder[b]) == self.size(n):
                     spares.remove(b)
                     steps = self._into(n, b, spares, root)
                     if steps is None:
@@ -404,7 +415,7 @@ class Reuse:
         mine = Operand(target, ATOM, frozenset(), target)
 
         def chained(a: Node) -> bool:  # computed into `target` first
-            return a.shape == n.shape and self.fusable(a, root)
+            return self.size(a) == self.size(n) and self.fusable(a, root)
 
         if n.op in BINARY:
             chain = [a for a in n.args if chained(a)]

@@ -20,6 +20,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 from . import buffers, naming
 from .graph import LEAVES, Index, Node, ancestors
@@ -186,6 +187,7 @@ def _reusing(
     known: Mapping[Node, tuple[str, int]] | None = None,
     destinations: Mapping[Node, tuple[str, str]] | None = None,
     scratch: tuple[Callable[[Node], str | None], Callable[[Node], str]] | None = None,
+    size: Callable[[Node], object] | None = None,
 ) -> tuple[list[str], tuple[str, ...], list[tuple[Node, str]], set[Node]] | None:
     """The statements again, with dead temporaries' arrays reused
     (`buffers.Reuse`): the lines after the dims', the results, the named values;
@@ -205,6 +207,7 @@ def _reusing(
         lambda n, t: spell(n, t, dtype),
         destinations,
         None if scratch is None else scratch[0],
+        size,
     )
     lines: list[str] = []
     named: list[tuple[Node, str]] = []
@@ -215,7 +218,7 @@ def _reusing(
                 named.append((n, name))
             continue
         texts = reuse.texts(n)
-        done = [m for m, _ in lined[:i]]
+        done = [*(m for m, _ in lined[:i]), *reuse.held]  # never written over here
         steps = buffers.in_place(n, name, texts, uses, done, reuse.spell)
         lines += steps if steps is not None else [f"{name} = {texts[n][0]}"]
         reuse.text[n] = (name, ATOM)
@@ -394,10 +397,15 @@ def print_threaded(schedule: Schedule) -> Body:
         names = {m: n for m, n in origin.items() if n not in stored}
         known = dict(local)
 
-        def slot(value: Node) -> str | None:
+        # the values with the chunk's rows: the row-wise nodes rebuilt on the chunk
+        # (a partial sum may have the batch dim in its shape too: `mean(K, axis=0)`
+        # of a K [N, N] has N entries, not hi - lo)
+        rowed = {m for m, _ in phase.origin} | {m for m in needed if m.op == "rows"}
+
+        def slot(value: Node, rowed: set[Node] = rowed) -> str | None:
             """A scratch array for a value with the chunk's rows, if any."""
             rows = [i for i, d in enumerate(value.shape) if d == schedule.batch]
-            return temps.fresh() if rows == [0] else None
+            return temps.fresh() if rows == [0] and value in rowed else None
 
         def shape_of(value: Node) -> str:
             dims = [f"{hi} - {lo}", *(str(d) for d in value.shape[1:])]
@@ -426,6 +434,7 @@ def print_threaded(schedule: Schedule) -> Body:
             known,
             {m: view for m, view in views.items()},
             (slot, shape_of),
+            partial(_size_in_worker, rowed=rowed),
         )
         written: set[Node] = set()
         if again is not None:
@@ -490,6 +499,12 @@ def print_threaded(schedule: Schedule) -> Body:
         tuple(named),
         tuple(steps),
     )
+
+
+def _size_in_worker(value: Node, rowed: set[Node]) -> object:
+    """What makes two values' arrays interchangeable in a worker: the shape, and
+    whether its batch dim is the chunk's rows."""
+    return (value.shape, value in rowed)
 
 
 def _until(roots: Iterable[Node], known: Mapping[Node, object]) -> list[Node]:
