@@ -3,7 +3,7 @@
 gradgen-version: 0.1.0
 spec: ../examples/elementwise_threads.yaml
 spec-sha256: bf442042446723515b6d72323e80048db28c77878e50fff9c35db086f1cebbec
-body-sha256: 999ec91fbafd93f3b5b7a3a6200b2421d9abef2b3a6c299a16c0f6814bbaa00a
+body-sha256: e89385e95f3358a58644de4c4f4fc2360644eb4eabc219c5acf2b4cd1bec82fb
 
 The element-wise model of examples/elementwise.yaml with `threads: true`: loss_and_gradients runs over chunks of about 128K elements of x on a small thread pool (numpy releases the GIL in its ufuncs), each chunk computing its part of the loss and its rows of the gradient.
 
@@ -74,16 +74,12 @@ def _scratch(*shapes, dtype=float) -> list:
     that the thread allocates on its first chunk and reuses for the next ones (a
     worker fills every element before it reads one). Values never leave a chunk:
     results go into the full-size arrays, partial sums are new arrays."""
-    sizes = [int(np.prod(shape)) for shape in shapes]
+    sizes = [int(np.prod(shape)) for shape in shapes]  # a handful: never samples
+    need = (len(sizes), max(sizes, default=0))
     block = getattr(_scratch_of, "block", None)
-    if (
-        block is None
-        or block.dtype != dtype
-        or block.shape[0] < len(sizes)
-        or block.shape[1] < max(sizes, default=0)
-    ):
-        rows = max(len(sizes), 0 if block is None else block.shape[0])
-        width = max(max(sizes, default=0), 0 if block is None else block.shape[1])
+    have = (0, 0) if block is None or block.dtype != dtype else block.shape
+    if have[0] < need[0] or have[1] < need[1]:
+        rows, width = max(have[0], need[0]), max(have[1], need[1])
         block = _scratch_of.block = np.empty((rows, width), dtype)
     return [
         block[i, :size].reshape(shape)
@@ -118,30 +114,29 @@ def loss_and_gradients(x: np.ndarray) -> tuple[float, Gradients]:
     dL_dx = np.empty((N,))
 
     def _rows_0(lo, hi):
-        t0, t1, t2, t3, t4, t5 = _scratch(
-            (hi - lo,), (hi - lo,), (hi - lo,), (hi - lo,), (hi - lo,), (hi - lo,)
-        )
-        t6 = x[lo:hi]
-        np.sin(t6, out=t0)
-        np.square(t0, out=t1)
-        np.exp(t1, out=t1)
-        np.add(1, t1, out=t2)
-        np.cos(t6, out=t3)
-        np.multiply(t3, t3, out=t4)
-        np.log(t2, out=t5)
-        t7 = dL_dx[lo:hi]
-        np.multiply(2, t4, out=t7)
-        t1 /= t2
-        t7 *= t1
-        np.multiply(3, t5, out=t2)
-        t7 -= t2
-        t7 *= t4
-        t7 *= t0
-        t3 *= t4
-        return (np.einsum("i,i->", t5, t3),)
+        t0 = hi - lo
+        t1, t2, t3, t4, t5, t6 = _scratch((t0,), (t0,), (t0,), (t0,), (t0,), (t0,))
+        t7 = x[lo:hi]
+        np.sin(t7, out=t1)
+        np.square(t1, out=t2)
+        np.exp(t2, out=t2)
+        np.add(1, t2, out=t3)
+        np.cos(t7, out=t4)
+        np.multiply(t4, t4, out=t5)
+        np.log(t3, out=t6)
+        t8 = dL_dx[lo:hi]
+        np.multiply(2, t5, out=t8)
+        t2 /= t3
+        t8 *= t2
+        np.multiply(3, t6, out=t3)
+        t8 -= t3
+        t8 *= t5
+        t8 *= t1
+        t4 *= t5
+        return (np.einsum("i,i->", t6, t4),)
 
-    (t8,) = _chunked(_rows_0, N, 1)
-    return float(t8), Gradients(x=dL_dx)
+    (t9,) = _chunked(_rows_0, N, 1)
+    return float(t9), Gradients(x=dL_dx)
 
 
 def gradients(x: np.ndarray) -> Gradients:

@@ -186,7 +186,9 @@ def _reusing(
     fresh: list[str],
     known: Mapping[Node, tuple[str, int]] | None = None,
     destinations: Mapping[Node, tuple[str, str]] | None = None,
-    scratch: tuple[Callable[[Node], str | None], Callable[[Node], str]] | None = None,
+    scratch: (
+        tuple[Callable[[Node], str | None], Callable[[Node], str], str] | None
+    ) = None,
     size: Callable[[Node], object] | None = None,
 ) -> tuple[list[str], tuple[str, ...], list[tuple[Node, str]], set[Node]] | None:
     """The statements again, with dead temporaries' arrays reused
@@ -196,7 +198,8 @@ def _reusing(
     of the caller's, {value: (name, view)}, the view's line printed where used;
     `scratch`: a new scratch array's name for a value where no dead one fits (or
     None), and the text of a value's shape, for the line that takes them all
-    (`t1, t2 = _scratch((hi - lo,), (hi - lo, k))`)."""
+    (`t1, t2 = _scratch((t0,), (t0, k))`), after the line that binds the chunk's
+    rows (`t0 = hi - lo`)."""
     if known is None:
         known = {n: t for n, t in text.items() if n.op in LEAVES}
     reuse = buffers.Reuse(
@@ -231,7 +234,7 @@ def _reusing(
         names = [name for name, _ in reuse.slots]
         shapes = ", ".join(scratch[1](n) for _, n in reuse.slots)
         fill = DTYPE_FIELDS[dtype]["dtype"]
-        lines.insert(0, f"{_unpack(names)}_scratch({shapes}{fill})")
+        lines[:0] = [scratch[2], f"{_unpack(names)}_scratch({shapes}{fill})"]
     returned = [reuse.code(r)[0] for r in results]
     # the temporaries numbered afresh in order of appearance: some went unused
     fresh = [*fresh, *(name for name, _ in reuse.slots)]
@@ -407,8 +410,10 @@ def print_threaded(schedule: Schedule) -> Body:
             rows = [i for i, d in enumerate(value.shape) if d == schedule.batch]
             return temps.fresh() if rows == [0] and value in rowed else None
 
-        def shape_of(value: Node) -> str:
-            dims = [f"{hi} - {lo}", *(str(d) for d in value.shape[1:])]
+        span = temps.fresh()  # `t0 = hi - lo`, the chunk's rows, where scratch is used
+
+        def shape_of(value: Node, span: str = span) -> str:
+            dims = [span, *(str(d) for d in value.shape[1:])]
             return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
 
         record: list[tuple[Node, str, bool]] = []
@@ -430,10 +435,11 @@ def print_threaded(schedule: Schedule) -> Body:
             [
                 *(name for _, name, temporary in record if temporary),
                 *(name for name, _ in views.values()),
+                span,
             ],
             known,
             {m: view for m, view in views.items()},
-            (slot, shape_of),
+            (slot, shape_of, f"{span} = {hi} - {lo}"),
             partial(_size_in_worker, rowed=rowed),
         )
         written: set[Node] = set()
